@@ -1,0 +1,9 @@
+//! nkpki: a certificate authority whose key never exists whole at rest and cannot be used
+//! by fewer than M of its N holders.
+//!
+//! The library holds every role's logic; `src/cmd/` only turns command-line arguments into
+//! calls to it. See `docs/` for the design, the ceremony and the threat model.
+
+#![forbid(unsafe_code)]
+
+pub mod sss;

@@ -1,0 +1,98 @@
+//! Feldman VSS over P-256 through vsss-rs: the only place that touches group arithmetic.
+
+use super::{ShareValue, SssError};
+use p256::elliptic_curve::ff::{Field, PrimeField};
+use p256::elliptic_curve::group::GroupEncoding;
+use p256::{ProjectivePoint, Scalar};
+use vsss_rs::{
+    DefaultShare, FeldmanVerifierSet, IdentifierPrimeField, ReadableShareSet, ShareVerifierGroup, ValueGroup,
+};
+use zeroize::Zeroizing;
+
+type VShare = DefaultShare<IdentifierPrimeField<Scalar>, IdentifierPrimeField<Scalar>>;
+type Verifier = ShareVerifierGroup<ProjectivePoint>;
+
+/// The KEK as the big-endian bytes of a non-zero scalar.
+pub(super) type Kek = Zeroizing<[u8; 32]>;
+
+fn internal(e: vsss_rs::Error) -> SssError {
+    SssError::Internal(e.to_string())
+}
+
+/// Makes a random non-zero KEK and splits it; returns the KEK, the share values in index
+/// order (1..=total) and the hex-encoded commitments.
+pub(super) fn split(threshold: u8, total: u8) -> Result<(Kek, Vec<ShareValue>, Vec<String>), SssError> {
+    let mut rng = rand::rng();
+    let mut secret = Scalar::random(&mut rng);
+    while bool::from(secret.is_zero()) {
+        secret = Scalar::random(&mut rng);
+    }
+    let kek: Kek = Zeroizing::new(secret.to_repr().into());
+    let wrapped_secret = IdentifierPrimeField(secret);
+    let (shares, verifiers) = vsss_rs::feldman::split_secret::<VShare, Verifier>(
+        threshold as usize,
+        total as usize,
+        &wrapped_secret,
+        None,
+        &mut rng,
+    )
+    .map_err(internal)?;
+    let values = shares
+        .iter()
+        .map(|s| ShareValue::from_bytes(s.value.0.to_repr().into()))
+        .collect();
+    let commitments = FeldmanVerifierSet::<VShare, Verifier>::verifiers(&verifiers)
+        .iter()
+        .map(|v| hex::encode(v.0.to_bytes()))
+        .collect();
+    Ok((kek, values, commitments))
+}
+
+pub(super) fn decode_commitments(hexes: &[String]) -> Result<Vec<ProjectivePoint>, SssError> {
+    hexes
+        .iter()
+        .enumerate()
+        .map(|(i, h)| {
+            let bytes = hex::decode(h)
+                .map_err(|_| SssError::MalformedSet(format!("commitment {i} is not hex")))?;
+            let mut repr = <ProjectivePoint as GroupEncoding>::Repr::default();
+            if bytes.len() != repr.len() {
+                return Err(SssError::MalformedSet(format!("commitment {i} has the wrong length")));
+            }
+            repr.copy_from_slice(&bytes);
+            Option::<ProjectivePoint>::from(ProjectivePoint::from_bytes(&repr))
+                .ok_or_else(|| SssError::MalformedSet(format!("commitment {i} is not a curve point")))
+        })
+        .collect()
+}
+
+fn scalar(value: &ShareValue) -> Result<Scalar, SssError> {
+    Option::<Scalar>::from(Scalar::from_repr((*value.as_bytes()).into())).ok_or(SssError::MalformedValue)
+}
+
+fn vshare(index: u8, value: &ShareValue) -> Result<VShare, SssError> {
+    Ok(DefaultShare {
+        identifier: IdentifierPrimeField(Scalar::from(u64::from(index))),
+        value: IdentifierPrimeField(scalar(value)?),
+    })
+}
+
+pub(super) fn verify(commitments: &[ProjectivePoint], index: u8, value: &ShareValue) -> Result<(), SssError> {
+    let share = vshare(index, value).map_err(|_| SssError::CommitmentMismatch { index })?;
+    let verifiers: Vec<Verifier> = commitments.iter().map(|c| ValueGroup(*c)).collect();
+    let set = <Vec<Verifier> as FeldmanVerifierSet<VShare, Verifier>>::feldman_set_with_generator_and_verifiers(
+        ValueGroup(ProjectivePoint::GENERATOR),
+        &verifiers,
+    );
+    set.verify_share(&share).map_err(|_| SssError::CommitmentMismatch { index })
+}
+
+/// Lagrange interpolation at zero of already verified, distinct shares.
+pub(super) fn combine(shares: &[super::Share]) -> Result<Kek, SssError> {
+    let vshares = shares
+        .iter()
+        .map(|s| vshare(s.index, &s.value))
+        .collect::<Result<Vec<_>, _>>()?;
+    let secret = vshares.combine().map_err(internal)?;
+    Ok(Zeroizing::new(secret.0.to_repr().into()))
+}

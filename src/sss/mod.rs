@@ -1,0 +1,193 @@
+//! Verifiable secret sharing of a key-encryption key (KEK), and the wrapping of a payload
+//! under it.
+//!
+//! The secret that holders share is never the payload itself: a random P-256 scalar (the
+//! KEK) is split with Feldman's verifiable scheme, and the payload (the CA key, or any
+//! secret given to `nkpki split`) is sealed with ChaCha20-Poly1305 under a key derived from
+//! the KEK with HKDF-SHA-256. Anyone holding the public [`ShareSet`] can check one share on
+//! its own and name the share that is bad before combining anything.
+//!
+//! This module is pure: no files, no network, no tokens.
+
+mod feldman;
+mod share;
+mod wrap;
+
+pub use share::{SetId, Share, ShareFile, ShareValue};
+pub use wrap::Wrapped;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use zeroize::Zeroizing;
+
+/// The only scheme this version writes and reads: Feldman VSS over P-256, HKDF-SHA-256,
+/// ChaCha20-Poly1305.
+pub const SCHEME: &str = "feldman-p256/hkdf-sha256/chacha20poly1305";
+
+/// Smallest and largest share counts the sharing machinery accepts (share indices are one
+/// byte; a threshold of one would not be sharing at all).
+pub const MIN_THRESHOLD: u8 = 2;
+pub const MAX_SHARES: u8 = 255;
+
+/// Errors of splitting, checking and combining shares.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SssError {
+    #[error("threshold {threshold} is invalid for {total} shares (need 2 <= threshold <= shares <= 255)")]
+    BadParameters { threshold: usize, total: usize },
+    #[error("unsupported share scheme {0:?} (this nkpki reads {SCHEME:?})")]
+    UnknownScheme(String),
+    #[error("unsupported share format version {0} (this nkpki reads version 1)")]
+    UnknownVersion(u32),
+    #[error("share {index} belongs to another share set ({found}, expected {expected})")]
+    ForeignShare { index: u8, found: SetId, expected: SetId },
+    #[error("share {index} is out of range for a set of {total} shares")]
+    IndexOutOfRange { index: u8, total: u8 },
+    #[error("share {index} does not match the published commitments: it is corrupt or forged")]
+    CommitmentMismatch { index: u8 },
+    #[error("two copies of share {index} were given")]
+    DuplicateShare { index: u8 },
+    #[error("{got} valid share(s) given, {needed} needed")]
+    NotEnoughShares { got: usize, needed: u8 },
+    #[error("the public share set is malformed: {0}")]
+    MalformedSet(String),
+    #[error("the share value is malformed")]
+    MalformedValue,
+    #[error("the recovered key does not open the wrapped secret (shares or set tampered with)")]
+    UnwrapFailed,
+    #[error("secret sharing failed: {0}")]
+    Internal(String),
+}
+
+/// The public half of a sharing: commitments and the wrapped payload. It can be published
+/// (manifest, server store, every share file) without revealing anything.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShareSet {
+    pub scheme: String,
+    pub threshold: u8,
+    pub total: u8,
+    /// Feldman commitments g^a_0 … g^a_{t-1}, SEC1 compressed points in hex.
+    pub commitments: Vec<String>,
+    pub wrapped: Wrapped,
+}
+
+impl ShareSet {
+    /// The set's identity: the first 128 bits of SHA-256 over its canonical JSON. Any change
+    /// to the commitments, parameters or wrapped payload changes it.
+    pub fn id(&self) -> SetId {
+        let canonical = serde_json::to_vec(self).unwrap_or_default();
+        let digest = Sha256::digest(&canonical);
+        SetId(hex::encode(&digest[..16]))
+    }
+
+    fn check_parameters(&self) -> Result<(), SssError> {
+        if self.scheme != SCHEME {
+            return Err(SssError::UnknownScheme(self.scheme.clone()));
+        }
+        check_parameters(self.threshold as usize, self.total as usize)?;
+        if self.commitments.len() != self.threshold as usize {
+            return Err(SssError::MalformedSet(format!(
+                "{} commitments for threshold {}",
+                self.commitments.len(),
+                self.threshold
+            )));
+        }
+        Ok(())
+    }
+
+    /// Checks one share against this set alone: same set, index in range, value consistent
+    /// with the commitments.
+    pub fn verify(&self, share: &Share) -> Result<(), SssError> {
+        self.check_parameters()?;
+        share.check_header()?;
+        let expected = self.id();
+        if share.set_id != expected || share.threshold != self.threshold || share.total != self.total {
+            return Err(SssError::ForeignShare { index: share.index, found: share.set_id.clone(), expected });
+        }
+        if share.index == 0 || share.index > self.total {
+            return Err(SssError::IndexOutOfRange { index: share.index, total: self.total });
+        }
+        let commitments = feldman::decode_commitments(&self.commitments)?;
+        feldman::verify(&commitments, share.index, &share.value)
+    }
+
+    /// Verifies every share, refuses duplicates, and opens the wrapped payload with any
+    /// `threshold` of them. The first bad share stops everything and is named.
+    pub fn recover(&self, shares: &[Share]) -> Result<Zeroizing<Vec<u8>>, SssError> {
+        let mut seen = Vec::with_capacity(shares.len());
+        for share in shares {
+            self.verify(share)?;
+            if seen.contains(&share.index) {
+                return Err(SssError::DuplicateShare { index: share.index });
+            }
+            seen.push(share.index);
+        }
+        if shares.len() < self.threshold as usize {
+            return Err(SssError::NotEnoughShares { got: shares.len(), needed: self.threshold });
+        }
+        let used = &shares[..self.threshold as usize];
+        let kek = feldman::combine(used)?;
+        self.wrapped.open(&kek, &self.associated_data())
+    }
+
+    /// What the AEAD authenticates besides the payload: the scheme, parameters and
+    /// commitments, so a wrapped payload cannot be moved to another set.
+    fn associated_data(&self) -> Vec<u8> {
+        associated_data(self.threshold, self.total, &self.commitments)
+    }
+}
+
+fn associated_data(threshold: u8, total: u8, commitments: &[String]) -> Vec<u8> {
+    let mut aad = format!("nkpki kek wrap v1\n{SCHEME}\n{threshold}/{total}\n").into_bytes();
+    for c in commitments {
+        aad.extend_from_slice(c.as_bytes());
+        aad.push(b'\n');
+    }
+    aad
+}
+
+fn check_parameters(threshold: usize, total: usize) -> Result<(), SssError> {
+    if threshold < MIN_THRESHOLD as usize || threshold > total || total > MAX_SHARES as usize {
+        return Err(SssError::BadParameters { threshold, total });
+    }
+    Ok(())
+}
+
+/// Splits `payload` `threshold`-of-`holders.len()` (or of `total` anonymous shares when
+/// `holders` is empty): makes a fresh KEK, wraps the payload under it, shares the KEK.
+pub fn split(
+    payload: &[u8],
+    threshold: u8,
+    total: u8,
+    holders: &[String],
+) -> Result<(ShareSet, Vec<Share>), SssError> {
+    check_parameters(threshold as usize, total as usize)?;
+    if !holders.is_empty() && holders.len() != total as usize {
+        return Err(SssError::BadParameters { threshold: threshold as usize, total: holders.len() });
+    }
+    let (kek, values, commitments) = feldman::split(threshold, total)?;
+    let aad = associated_data(threshold, total, &commitments);
+    let wrapped = Wrapped::seal(&kek, payload, &aad)?;
+    let set = ShareSet { scheme: SCHEME.to_owned(), threshold, total, commitments, wrapped };
+    let set_id = set.id();
+    let shares = values
+        .into_iter()
+        .enumerate()
+        .map(|(i, value)| Share {
+            format: share::FORMAT.to_owned(),
+            version: share::VERSION,
+            scheme: SCHEME.to_owned(),
+            set_id: set_id.clone(),
+            threshold,
+            total,
+            index: (i + 1) as u8,
+            holder: holders.get(i).cloned(),
+            value,
+        })
+        .collect();
+    Ok((set, shares))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,111 @@
+//! Property tests of the sharing: any M of N recover, M−1 do not, an altered share is named.
+
+use super::*;
+use proptest::prelude::*;
+
+fn params() -> impl Strategy<Value = (u8, u8)> {
+    (3u8..=9).prop_flat_map(|n| (2u8..=n, Just(n)))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    #[test]
+    fn any_threshold_subset_recovers(
+        (t, n) in params(),
+        payload in proptest::collection::vec(any::<u8>(), 0..200),
+        seed in any::<u64>(),
+    ) {
+        let (set, shares) = split(&payload, t, n, &[]).unwrap();
+        // a pseudo-random subset of exactly t shares, in a shuffled order
+        let mut order: Vec<usize> = (0..n as usize).collect();
+        let mut s = seed;
+        for i in (1..order.len()).rev() {
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            order.swap(i, (s >> 33) as usize % (i + 1));
+        }
+        let subset: Vec<Share> = order[..t as usize].iter().map(|&i| shares[i].clone()).collect();
+        let recovered = set.recover(&subset).unwrap();
+        prop_assert_eq!(recovered.as_slice(), payload.as_slice());
+    }
+
+    #[test]
+    fn fewer_than_threshold_do_not_recover((t, n) in params()) {
+        let (set, shares) = split(b"secret", t, n, &[]).unwrap();
+        let short = &shares[..t as usize - 1];
+        let refused = matches!(set.recover(short), Err(SssError::NotEnoughShares { .. }));
+        prop_assert!(refused);
+        // and interpolating t-1 shares as if they were enough yields a wrong KEK
+        let kek = feldman::combine(short);
+        if let Ok(kek) = kek {
+            prop_assert!(set.wrapped.open(&kek, &set.associated_data()).is_err());
+        }
+    }
+
+    #[test]
+    fn one_altered_share_is_named(
+        (t, n) in params(),
+        which in any::<prop::sample::Index>(),
+        byte in 0usize..32,
+        flip in 1u8..=255,
+    ) {
+        let (set, mut shares) = split(b"secret", t, n, &[]).unwrap();
+        let victim = which.index(n as usize);
+        let mut bytes = *shares[victim].value.as_bytes();
+        bytes[byte] ^= flip;
+        shares[victim].value = ShareValue::from_bytes(bytes);
+        let index = shares[victim].index;
+        match set.recover(&shares) {
+            Err(SssError::CommitmentMismatch { index: named }) => prop_assert_eq!(named, index),
+            // a flipped top byte can push the value past the group order: still refused
+            Err(SssError::MalformedValue) => {}
+            other => prop_assert!(false, "altered share accepted: {:?}", other.map(|_| ())),
+        }
+    }
+}
+
+#[test]
+fn duplicate_share_is_refused() {
+    let (set, shares) = split(b"x", 2, 3, &[]).unwrap();
+    let twice = vec![shares[1].clone(), shares[1].clone()];
+    assert!(matches!(set.recover(&twice), Err(SssError::DuplicateShare { index: 2 })));
+}
+
+#[test]
+fn share_of_another_set_is_refused() {
+    let (set_a, shares_a) = split(b"x", 2, 3, &[]).unwrap();
+    let (_, shares_b) = split(b"x", 2, 3, &[]).unwrap();
+    let mixed = vec![shares_a[0].clone(), shares_b[1].clone()];
+    assert!(matches!(set_a.recover(&mixed), Err(SssError::ForeignShare { index: 2, .. })));
+}
+
+#[test]
+fn debug_never_shows_the_value() {
+    let (_, shares) = split(b"x", 2, 3, &["NK001".into(), "NK002".into(), "NK003".into()]).unwrap();
+    let json = shares[0].to_json();
+    let value_hex = hex::encode(shares[0].value.as_bytes());
+    assert!(json.contains(&value_hex));
+    let debug = format!("{:?}", shares[0]);
+    assert!(!debug.contains(&value_hex));
+    assert!(debug.contains("<redacted>"));
+}
+
+#[test]
+fn share_json_round_trips_and_rejects_unknown_fields() {
+    let (set, shares) = split(b"x", 2, 3, &[]).unwrap();
+    let json = shares[0].to_json();
+    let back: Share = serde_json::from_str(&json).unwrap();
+    set.verify(&back).unwrap();
+    let extra = json.replacen('{', "{\"surprise\": 1,", 1);
+    assert!(serde_json::from_str::<Share>(&extra).is_err());
+}
+
+#[test]
+fn parameters_are_checked() {
+    assert!(split(b"x", 1, 3, &[]).is_err());
+    assert!(split(b"x", 4, 3, &[]).is_err());
+    assert!(split(b"x", 2, 3, &["a".into()]).is_err());
+    let (set, shares) = split(b"x", 15, 20, &[]).unwrap();
+    let recovered = set.recover(&shares[5..]).unwrap();
+    assert_eq!(recovered.as_slice(), b"x");
+}
