@@ -6,4 +6,12 @@
 
 #![forbid(unsafe_code)]
 
+pub mod ceremony;
+pub mod fsx;
+pub mod harden;
+pub mod manifest;
+pub mod offline;
+pub mod pki;
+pub mod seal;
 pub mod sss;
+pub mod standalone;

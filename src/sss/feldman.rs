@@ -5,9 +5,10 @@ use p256::elliptic_curve::ff::{Field, PrimeField};
 use p256::elliptic_curve::group::GroupEncoding;
 use p256::{ProjectivePoint, Scalar};
 use vsss_rs::{
-    DefaultShare, FeldmanVerifierSet, IdentifierPrimeField, ReadableShareSet, ShareVerifierGroup, ValueGroup,
+    DefaultShare, FeldmanVerifierSet, IdentifierPrimeField, ReadableShareSet, ShareVerifierGroup,
+    ValueGroup,
 };
-use zeroize::Zeroizing;
+use zeroize::{Zeroize, Zeroizing};
 
 type VShare = DefaultShare<IdentifierPrimeField<Scalar>, IdentifierPrimeField<Scalar>>;
 type Verifier = ShareVerifierGroup<ProjectivePoint>;
@@ -21,7 +22,10 @@ fn internal(e: vsss_rs::Error) -> SssError {
 
 /// Makes a random non-zero KEK and splits it; returns the KEK, the share values in index
 /// order (1..=total) and the hex-encoded commitments.
-pub(super) fn split(threshold: u8, total: u8) -> Result<(Kek, Vec<ShareValue>, Vec<String>), SssError> {
+pub(super) fn split(
+    threshold: u8,
+    total: u8,
+) -> Result<(Kek, Vec<ShareValue>, Vec<String>), SssError> {
     let mut rng = rand::rng();
     let mut secret = Scalar::random(&mut rng);
     while bool::from(secret.is_zero()) {
@@ -29,18 +33,25 @@ pub(super) fn split(threshold: u8, total: u8) -> Result<(Kek, Vec<ShareValue>, V
     }
     let kek: Kek = Zeroizing::new(secret.to_repr().into());
     let wrapped_secret = IdentifierPrimeField(secret);
-    let (shares, verifiers) = vsss_rs::feldman::split_secret::<VShare, Verifier>(
+    let split = vsss_rs::feldman::split_secret::<VShare, Verifier>(
         threshold as usize,
         total as usize,
         &wrapped_secret,
         None,
         &mut rng,
     )
-    .map_err(internal)?;
+    .map_err(internal);
+    secret.zeroize();
+    let mut wrapped_secret = wrapped_secret;
+    wrapped_secret.0.zeroize();
+    let (mut shares, verifiers) = split?;
     let values = shares
         .iter()
         .map(|s| ShareValue::from_bytes(s.value.0.to_repr().into()))
         .collect();
+    for s in shares.iter_mut() {
+        s.value.0.zeroize();
+    }
     let commitments = FeldmanVerifierSet::<VShare, Verifier>::verifiers(&verifiers)
         .iter()
         .map(|v| hex::encode(v.0.to_bytes()))
@@ -57,17 +68,21 @@ pub(super) fn decode_commitments(hexes: &[String]) -> Result<Vec<ProjectivePoint
                 .map_err(|_| SssError::MalformedSet(format!("commitment {i} is not hex")))?;
             let mut repr = <ProjectivePoint as GroupEncoding>::Repr::default();
             if bytes.len() != repr.len() {
-                return Err(SssError::MalformedSet(format!("commitment {i} has the wrong length")));
+                return Err(SssError::MalformedSet(format!(
+                    "commitment {i} has the wrong length"
+                )));
             }
             repr.copy_from_slice(&bytes);
-            Option::<ProjectivePoint>::from(ProjectivePoint::from_bytes(&repr))
-                .ok_or_else(|| SssError::MalformedSet(format!("commitment {i} is not a curve point")))
+            Option::<ProjectivePoint>::from(ProjectivePoint::from_bytes(&repr)).ok_or_else(|| {
+                SssError::MalformedSet(format!("commitment {i} is not a curve point"))
+            })
         })
         .collect()
 }
 
 fn scalar(value: &ShareValue) -> Result<Scalar, SssError> {
-    Option::<Scalar>::from(Scalar::from_repr((*value.as_bytes()).into())).ok_or(SssError::MalformedValue)
+    Option::<Scalar>::from(Scalar::from_repr((*value.as_bytes()).into()))
+        .ok_or(SssError::MalformedValue)
 }
 
 fn vshare(index: u8, value: &ShareValue) -> Result<VShare, SssError> {
@@ -77,22 +92,33 @@ fn vshare(index: u8, value: &ShareValue) -> Result<VShare, SssError> {
     })
 }
 
-pub(super) fn verify(commitments: &[ProjectivePoint], index: u8, value: &ShareValue) -> Result<(), SssError> {
+pub(super) fn verify(
+    commitments: &[ProjectivePoint],
+    index: u8,
+    value: &ShareValue,
+) -> Result<(), SssError> {
     let share = vshare(index, value).map_err(|_| SssError::CommitmentMismatch { index })?;
     let verifiers: Vec<Verifier> = commitments.iter().map(|c| ValueGroup(*c)).collect();
     let set = <Vec<Verifier> as FeldmanVerifierSet<VShare, Verifier>>::feldman_set_with_generator_and_verifiers(
         ValueGroup(ProjectivePoint::GENERATOR),
         &verifiers,
     );
-    set.verify_share(&share).map_err(|_| SssError::CommitmentMismatch { index })
+    set.verify_share(&share)
+        .map_err(|_| SssError::CommitmentMismatch { index })
 }
 
 /// Lagrange interpolation at zero of already verified, distinct shares.
 pub(super) fn combine(shares: &[super::Share]) -> Result<Kek, SssError> {
-    let vshares = shares
+    let mut vshares = shares
         .iter()
         .map(|s| vshare(s.index, &s.value))
         .collect::<Result<Vec<_>, _>>()?;
-    let secret = vshares.combine().map_err(internal)?;
-    Ok(Zeroizing::new(secret.0.to_repr().into()))
+    let combined = vshares.combine().map_err(internal);
+    for s in vshares.iter_mut() {
+        s.value.0.zeroize();
+    }
+    let mut secret = combined?;
+    let kek = Zeroizing::new(secret.0.to_repr().into());
+    secret.0.zeroize();
+    Ok(kek)
 }

@@ -33,14 +33,20 @@ pub const MAX_SHARES: u8 = 255;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SssError {
-    #[error("threshold {threshold} is invalid for {total} shares (need 2 <= threshold <= shares <= 255)")]
+    #[error(
+        "threshold {threshold} is invalid for {total} shares (need 2 <= threshold <= shares <= 255)"
+    )]
     BadParameters { threshold: usize, total: usize },
     #[error("unsupported share scheme {0:?} (this nkpki reads {SCHEME:?})")]
     UnknownScheme(String),
     #[error("unsupported share format version {0} (this nkpki reads version 1)")]
     UnknownVersion(u32),
     #[error("share {index} belongs to another share set ({found}, expected {expected})")]
-    ForeignShare { index: u8, found: SetId, expected: SetId },
+    ForeignShare {
+        index: u8,
+        found: SetId,
+        expected: SetId,
+    },
     #[error("share {index} is out of range for a set of {total} shares")]
     IndexOutOfRange { index: u8, total: u8 },
     #[error("share {index} does not match the published commitments: it is corrupt or forged")]
@@ -102,11 +108,21 @@ impl ShareSet {
         self.check_parameters()?;
         share.check_header()?;
         let expected = self.id();
-        if share.set_id != expected || share.threshold != self.threshold || share.total != self.total {
-            return Err(SssError::ForeignShare { index: share.index, found: share.set_id.clone(), expected });
+        if share.set_id != expected
+            || share.threshold != self.threshold
+            || share.total != self.total
+        {
+            return Err(SssError::ForeignShare {
+                index: share.index,
+                found: share.set_id.clone(),
+                expected,
+            });
         }
         if share.index == 0 || share.index > self.total {
-            return Err(SssError::IndexOutOfRange { index: share.index, total: self.total });
+            return Err(SssError::IndexOutOfRange {
+                index: share.index,
+                total: self.total,
+            });
         }
         let commitments = feldman::decode_commitments(&self.commitments)?;
         feldman::verify(&commitments, share.index, &share.value)
@@ -124,7 +140,10 @@ impl ShareSet {
             seen.push(share.index);
         }
         if shares.len() < self.threshold as usize {
-            return Err(SssError::NotEnoughShares { got: shares.len(), needed: self.threshold });
+            return Err(SssError::NotEnoughShares {
+                got: shares.len(),
+                needed: self.threshold,
+            });
         }
         let used = &shares[..self.threshold as usize];
         let kek = feldman::combine(used)?;
@@ -164,12 +183,21 @@ pub fn split(
 ) -> Result<(ShareSet, Vec<Share>), SssError> {
     check_parameters(threshold as usize, total as usize)?;
     if !holders.is_empty() && holders.len() != total as usize {
-        return Err(SssError::BadParameters { threshold: threshold as usize, total: holders.len() });
+        return Err(SssError::BadParameters {
+            threshold: threshold as usize,
+            total: holders.len(),
+        });
     }
     let (kek, values, commitments) = feldman::split(threshold, total)?;
     let aad = associated_data(threshold, total, &commitments);
     let wrapped = Wrapped::seal(&kek, payload, &aad)?;
-    let set = ShareSet { scheme: SCHEME.to_owned(), threshold, total, commitments, wrapped };
+    let set = ShareSet {
+        scheme: SCHEME.to_owned(),
+        threshold,
+        total,
+        commitments,
+        wrapped,
+    };
     let set_id = set.id();
     let shares = values
         .into_iter()

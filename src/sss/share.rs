@@ -94,7 +94,10 @@ impl fmt::Debug for Share {
 impl Share {
     pub(super) fn check_header(&self) -> Result<(), SssError> {
         if self.format != FORMAT {
-            return Err(SssError::MalformedSet(format!("not an nkpki share (format {:?})", self.format)));
+            return Err(SssError::MalformedSet(format!(
+                "not an nkpki share (format {:?})",
+                self.format
+            )));
         }
         if self.version != VERSION {
             return Err(SssError::UnknownVersion(self.version));

@@ -68,7 +68,10 @@ proptest! {
 fn duplicate_share_is_refused() {
     let (set, shares) = split(b"x", 2, 3, &[]).unwrap();
     let twice = vec![shares[1].clone(), shares[1].clone()];
-    assert!(matches!(set.recover(&twice), Err(SssError::DuplicateShare { index: 2 })));
+    assert!(matches!(
+        set.recover(&twice),
+        Err(SssError::DuplicateShare { index: 2 })
+    ));
 }
 
 #[test]
@@ -76,12 +79,21 @@ fn share_of_another_set_is_refused() {
     let (set_a, shares_a) = split(b"x", 2, 3, &[]).unwrap();
     let (_, shares_b) = split(b"x", 2, 3, &[]).unwrap();
     let mixed = vec![shares_a[0].clone(), shares_b[1].clone()];
-    assert!(matches!(set_a.recover(&mixed), Err(SssError::ForeignShare { index: 2, .. })));
+    assert!(matches!(
+        set_a.recover(&mixed),
+        Err(SssError::ForeignShare { index: 2, .. })
+    ));
 }
 
 #[test]
 fn debug_never_shows_the_value() {
-    let (_, shares) = split(b"x", 2, 3, &["NK001".into(), "NK002".into(), "NK003".into()]).unwrap();
+    let (_, shares) = split(
+        b"x",
+        2,
+        3,
+        &["NK001".into(), "NK002".into(), "NK003".into()],
+    )
+    .unwrap();
     let json = shares[0].to_json();
     let value_hex = hex::encode(shares[0].value.as_bytes());
     assert!(json.contains(&value_hex));

@@ -40,22 +40,36 @@ impl Wrapped {
         let ciphertext = cipher(kek)?
             .encrypt(Nonce::from_slice(&nonce), Payload { msg: payload, aad })
             .map_err(|_| SssError::Internal("AEAD seal".into()))?;
-        Ok(Wrapped { aead: AEAD.to_owned(), nonce: B64.encode(nonce), ciphertext: B64.encode(ciphertext) })
+        Ok(Wrapped {
+            aead: AEAD.to_owned(),
+            nonce: B64.encode(nonce),
+            ciphertext: B64.encode(ciphertext),
+        })
     }
 
     pub(super) fn open(&self, kek: &[u8; 32], aad: &[u8]) -> Result<Zeroizing<Vec<u8>>, SssError> {
         if self.aead != AEAD {
-            return Err(SssError::MalformedSet(format!("unknown AEAD {:?}", self.aead)));
+            return Err(SssError::MalformedSet(format!(
+                "unknown AEAD {:?}",
+                self.aead
+            )));
         }
         let nonce = B64
             .decode(&self.nonce)
             .ok()
             .filter(|n| n.len() == 12)
             .ok_or_else(|| SssError::MalformedSet("wrapped nonce".into()))?;
-        let ciphertext =
-            B64.decode(&self.ciphertext).map_err(|_| SssError::MalformedSet("wrapped ciphertext".into()))?;
+        let ciphertext = B64
+            .decode(&self.ciphertext)
+            .map_err(|_| SssError::MalformedSet("wrapped ciphertext".into()))?;
         cipher(kek)?
-            .decrypt(Nonce::from_slice(&nonce), Payload { msg: &ciphertext, aad })
+            .decrypt(
+                Nonce::from_slice(&nonce),
+                Payload {
+                    msg: &ciphertext,
+                    aad,
+                },
+            )
             .map(Zeroizing::new)
             .map_err(|_| SssError::UnwrapFailed)
     }

@@ -1,0 +1,404 @@
+//! The key ceremony: validated parameters in, a CA certificate, a signed manifest and one
+//! encrypted share per holder out. The CA key and the KEK exist only in memory, and only
+//! for the duration of [`perform`].
+
+use crate::manifest::{CaInfo, Manifest, ManifestBody, ManifestError, ManifestHolder};
+use crate::pki::{self, CaKey, CaSubject, KeyAlgorithm, PkiError};
+use crate::seal::{self, SealError};
+use crate::sss::{self, SssError};
+use age::secrecy::SecretString;
+use serde::Deserialize;
+use std::fmt::Write as _;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CeremonyError {
+    #[error("invalid {field}: {reason}")]
+    Invalid { field: String, reason: String },
+    #[error("holders file is not valid JSON for a list of holders: {0}")]
+    HoldersJson(String),
+    #[error(transparent)]
+    Pki(#[from] PkiError),
+    #[error(transparent)]
+    Sss(#[from] SssError),
+    #[error(transparent)]
+    Seal(#[from] SealError),
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+}
+
+fn invalid(field: impl Into<String>, reason: impl Into<String>) -> CeremonyError {
+    CeremonyError::Invalid {
+        field: field.into(),
+        reason: reason.into(),
+    }
+}
+
+/// A Nitrokey id: `NK` followed by three digits.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct NitrokeyId(String);
+
+impl NitrokeyId {
+    pub fn parse(text: &str) -> Option<Self> {
+        let digits = text.strip_prefix("NK")?;
+        (digits.len() == 3 && digits.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| NitrokeyId(text.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for NitrokeyId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// One entry of `holders.json`, as written by the operator.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HolderEntry {
+    nitrokey_id: String,
+    holder_name: String,
+    holder_email: String,
+    location: String,
+    #[serde(default)]
+    age_recipient: Option<String>,
+}
+
+/// A validated share holder.
+#[derive(Clone, Debug)]
+pub struct Holder {
+    pub nitrokey_id: NitrokeyId,
+    pub holder_name: String,
+    pub holder_email: String,
+    pub location: String,
+    pub age_recipient: Option<age::x25519::Recipient>,
+}
+
+fn check_text(field: &str, value: &str) -> Result<(), CeremonyError> {
+    if value.trim().is_empty() {
+        return Err(invalid(field, "must not be empty"));
+    }
+    if value.chars().count() > 255 {
+        return Err(invalid(
+            field,
+            format!(
+                "is {} characters long; at most 255 are allowed",
+                value.chars().count()
+            ),
+        ));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(invalid(field, "must not contain control characters"));
+    }
+    Ok(())
+}
+
+/// A plain e-mail check: one `@`, a non-empty local part, a dotted domain, no spaces.
+pub fn is_email(addr: &str) -> bool {
+    let Some((local, domain)) = addr.split_once('@') else {
+        return false;
+    };
+    !local.is_empty()
+        && !domain.contains('@')
+        && domain.contains('.')
+        && !domain.starts_with('.')
+        && !domain.ends_with('.')
+        && !addr.chars().any(|c| c.is_whitespace() || c.is_control())
+}
+
+/// Parses and validates `holders.json`.
+pub fn parse_holders(json: &str) -> Result<Vec<Holder>, CeremonyError> {
+    let entries: Vec<HolderEntry> =
+        serde_json::from_str(json).map_err(|e| CeremonyError::HoldersJson(e.to_string()))?;
+    let mut holders: Vec<Holder> = Vec::with_capacity(entries.len());
+    for (i, e) in entries.into_iter().enumerate() {
+        let at = |field: &str| format!("holders[{i}].{field}");
+        let nitrokey_id = NitrokeyId::parse(&e.nitrokey_id).ok_or_else(|| {
+            invalid(
+                at("nitrokey_id"),
+                format!("{:?} is not NK followed by three digits", e.nitrokey_id),
+            )
+        })?;
+        if holders.iter().any(|h| h.nitrokey_id == nitrokey_id) {
+            return Err(invalid(
+                at("nitrokey_id"),
+                format!("{nitrokey_id} appears twice; each token holds one share"),
+            ));
+        }
+        check_text(&at("holder_name"), &e.holder_name)?;
+        check_text(&at("location"), &e.location)?;
+        if !is_email(&e.holder_email) || e.holder_email.len() > 255 {
+            return Err(invalid(
+                at("holder_email"),
+                format!("{:?} is not an e-mail address", e.holder_email),
+            ));
+        }
+        let age_recipient = match e.age_recipient.as_deref() {
+            None | Some("") => None,
+            Some(r) => Some(seal::parse_recipient(r).map_err(|_| {
+                invalid(
+                    at("age_recipient"),
+                    format!("{r:?} is not an age X25519 recipient (age1…)"),
+                )
+            })?),
+        };
+        holders.push(Holder {
+            nitrokey_id,
+            holder_name: e.holder_name,
+            holder_email: e.holder_email,
+            location: e.location,
+            age_recipient,
+        });
+    }
+    Ok(holders)
+}
+
+/// Validated ceremony parameters (limits of the original design).
+#[derive(Clone, Debug)]
+pub struct CeremonyParams {
+    pub subject: CaSubject,
+    pub key: KeyAlgorithm,
+    pub validity_years: u32,
+    pub path_len: Option<u8>,
+    pub threshold: u8,
+    pub holders: Vec<Holder>,
+}
+
+impl CeremonyParams {
+    pub fn new(
+        subject: CaSubject,
+        key: KeyAlgorithm,
+        validity_years: u32,
+        path_len: Option<u8>,
+        threshold: u32,
+        holders: Vec<Holder>,
+    ) -> Result<Self, CeremonyError> {
+        check_text("--name", &subject.name)?;
+        check_text("--org", &subject.org)?;
+        if subject.country.len() != 2 || !subject.country.bytes().all(|b| b.is_ascii_uppercase()) {
+            return Err(invalid(
+                "--country",
+                format!(
+                    "{:?} is not two upper-case letters (ISO 3166, e.g. FR)",
+                    subject.country
+                ),
+            ));
+        }
+        if !(1..=30).contains(&validity_years) {
+            return Err(invalid(
+                "--validity-years",
+                format!("{validity_years} is outside 1..=30"),
+            ));
+        }
+        if !(2..=15).contains(&threshold) {
+            return Err(invalid(
+                "--threshold",
+                format!("{threshold} is outside 2..=15"),
+            ));
+        }
+        let shares = holders.len();
+        if !(3..=20).contains(&shares) {
+            return Err(invalid(
+                "holders",
+                format!("{shares} holder(s) given; between 3 and 20 are required (one share each)"),
+            ));
+        }
+        if threshold as usize > shares {
+            return Err(invalid(
+                "--threshold",
+                format!("{threshold} is more than the {shares} shares; the CA could never sign"),
+            ));
+        }
+        Ok(CeremonyParams {
+            subject,
+            key,
+            validity_years,
+            path_len,
+            threshold: threshold as u8,
+            holders,
+        })
+    }
+}
+
+/// One holder's share, sealed for that holder.
+#[derive(Debug)]
+pub struct SealedShare {
+    pub nitrokey_id: NitrokeyId,
+    pub index: u8,
+    /// Armoured age file.
+    pub armored: String,
+    /// The fresh passphrase it is sealed to, when the holder gave no age recipient.
+    pub passphrase: Option<SecretString>,
+}
+
+/// Everything the ceremony produces; nothing in it is secret except the passphrases.
+#[derive(Debug)]
+pub struct CeremonyOutput {
+    pub certificate_pem: String,
+    pub manifest: Manifest,
+    pub shares: Vec<SealedShare>,
+    pub log: String,
+}
+
+/// Runs the ceremony in memory.
+pub fn perform(
+    params: &CeremonyParams,
+    now: OffsetDateTime,
+) -> Result<CeremonyOutput, CeremonyError> {
+    let mut log = String::new();
+    let stamp = |log: &mut String, line: &str| {
+        let t = OffsetDateTime::now_utc()
+            .format(&Rfc3339)
+            .unwrap_or_default();
+        let _ = writeln!(log, "{t} {line}");
+    };
+    stamp(
+        &mut log,
+        &format!("nkpki {} ceremony started", env!("CARGO_PKG_VERSION")),
+    );
+    stamp(
+        &mut log,
+        &format!(
+            "parameters: CN={} O={} C={} key={} validity={}y threshold={}/{}",
+            params.subject.name,
+            params.subject.org,
+            params.subject.country,
+            params.key,
+            params.validity_years,
+            params.threshold,
+            params.holders.len()
+        ),
+    );
+
+    let key = CaKey::generate(params.key)?;
+    stamp(
+        &mut log,
+        &format!("CA key generated in memory ({})", params.key),
+    );
+    let cert_der = pki::self_signed(
+        &key,
+        &params.subject,
+        params.validity_years,
+        params.path_len,
+        now,
+    )?;
+    let certificate_pem = pki::pem_encode("CERTIFICATE", &cert_der);
+    let fingerprint = pki::fingerprint(&cert_der);
+    stamp(
+        &mut log,
+        &format!("CA certificate self-signed, SHA-256 fingerprint {fingerprint}"),
+    );
+
+    let ids: Vec<String> = params
+        .holders
+        .iter()
+        .map(|h| h.nitrokey_id.to_string())
+        .collect();
+    let pkcs8 = key.to_pkcs8_der()?;
+    let (set, shares) = sss::split(&pkcs8, params.threshold, params.holders.len() as u8, &ids)?;
+    drop(pkcs8);
+    let ca_id = set.id();
+    stamp(
+        &mut log,
+        &format!(
+            "CA key wrapped; KEK split {}-of-{}; CA id {ca_id}",
+            params.threshold,
+            ids.len()
+        ),
+    );
+
+    let body = ManifestBody {
+        format: crate::manifest::FORMAT.to_owned(),
+        version: crate::manifest::VERSION,
+        ca_id: ca_id.clone(),
+        ca: CaInfo {
+            name: params.subject.name.clone(),
+            org: params.subject.org.clone(),
+            country: params.subject.country.clone(),
+            key: params.key.to_string(),
+            validity_years: params.validity_years,
+            path_len: params.path_len,
+        },
+        certificate: certificate_pem.clone(),
+        certificate_sha256: fingerprint,
+        share_set: set,
+        holders: params
+            .holders
+            .iter()
+            .enumerate()
+            .map(|(i, h)| ManifestHolder {
+                index: (i + 1) as u8,
+                nitrokey_id: h.nitrokey_id.to_string(),
+                holder_name: h.holder_name.clone(),
+                holder_email: h.holder_email.clone(),
+                location: h.location.clone(),
+                age_recipient: h.age_recipient.as_ref().map(|r| r.to_string()),
+            })
+            .collect(),
+        created_at: now.format(&Rfc3339).unwrap_or_default(),
+        tool: format!("nkpki {}", env!("CARGO_PKG_VERSION")),
+    };
+    let manifest = Manifest::sign(body, &key)?;
+    drop(key);
+    stamp(
+        &mut log,
+        "manifest signed with the CA key; CA key wiped from memory",
+    );
+    // the manifest must verify as any reader will check it
+    let verified = manifest.verify()?;
+
+    let mut sealed = Vec::with_capacity(shares.len());
+    for (share, holder) in shares.iter().zip(&params.holders) {
+        verified.check_share(share, &share.describe())?;
+        let json = share.to_json();
+        let (armored, passphrase, how) = match &holder.age_recipient {
+            Some(r) => (
+                seal::to_recipient(r, json.as_bytes())?,
+                None,
+                format!("age recipient {r}"),
+            ),
+            None => {
+                let pass = seal::generate_passphrase();
+                (
+                    seal::to_passphrase(&pass, json.as_bytes())?,
+                    Some(pass),
+                    "a fresh passphrase".to_owned(),
+                )
+            }
+        };
+        stamp(
+            &mut log,
+            &format!(
+                "share {} for {} ({}, {}) sealed to {how}; file SHA-256 {}",
+                share.index,
+                holder.nitrokey_id,
+                holder.holder_name,
+                holder.location,
+                pki::sha256_hex(armored.as_bytes())
+            ),
+        );
+        sealed.push(SealedShare {
+            nitrokey_id: holder.nitrokey_id.clone(),
+            index: share.index,
+            armored,
+            passphrase,
+        });
+    }
+    drop(shares);
+    stamp(
+        &mut log,
+        "KEK and shares wiped from memory; ceremony complete",
+    );
+    Ok(CeremonyOutput {
+        certificate_pem,
+        manifest,
+        shares: sealed,
+        log,
+    })
+}

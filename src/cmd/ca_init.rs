@@ -1,0 +1,197 @@
+//! `nkpki ca-init`: the key ceremony.
+
+use super::hinted;
+use anyhow::{Context, bail};
+use nkpki::ceremony::{self, CeremonyParams};
+use nkpki::pki::{CaSubject, KeyAlgorithm};
+use nkpki::{fsx, seal};
+use std::fmt::Write as _;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use time::OffsetDateTime;
+use zeroize::Zeroizing;
+
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Example:\n  nkpki ca-init --name \"Example Root CA\" --org Example --country FR \\\n    \
+                        --key rsa-4096 --validity-years 20 --threshold 3 --holders holders.json --out ca/\n\n\
+                        holders.json is a list of {\"nitrokey_id\": \"NK001\", \"holder_name\": …, \
+                        \"holder_email\": …, \"location\": …, \"age_recipient\": \"age1…\" (optional)}."
+)]
+pub struct Args {
+    /// CA common name (1–255 characters)
+    #[arg(long)]
+    name: String,
+    /// Organisation (1–255 characters)
+    #[arg(long)]
+    org: String,
+    /// Country, two upper-case letters (ISO 3166)
+    #[arg(long)]
+    country: String,
+    /// CA key type: rsa-2048, rsa-3072, rsa-4096, ecdsa-p256, ecdsa-p384
+    #[arg(long, default_value = "rsa-4096")]
+    key: String,
+    /// CA certificate validity in years (1–30)
+    #[arg(long, default_value_t = 20)]
+    validity_years: u32,
+    /// How many holders must approve a signature (2–15)
+    #[arg(long, default_value_t = 3)]
+    threshold: u32,
+    /// basicConstraints path length of the CA (default: unlimited)
+    #[arg(long, value_name = "N")]
+    path_len: Option<u8>,
+    /// JSON list of holders, one share each (3–20)
+    #[arg(long, value_name = "FILE")]
+    holders: PathBuf,
+    /// New directory for the ceremony output
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+    /// Write generated passphrases to FILE (mode 0600) instead of showing them on the terminal
+    #[arg(long, value_name = "FILE")]
+    passphrases_to: Option<PathBuf>,
+    /// Replace an existing --passphrases-to file
+    #[arg(long)]
+    force: bool,
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let key: KeyAlgorithm = args.key.parse()?;
+    let holders_text = std::fs::read_to_string(&args.holders)
+        .with_context(|| format!("cannot read holders file {}", args.holders.display()))?;
+    let holders = ceremony::parse_holders(&holders_text)
+        .with_context(|| format!("in {}", args.holders.display()))?;
+    let subject = CaSubject {
+        name: args.name,
+        org: args.org,
+        country: args.country,
+    };
+    let params = CeremonyParams::new(
+        subject,
+        key,
+        args.validity_years,
+        args.path_len,
+        args.threshold,
+        holders,
+    )?;
+
+    if !fsx::is_absent_or_empty(&args.out)? {
+        return Err(hinted(
+            format!("{} already exists and is not empty", args.out.display()),
+            "choose a new --out directory; an existing ceremony is never overwritten",
+        ));
+    }
+    let need_passphrases = params
+        .holders
+        .iter()
+        .filter(|h| h.age_recipient.is_none())
+        .count();
+    if need_passphrases > 0 && args.passphrases_to.is_none() && !std::io::stderr().is_terminal() {
+        return Err(hinted(
+            format!(
+                "{need_passphrases} holder(s) have no age_recipient, so their shares get fresh \
+                 passphrases, but there is no terminal to show them on"
+            ),
+            "give each holder an age_recipient, or pass --passphrases-to FILE",
+        ));
+    }
+    if let Some(p) = &args.passphrases_to
+        && p.exists()
+        && !args.force
+    {
+        bail!(
+            "{} already exists; refusing to overwrite it (use --force)",
+            p.display()
+        );
+    }
+
+    let started = std::time::Instant::now();
+    let output = ceremony::perform(&params, OffsetDateTime::now_utc())?;
+
+    let staged = fsx::StagedDir::new(&args.out)
+        .with_context(|| format!("cannot create {}", args.out.display()))?;
+    let dir = staged.path();
+    std::fs::create_dir(dir.join("shares"))?;
+    std::fs::set_permissions(
+        dir.join("shares"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )?;
+    fsx::write_new(
+        &dir.join("ca.crt"),
+        output.certificate_pem.as_bytes(),
+        0o644,
+        false,
+    )?;
+    fsx::write_new(
+        &dir.join("manifest.json"),
+        output.manifest.to_json().as_bytes(),
+        0o644,
+        false,
+    )?;
+    for share in &output.shares {
+        let path = dir
+            .join("shares")
+            .join(format!("{}.age", share.nitrokey_id));
+        fsx::write_new(&path, share.armored.as_bytes(), 0o600, false)?;
+    }
+    fsx::write_new(
+        &dir.join("ceremony.log"),
+        output.log.as_bytes(),
+        0o644,
+        false,
+    )?;
+
+    let mut passphrases = Zeroizing::new(String::new());
+    for share in &output.shares {
+        if let Some(p) = &share.passphrase {
+            let _ = writeln!(passphrases, "{}: {}", share.nitrokey_id, seal::reveal(p));
+        }
+    }
+    if !passphrases.is_empty() {
+        match &args.passphrases_to {
+            Some(path) => {
+                fsx::write_new(path, passphrases.as_bytes(), 0o600, args.force)
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+                eprintln!(
+                    "warning: share passphrases were written in clear to {}; hand each to its holder \
+                     and delete the file",
+                    path.display()
+                );
+            }
+            None => {
+                eprintln!("\nShare passphrases — shown once; give each to its holder only:\n");
+                eprint!("{}", passphrases.as_str());
+                eprintln!();
+            }
+        }
+    }
+    if let Err(e) = staged.commit() {
+        if let Some(path) = args
+            .passphrases_to
+            .as_ref()
+            .filter(|_| !passphrases.is_empty())
+        {
+            let _ = std::fs::remove_file(path);
+        }
+        return Err(e)
+            .with_context(|| format!("cannot move the ceremony into {}", args.out.display()));
+    }
+
+    let m = &output.manifest.signed;
+    println!("CA id:        {}", m.ca_id);
+    println!(
+        "Subject:      CN={}, O={}, C={}",
+        m.ca.name, m.ca.org, m.ca.country
+    );
+    println!("Key:          {}", m.ca.key);
+    println!("Fingerprint:  SHA-256 {}", m.certificate_sha256);
+    println!(
+        "Threshold:    {} of {}",
+        m.share_set.threshold, m.share_set.total
+    );
+    println!(
+        "Output:       {}/ (ca.crt, manifest.json, shares/, ceremony.log)",
+        args.out.display()
+    );
+    println!("Took:         {:.2} s", started.elapsed().as_secs_f64());
+    Ok(())
+}

@@ -1,0 +1,84 @@
+//! Command-line definitions and dispatch: one file per subcommand, each an `Args` struct
+//! and a `run` that turns arguments into validated values and one library call.
+
+mod ca_init;
+mod combine;
+mod sign;
+mod split;
+
+use clap::{Parser, Subcommand};
+use std::fmt;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "nkpki",
+    version,
+    about = "A certificate authority whose key is split M-of-N between token holders",
+    long_about = "nkpki runs a certificate authority whose private key never exists whole at rest: \
+                  it is wrapped under a key-encryption key split with Feldman-verifiable Shamir \
+                  sharing, and any M of its N holders must bring their share to sign.",
+    after_help = "Exit codes: 0 success, 1 the operation failed (the message says why), 2 bad command line."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a key ceremony: CA key, self-signed certificate, manifest, one sealed share per holder
+    CaInit(ca_init::Args),
+    /// Split any secret into M-of-N verifiable share files
+    Split(split::Args),
+    /// Recover a secret from share files made by `nkpki split`
+    Combine(combine::Args),
+    /// Issue a certificate from a CSR with M of the CA's shares
+    Sign(sign::Args),
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::CaInit(args) => ca_init::run(args),
+        Command::Split(args) => split::run(args),
+        Command::Combine(args) => combine::run(args),
+        Command::Sign(args) => sign::run(args),
+    }
+}
+
+/// A suggestion for the user, attached to an error as context and printed after it.
+#[derive(Debug)]
+pub struct Hint(pub String);
+
+impl fmt::Display for Hint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// An error with a hint on how to fix it.
+pub fn hinted(message: impl fmt::Display, hint: impl Into<String>) -> anyhow::Error {
+    anyhow::anyhow!("{message}").context(Hint(hint.into()))
+}
+
+/// Prints an error's cause chain, then its hint if it has one.
+pub fn report(err: &anyhow::Error) {
+    let hint = err.downcast_ref::<Hint>().map(|h| h.0.clone());
+    let mut messages = err
+        .chain()
+        .map(|e| e.to_string())
+        .filter(|m| Some(m) != hint.as_ref());
+    if let Some(first) = messages.next() {
+        eprintln!("error: {first}");
+    }
+    for cause in messages {
+        eprintln!("  caused by: {cause}");
+    }
+    if let Some(hint) = hint {
+        eprintln!("hint: {hint}");
+    }
+}
+
+/// Reads a file whole, naming it in the error.
+pub fn read_file(path: &std::path::Path, what: &str) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(path).map_err(|e| anyhow::anyhow!("cannot read {what} {}: {e}", path.display()))
+}

@@ -1,0 +1,164 @@
+//! `nkpki sign`: issue a certificate from a CSR with M of the CA's shares.
+
+use super::hinted;
+use age::secrecy::SecretString;
+use anyhow::Context;
+use nkpki::manifest::Manifest;
+use nkpki::pki::{self, Csr, Profile};
+use nkpki::seal::Identities;
+use nkpki::{fsx, offline};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use time::OffsetDateTime;
+use zeroize::Zeroizing;
+
+#[derive(Debug, clap::Args)]
+#[command(after_help = "Example (on the ceremony laptop, no network):\n  \
+    nkpki sign --offline --manifest ca/manifest.json --csr req.pem --profile server --days 90 \\\n    \
+    --share NK001.age --share NK003.age --share NK004.age --identity holder-keys.txt --out cert.pem --chain")]
+pub struct Args {
+    /// Sign locally with share files (the only mode of this version)
+    #[arg(long)]
+    offline: bool,
+    /// The CA's manifest.json from the ceremony
+    #[arg(long, value_name = "FILE")]
+    manifest: PathBuf,
+    /// The certificate signing request (PEM or DER)
+    #[arg(long, value_name = "FILE")]
+    csr: PathBuf,
+    /// Issuance profile: server, client or sub-ca
+    #[arg(long, default_value = "server")]
+    profile: Profile,
+    /// Validity of the certificate in days (must end before the CA certificate)
+    #[arg(long, default_value_t = 90)]
+    days: u32,
+    /// A sealed share file (repeat; at least the CA's threshold)
+    #[arg(long = "share", value_name = "FILE", required = true)]
+    shares: Vec<PathBuf>,
+    /// An age identity file that opens X25519-sealed shares (repeat as needed)
+    #[arg(long = "identity", value_name = "FILE")]
+    identities: Vec<PathBuf>,
+    /// File of `NK001: passphrase` lines for passphrase-sealed shares (default: prompt)
+    #[arg(long, value_name = "FILE")]
+    passphrases_from: Option<PathBuf>,
+    /// Where to write the certificate (PEM)
+    #[arg(long, value_name = "FILE")]
+    out: PathBuf,
+    /// Append the CA certificate after the issued one
+    #[arg(long)]
+    chain: bool,
+    /// Replace --out if it exists
+    #[arg(long)]
+    force: bool,
+}
+
+/// Passphrases for passphrase-sealed shares, by holder id (the share file's stem).
+fn read_passphrases(path: &Path) -> anyhow::Result<HashMap<String, SecretString>> {
+    let text = Zeroizing::new(
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?,
+    );
+    let mut map = HashMap::new();
+    for (n, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
+        let (id, pass) = line.split_once(':').with_context(|| {
+            format!(
+                "{} line {}: expected `NK001: passphrase`",
+                path.display(),
+                n + 1
+            )
+        })?;
+        map.insert(
+            id.trim().to_owned(),
+            SecretString::from(pass.trim().to_owned()),
+        );
+    }
+    Ok(map)
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    if !args.offline {
+        return Err(hinted(
+            "this version signs offline only",
+            "add --offline and bring the share files (online signing through `nkpki serve` comes later)",
+        ));
+    }
+    if args.out.exists() && !args.force {
+        return Err(hinted(
+            format!("{} already exists", args.out.display()),
+            "choose another --out or pass --force",
+        ));
+    }
+    let manifest_text = String::from_utf8(super::read_file(&args.manifest, "manifest")?)
+        .map_err(|_| anyhow::anyhow!("{} is not a manifest (not text)", args.manifest.display()))?;
+    let manifest = Manifest::from_json(&manifest_text)
+        .and_then(|m| m.verify())
+        .with_context(|| format!("manifest {}", args.manifest.display()))?;
+    let csr = Csr::parse(&super::read_file(&args.csr, "CSR")?)
+        .with_context(|| format!("CSR {}", args.csr.display()))?;
+    let now = OffsetDateTime::now_utc();
+    pki::check_request(&manifest.ca, &csr, args.profile, args.days, now)?;
+    eprintln!("CA:       {} ({})", manifest.body.ca.name, manifest.ca_id());
+    eprintln!(
+        "Request:  {} [{}], profile {}, {} days",
+        csr.subject_string(),
+        csr.key,
+        args.profile,
+        args.days
+    );
+    eprintln!("CSR SHA-256: {}", csr.digest());
+
+    let mut identities = Identities::default();
+    for path in &args.identities {
+        identities.add_file(path)?;
+    }
+    let mut passphrases = match &args.passphrases_from {
+        Some(p) => Some(read_passphrases(p)?),
+        None => None,
+    };
+    let mut shares = Vec::with_capacity(args.shares.len());
+    for path in &args.shares {
+        let what = path.display().to_string();
+        let armored = super::read_file(path, "share file")?;
+        let stem = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let ask = || match passphrases.as_mut() {
+            Some(map) => map.remove(&stem),
+            None => rpassword::prompt_password(format!("Passphrase for {what}: "))
+                .ok()
+                .map(SecretString::from),
+        };
+        let share = offline::open_share(&manifest, &armored, &what, &identities, ask)?;
+        eprintln!(
+            "share {} ({}) from {what}: verified against the manifest",
+            share.index,
+            share.holder.as_deref().unwrap_or("?")
+        );
+        shares.push((what, share));
+    }
+    let issued = offline::sign(&manifest, &csr, args.profile, args.days, &shares, now)?;
+    drop(shares);
+    for note in &issued.dropped {
+        eprintln!(
+            "note: not copied from the CSR (profile {}): {note}",
+            args.profile
+        );
+    }
+    let mut pem = issued.pem();
+    if args.chain {
+        pem.push_str(&manifest.ca.pem());
+    }
+    fsx::write_new(&args.out, pem.as_bytes(), 0o644, args.force)
+        .with_context(|| format!("cannot write {}", args.out.display()))?;
+    println!(
+        "Issued serial {} valid until {} -> {}",
+        issued.serial_hex,
+        issued.not_after,
+        args.out.display()
+    );
+    Ok(())
+}

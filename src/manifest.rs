@@ -1,0 +1,217 @@
+//! The ceremony's public record: CA certificate, wrapped CA key, Feldman commitments,
+//! holders. Signed with the CA key, so any later edit is detected by whoever reads it.
+//!
+//! The manifest proves its own integrity, not its origin: an attacker can make a whole new
+//! manifest with a new CA. Operators pin the CA certificate fingerprint printed at the
+//! ceremony (see docs/threat-model.md).
+
+use crate::pki::{self, CaCertificate, PkiError};
+use crate::sss::{SetId, Share, ShareSet, SssError};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use serde::{Deserialize, Serialize};
+
+pub const FORMAT: &str = "nkpki-manifest";
+pub const VERSION: u32 = 1;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ManifestError {
+    #[error("not an nkpki manifest: {0}")]
+    Malformed(String),
+    #[error("unsupported manifest version {0} (this nkpki reads version 1)")]
+    UnknownVersion(u32),
+    #[error("the manifest's signature does not verify: it was changed after the ceremony")]
+    BadSignature,
+    #[error("the manifest is inconsistent: {0}")]
+    Inconsistent(String),
+    #[error(transparent)]
+    Pki(#[from] PkiError),
+    #[error("{what}: {source}")]
+    Share { what: String, source: SssError },
+    #[error(
+        "{what} was made for holder {claimed}, but the manifest gives index {index} to {expected}"
+    )]
+    WrongHolder {
+        what: String,
+        claimed: String,
+        index: u8,
+        expected: String,
+    },
+}
+
+/// The CA's parameters as chosen at the ceremony.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaInfo {
+    pub name: String,
+    pub org: String,
+    pub country: String,
+    pub key: String,
+    pub validity_years: u32,
+    pub path_len: Option<u8>,
+}
+
+/// A share holder as the manifest records it (public information only).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ManifestHolder {
+    pub index: u8,
+    pub nitrokey_id: String,
+    pub holder_name: String,
+    pub holder_email: String,
+    pub location: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub age_recipient: Option<String>,
+}
+
+/// Everything the signature covers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ManifestBody {
+    pub format: String,
+    pub version: u32,
+    /// The CA id, equal to the share set's id.
+    pub ca_id: SetId,
+    pub ca: CaInfo,
+    /// The CA certificate, PEM.
+    pub certificate: String,
+    /// SHA-256 fingerprint of the certificate's DER, `AA:BB:…`.
+    pub certificate_sha256: String,
+    pub share_set: ShareSet,
+    pub holders: Vec<ManifestHolder>,
+    /// RFC 3339, UTC.
+    pub created_at: String,
+    /// The nkpki version that ran the ceremony.
+    pub tool: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    pub signed: ManifestBody,
+    /// Base64 signature by the CA key over the compact JSON of `signed`.
+    pub signature: String,
+}
+
+/// A manifest whose signature and internal consistency have been checked.
+#[derive(Clone, Debug)]
+pub struct VerifiedManifest {
+    pub body: ManifestBody,
+    pub ca: CaCertificate,
+}
+
+fn canonical(body: &ManifestBody) -> Result<Vec<u8>, ManifestError> {
+    serde_json::to_vec(body).map_err(|e| ManifestError::Malformed(e.to_string()))
+}
+
+impl Manifest {
+    /// Signs `body` with the CA key.
+    pub fn sign(body: ManifestBody, key: &pki::CaKey) -> Result<Self, ManifestError> {
+        let signature = B64.encode(key.sign(&canonical(&body)?)?);
+        Ok(Manifest {
+            signed: body,
+            signature,
+        })
+    }
+
+    pub fn from_json(text: &str) -> Result<Self, ManifestError> {
+        serde_json::from_str(text).map_err(|e| ManifestError::Malformed(e.to_string()))
+    }
+
+    pub fn to_json(&self) -> String {
+        let mut s = serde_json::to_string_pretty(self).unwrap_or_default();
+        s.push('\n');
+        s
+    }
+
+    /// Checks format, certificate, signature and the consistency of holders and shares.
+    pub fn verify(&self) -> Result<VerifiedManifest, ManifestError> {
+        let body = &self.signed;
+        if body.format != FORMAT {
+            return Err(ManifestError::Malformed(format!(
+                "format {:?}",
+                body.format
+            )));
+        }
+        if body.version != VERSION {
+            return Err(ManifestError::UnknownVersion(body.version));
+        }
+        let (_, pem) = x509_parser::pem::parse_x509_pem(body.certificate.as_bytes())
+            .map_err(|_| ManifestError::Malformed("the certificate is not PEM".into()))?;
+        let ca = CaCertificate::from_der(&pem.contents)?;
+        let signature = B64
+            .decode(&self.signature)
+            .map_err(|_| ManifestError::BadSignature)?;
+        pki::verify_signature(&ca.spki_der, &canonical(body)?, &signature)
+            .map_err(|_| ManifestError::BadSignature)?;
+        if pki::fingerprint(&ca.der) != body.certificate_sha256 {
+            return Err(ManifestError::Inconsistent(
+                "certificate fingerprint".into(),
+            ));
+        }
+        if body.share_set.id() != body.ca_id {
+            return Err(ManifestError::Inconsistent(
+                "the CA id is not the share set's id".into(),
+            ));
+        }
+        let total = body.share_set.total as usize;
+        let mut indices: Vec<u8> = body.holders.iter().map(|h| h.index).collect();
+        indices.sort_unstable();
+        if indices != (1..=total as u8).collect::<Vec<_>>() {
+            return Err(ManifestError::Inconsistent(
+                "holders do not cover shares 1..N exactly once".into(),
+            ));
+        }
+        Ok(VerifiedManifest {
+            body: body.clone(),
+            ca,
+        })
+    }
+}
+
+impl VerifiedManifest {
+    pub fn ca_id(&self) -> &SetId {
+        &self.body.ca_id
+    }
+
+    pub fn threshold(&self) -> u8 {
+        self.body.share_set.threshold
+    }
+
+    pub fn holder(&self, index: u8) -> Option<&ManifestHolder> {
+        self.body.holders.iter().find(|h| h.index == index)
+    }
+
+    pub fn holder_by_id(&self, nitrokey_id: &str) -> Option<&ManifestHolder> {
+        self.body
+            .holders
+            .iter()
+            .find(|h| h.nitrokey_id == nitrokey_id)
+    }
+
+    /// Checks one share against this CA: same set, Feldman commitments, and the holder the
+    /// manifest assigns to its index. `what` names the share's origin in errors (a file, a
+    /// token).
+    pub fn check_share(&self, share: &Share, what: &str) -> Result<(), ManifestError> {
+        let named = |source| ManifestError::Share {
+            what: what.to_owned(),
+            source,
+        };
+        self.body.share_set.verify(share).map_err(named)?;
+        let expected = self.holder(share.index).ok_or_else(|| {
+            ManifestError::Inconsistent(format!("no holder for share {}", share.index))
+        })?;
+        if let Some(claimed) = &share.holder
+            && claimed != &expected.nitrokey_id
+        {
+            return Err(ManifestError::WrongHolder {
+                what: what.to_owned(),
+                claimed: claimed.clone(),
+                index: share.index,
+                expected: expected.nitrokey_id.clone(),
+            });
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,118 @@
+//! Certificates: CA keys, the self-signed CA certificate, CSR checks, issuance profiles.
+//!
+//! Pure: this module sees bytes and returns bytes; it knows nothing of files or tokens.
+
+mod ca;
+mod csr;
+mod issue;
+mod key;
+
+pub use ca::{CaCertificate, CaSubject, self_signed};
+pub use csr::{Csr, CsrKey, San};
+pub use issue::{Issued, Profile, check as check_request, issue};
+pub use key::{CaKey, KeyAlgorithm, verify_signature};
+
+use sha2::{Digest, Sha256};
+
+/// Errors of key handling, CSR checks and issuance. Each names what is wrong with the
+/// input so the operator can fix it.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PkiError {
+    #[error(
+        "unknown key type {0:?} (expected one of: rsa-2048, rsa-3072, rsa-4096, ecdsa-p256, ecdsa-p384)"
+    )]
+    UnknownKeyAlgorithm(String),
+    #[error("cryptographic operation failed: {0}")]
+    Crypto(String),
+    #[error("signature does not verify")]
+    BadSignature,
+    #[error("malformed certificate signing request: {0}")]
+    MalformedCsr(String),
+    #[error("the CSR's signature does not verify: it was altered or not signed by its key")]
+    CsrSignatureInvalid,
+    #[error("the CSR's RSA key has {bits} bits; at least 2048 are required")]
+    WeakRsaKey { bits: usize },
+    #[error("unsupported key in CSR: {0}")]
+    UnsupportedCsrKey(String),
+    #[error("the {profile} profile needs {what} in the CSR's subjectAltName")]
+    MissingSan {
+        profile: Profile,
+        what: &'static str,
+    },
+    #[error("invalid DNS name {0:?} in the CSR")]
+    InvalidDnsName(String),
+    #[error("invalid e-mail address {0:?} in the CSR")]
+    InvalidEmail(String),
+    #[error("the {0} profile needs a non-empty subject")]
+    EmptySubject(Profile),
+    #[error(
+        "a validity of {days} days ends after the CA certificate does ({ca_not_after}); at most {max_days} days are possible"
+    )]
+    ValidityPastCa {
+        days: u32,
+        max_days: i64,
+        ca_not_after: String,
+    },
+    #[error("validity must be at least one day")]
+    ZeroValidity,
+    #[error("this CA's path length constraint forbids issuing a sub-CA")]
+    PathLenExhausted,
+    #[error("invalid CA certificate: {0}")]
+    BadCaCertificate(String),
+    #[error("certificate construction failed: {0}")]
+    Build(String),
+}
+
+impl From<rcgen::Error> for PkiError {
+    fn from(e: rcgen::Error) -> Self {
+        PkiError::Build(e.to_string())
+    }
+}
+
+/// A random positive serial number of 16 bytes (127 bits of entropy, RFC 5280 §4.1.2.2).
+pub fn random_serial() -> rcgen::SerialNumber {
+    let mut bytes = [0u8; 16];
+    rand::Rng::fill_bytes(&mut rand::rng(), &mut bytes);
+    bytes[0] &= 0x7f;
+    if bytes[0] == 0 {
+        bytes[0] = 0x01;
+    }
+    rcgen::SerialNumber::from_slice(&bytes)
+}
+
+/// Key identifier per RFC 7093 §2 method 1: the leftmost 160 bits of SHA-256 over the
+/// subjectPublicKey bits.
+pub(crate) fn key_identifier(subject_public_key: &[u8]) -> Vec<u8> {
+    Sha256::digest(subject_public_key)[..20].to_vec()
+}
+
+/// Lower-case hex SHA-256 of some bytes; used for fingerprints and CSR digests.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// `AA:BB:…` SHA-256 fingerprint, as `openssl x509 -fingerprint -sha256` prints it.
+pub fn fingerprint(der: &[u8]) -> String {
+    Sha256::digest(der)
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// Wraps DER in PEM armour with the given label.
+pub fn pem_encode(label: &str, der: &[u8]) -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for chunk in b64.as_bytes().chunks(64) {
+        out.push_str(&String::from_utf8_lossy(chunk));
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
+}
+
+#[cfg(test)]
+mod tests;
