@@ -27,8 +27,8 @@ pub enum ManifestError {
     Inconsistent(String),
     #[error(transparent)]
     Pki(#[from] PkiError),
-    #[error("{what}: {source}")]
-    Share { what: String, source: SssError },
+    #[error("{what}: {reason}")]
+    Share { what: String, reason: SssError },
     #[error(
         "{what} was made for holder {claimed}, but the manifest gives index {index} to {expected}"
     )]
@@ -194,9 +194,9 @@ impl VerifiedManifest {
     /// manifest assigns to its index. `what` names the share's origin in errors (a file, a
     /// token).
     pub fn check_share(&self, share: &Share, what: &str) -> Result<(), ManifestError> {
-        let named = |source| ManifestError::Share {
+        let named = |reason| ManifestError::Share {
             what: what.to_owned(),
-            source,
+            reason,
         };
         self.body.share_set.verify(share).map_err(named)?;
         let expected = self.holder(share.index).ok_or_else(|| {

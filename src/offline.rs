@@ -12,8 +12,8 @@ use time::OffsetDateTime;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SignError {
-    #[error("cannot open {what}: {source}")]
-    Open { what: String, source: SealError },
+    #[error("cannot open {what}: {reason}")]
+    Open { what: String, reason: SealError },
     #[error("{what} is not an nkpki share: {reason}")]
     NotAShare { what: String, reason: String },
     #[error(transparent)]
@@ -42,9 +42,9 @@ pub fn open_share(
     identities: &Identities,
     passphrase: impl FnOnce() -> Option<SecretString>,
 ) -> Result<Share, SignError> {
-    let plain = seal::open(armored, identities, passphrase).map_err(|source| SignError::Open {
+    let plain = seal::open(armored, identities, passphrase).map_err(|reason| SignError::Open {
         what: what.to_owned(),
-        source,
+        reason,
     })?;
     let share: Share = serde_json::from_slice(&plain).map_err(|e| SignError::NotAShare {
         what: what.to_owned(),

@@ -155,7 +155,13 @@ pub fn open(
         decryptor.decrypt(identities.keys.iter().map(|k| k as &dyn age::Identity))
     }
     .map_err(|e| match e {
-        age::DecryptError::NoMatchingKeys if scrypt => SealError::WrongPassphrase,
+        age::DecryptError::NoMatchingKeys
+        | age::DecryptError::DecryptionFailed
+        | age::DecryptError::KeyDecryptionFailed
+            if scrypt =>
+        {
+            SealError::WrongPassphrase
+        }
         age::DecryptError::NoMatchingKeys => SealError::NoMatchingIdentity,
         age::DecryptError::InvalidHeader | age::DecryptError::UnknownFormat => {
             SealError::NotAge(e.to_string())

@@ -15,8 +15,8 @@ pub enum CombineError {
     NotAShare { what: String, reason: String },
     #[error("{what} is corrupt: its share set does not match its set id (the file was altered)")]
     SelfInconsistent { what: String },
-    #[error("{what} is invalid: {source}")]
-    BadShare { what: String, source: SssError },
+    #[error("{what} is invalid: {reason}")]
+    BadShare { what: String, reason: SssError },
     #[error("{what} belongs to another secret (set {found}) than {first} (set {expected})")]
     MixedSets {
         what: String,
@@ -66,9 +66,9 @@ pub fn combine(files: &[(String, Zeroizing<String>)]) -> Result<Zeroizing<Vec<u8
         }
         file.set
             .verify(&file.share)
-            .map_err(|source| CombineError::BadShare {
+            .map_err(|reason| CombineError::BadShare {
                 what: what.clone(),
-                source,
+                reason,
             })?;
         if let Some((first, f)) = parsed.first()
             && f.share.set_id != file.share.set_id

@@ -10,6 +10,7 @@ use nkpki::{fsx, offline};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
 use zeroize::Zeroizing;
 
 #[derive(Debug, clap::Args)]
@@ -154,10 +155,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     fsx::write_new(&args.out, pem.as_bytes(), 0o644, args.force)
         .with_context(|| format!("cannot write {}", args.out.display()))?;
+    let until = issued.not_after.format(&Rfc3339).unwrap_or_default();
     println!(
-        "Issued serial {} valid until {} -> {}",
+        "Issued serial {} valid until {until} -> {}",
         issued.serial_hex,
-        issued.not_after,
         args.out.display()
     );
     Ok(())

@@ -1,0 +1,36 @@
+# nkpki — the two commands a newcomer needs are `make demo` and `make test`.
+
+CARGO ?= cargo
+NKPKI := target/debug/nkpki
+
+.PHONY: all deps build demo test lint bench clean
+
+all: build
+
+deps:
+	@scripts/install-deps.sh
+
+build:
+	$(CARGO) build --locked
+
+# A 3-of-5 ceremony, an OpenSSL CSR, offline signing with three shares, openssl verify.
+demo: deps build
+	@scripts/demo.sh
+
+# Every test against the real peers (OpenSSL, age, pkilint), plus format and lint checks.
+test: deps
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --locked --all-targets -- -D warnings
+	$(CARGO) test --locked
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --locked --all-targets -- -D warnings
+
+# Timings of the ceremony and of split/combine, with ratios against OpenSSL.
+bench: deps
+	$(CARGO) build --locked --release
+	@scripts/bench.sh target/release/nkpki
+
+clean:
+	$(CARGO) clean

@@ -1,0 +1,310 @@
+//! A throwaway working directory per test, with helpers that run `nkpki` and the peers and
+//! print the exact command line they ran.
+
+use assert_cmd::Command;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+pub struct Env {
+    pub dir: tempfile::TempDir,
+}
+
+/// Where `make deps` puts pkilint.
+fn pkilint_bin(tool: &str) -> PathBuf {
+    let dir = std::env::var_os("NKPKI_PKILINT_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/pkilint-venv/bin"));
+    let bin = dir.join(tool);
+    assert!(
+        bin.exists(),
+        "{} missing: run `make deps` (or set NKPKI_PKILINT_BIN)",
+        bin.display()
+    );
+    bin
+}
+
+pub struct Run {
+    pub output: Output,
+    pub cmdline: String,
+}
+
+impl Run {
+    pub fn ok(&self) -> &Self {
+        assert!(
+            self.output.status.success(),
+            "`{}` failed ({}):\nstdout: {}\nstderr: {}",
+            self.cmdline,
+            self.output.status,
+            self.stdout(),
+            self.stderr()
+        );
+        self
+    }
+
+    /// Asserts a clean failure (exit 1, no panic) whose stderr contains every `needle`.
+    pub fn fails_with(&self, needles: &[&str]) -> &Self {
+        let err = self.stderr();
+        assert_eq!(
+            self.output.status.code(),
+            Some(1),
+            "`{}` should fail with exit 1; stderr: {err}",
+            self.cmdline
+        );
+        assert!(
+            !err.contains("panicked"),
+            "`{}` panicked: {err}",
+            self.cmdline
+        );
+        for needle in needles {
+            assert!(
+                err.contains(needle),
+                "`{}`: stderr lacks {needle:?}:\n{err}",
+                self.cmdline
+            );
+        }
+        self
+    }
+
+    pub fn stdout(&self) -> String {
+        String::from_utf8_lossy(&self.output.stdout).into_owned()
+    }
+
+    pub fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.output.stderr).into_owned()
+    }
+}
+
+/// A holder of the test ceremony: id and the age identity file made by `age-keygen`.
+pub struct Holder {
+    pub id: String,
+    pub key_file: PathBuf,
+    pub recipient: String,
+}
+
+impl Env {
+    pub fn new() -> Self {
+        Env {
+            dir: tempfile::tempdir().expect("temp dir"),
+        }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn write(&self, name: &str, bytes: impl AsRef<[u8]>) -> PathBuf {
+        let p = self.path(name);
+        std::fs::write(&p, bytes).expect("write");
+        p
+    }
+
+    pub fn read(&self, name: &str) -> Vec<u8> {
+        std::fs::read(self.path(name)).unwrap_or_else(|e| panic!("read {name}: {e}"))
+    }
+
+    fn run(&self, mut cmd: Command, cmdline: String) -> Run {
+        cmd.current_dir(self.dir.path());
+        let output = cmd.output().expect("spawn");
+        Run { output, cmdline }
+    }
+
+    pub fn nkpki(&self, args: &[&str]) -> Run {
+        self.nkpki_stdin(args, b"")
+    }
+
+    pub fn nkpki_stdin(&self, args: &[&str], stdin: &[u8]) -> Run {
+        let mut cmd = Command::cargo_bin("nkpki").expect("nkpki binary");
+        cmd.args(args).write_stdin(stdin.to_vec());
+        self.run(cmd, format!("nkpki {}", args.join(" ")))
+    }
+
+    pub fn tool(&self, program: impl AsRef<std::ffi::OsStr>, args: &[&str]) -> Run {
+        let program = program.as_ref();
+        let mut cmd = Command::new(program);
+        cmd.args(args);
+        self.run(
+            cmd,
+            format!("{} {}", program.to_string_lossy(), args.join(" ")),
+        )
+    }
+
+    pub fn openssl(&self, args: &[&str]) -> Run {
+        self.tool("openssl", args)
+    }
+
+    /// `openssl verify -CAfile ca cert` must say OK.
+    pub fn openssl_verify(&self, ca: &str, cert: &str) {
+        let run = self.openssl(&["verify", "-CAfile", ca, cert]);
+        run.ok();
+        assert!(run.stdout().contains(": OK"), "{}", run.stdout());
+    }
+
+    /// pkilint finds nothing at WARNING or above in a certificate.
+    pub fn pkilint_cert(&self, cert: &str) {
+        let run = self.tool(
+            pkilint_bin("lint_pkix_cert"),
+            &["lint", "-s", "WARNING", cert],
+        );
+        assert!(
+            run.output.status.success(),
+            "pkilint on {cert}: {}{}",
+            run.stdout(),
+            run.stderr()
+        );
+    }
+
+    /// pkilint finds nothing at WARNING or above in an issuer/subject pair.
+    pub fn pkilint_chain(&self, issuer: &str, subject: &str) {
+        let run = self.tool(
+            pkilint_bin("lint_pkix_signer_signee_cert_chain"),
+            &["lint", "-s", "WARNING", issuer, subject],
+        );
+        assert!(
+            run.output.status.success(),
+            "pkilint chain {issuer} -> {subject}: {}{}",
+            run.stdout(),
+            run.stderr()
+        );
+    }
+
+    /// Makes `n` holders NK001…, each with an age key from `age-keygen`.
+    pub fn holders(&self, n: usize) -> Vec<Holder> {
+        (1..=n)
+            .map(|i| {
+                let id = format!("NK{i:03}");
+                let key_file = self.path(&format!("{id}.key"));
+                self.tool("age-keygen", &["-o", key_file.to_str().unwrap()])
+                    .ok();
+                let text = std::fs::read_to_string(&key_file).unwrap();
+                let recipient = text
+                    .lines()
+                    .find_map(|l| l.strip_prefix("# public key: "))
+                    .expect("age-keygen public key line")
+                    .to_owned();
+                Holder {
+                    id,
+                    key_file,
+                    recipient,
+                }
+            })
+            .collect()
+    }
+
+    /// Writes holders.json; holders listed in `without_recipient` get passphrases.
+    pub fn holders_json(&self, holders: &[Holder], without_recipient: &[&str]) -> PathBuf {
+        let entries: Vec<serde_json::Value> = holders
+            .iter()
+            .map(|h| {
+                let mut v = serde_json::json!({
+                    "nitrokey_id": h.id,
+                    "holder_name": format!("Holder {}", h.id),
+                    "holder_email": format!("{}@example.org", h.id.to_lowercase()),
+                    "location": "Paris",
+                });
+                if !without_recipient.contains(&h.id.as_str()) {
+                    v["age_recipient"] = serde_json::Value::String(h.recipient.clone());
+                }
+                v
+            })
+            .collect();
+        self.write("holders.json", serde_json::to_vec_pretty(&entries).unwrap())
+    }
+
+    /// Runs a ceremony into `ca/` with all holders sealed to age recipients.
+    pub fn ceremony(&self, key: &str, n: usize, threshold: usize) -> Vec<Holder> {
+        let holders = self.holders(n);
+        self.holders_json(&holders, &[]);
+        self.nkpki(&[
+            "ca-init",
+            "--name",
+            "Test Root CA",
+            "--org",
+            "nkpki tests",
+            "--country",
+            "FR",
+            "--key",
+            key,
+            "--validity-years",
+            "5",
+            "--threshold",
+            &threshold.to_string(),
+            "--holders",
+            "holders.json",
+            "--out",
+            "ca",
+        ])
+        .ok();
+        holders
+    }
+
+    /// `openssl req` with a fresh key: `newkey` as given to -newkey (or `ed25519`).
+    pub fn csr(&self, name: &str, newkey: &[&str], subject: &str, extensions: &[&str]) -> String {
+        let csr = format!("{name}.csr");
+        let key = format!("{name}.key");
+        let mut args = vec![
+            "req", "-new", "-nodes", "-keyout", &key, "-subj", subject, "-out", &csr,
+        ];
+        args.extend_from_slice(newkey);
+        for e in extensions {
+            args.push("-addext");
+            args.push(e);
+        }
+        self.openssl(&args).ok();
+        csr
+    }
+
+    /// Offline signing with the given holders' shares; returns the run.
+    pub fn sign(
+        &self,
+        holders: &[&Holder],
+        csr: &str,
+        profile: &str,
+        days: &str,
+        out: &str,
+    ) -> Run {
+        let mut args: Vec<String> = vec![
+            "sign".into(),
+            "--offline".into(),
+            "--manifest".into(),
+            "ca/manifest.json".into(),
+            "--csr".into(),
+            csr.into(),
+            "--profile".into(),
+            profile.into(),
+            "--days".into(),
+            days.into(),
+            "--out".into(),
+            out.into(),
+        ];
+        for h in holders {
+            args.push("--share".into());
+            args.push(format!("ca/shares/{}.age", h.id));
+            args.push("--identity".into());
+            args.push(h.key_file.to_string_lossy().into_owned());
+        }
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.nkpki(&refs)
+    }
+
+    /// Every regular file below `dir`, recursively.
+    pub fn files_below(&self, dir: &str) -> Vec<PathBuf> {
+        fn walk(p: &Path, out: &mut Vec<PathBuf>) {
+            for entry in std::fs::read_dir(p).unwrap().flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    walk(&path, out);
+                } else {
+                    out.push(path);
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(&self.path(dir), &mut out);
+        out
+    }
+}
+
+/// True when `needle` occurs in `haystack`.
+pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
+}
