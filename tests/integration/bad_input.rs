@@ -35,7 +35,8 @@ fn ca_init_parameters() {
     let holders = env.holders(5);
     env.holders_json(&holders, &[]);
     let long = "x".repeat(256);
-    let cases: Vec<(Vec<(&str, &str)>, Vec<&str>)> = vec![
+    type Case<'a> = (Vec<(&'a str, &'a str)>, Vec<&'a str>);
+    let cases: Vec<Case> = vec![
         (vec![("--name", "")], vec!["--name", "empty"]),
         (vec![("--name", &long)], vec!["--name", "256 characters"]),
         (vec![("--org", "  ")], vec!["--org", "empty"]),

@@ -8,7 +8,9 @@ fn every_csr_kind_and_profile_is_issued_verified_and_lint_clean() {
     let env = Env::new();
     let holders = env.ceremony("ecdsa-p384", 5, 3);
     let three = [&holders[4], &holders[0], &holders[2]];
-    let cases: Vec<(&str, Vec<&str>, &str, Vec<&str>, &str)> = vec![
+    /// name, -newkey arguments, subject, -addext values, profile
+    type Case<'a> = (&'a str, Vec<&'a str>, &'a str, Vec<&'a str>, &'a str);
+    let cases: Vec<Case> = vec![
         (
             "rsa2048",
             vec!["-newkey", "rsa:2048"],
