@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# Benchmarks of the ceremony-core operations, as medians of repeated runs of the real
+# binary, with ratios against the closest OpenSSL (or ssss) operation. Prints; asserts
+# nothing.
+set -euo pipefail
+nkpki=$(realpath "${1:-target/release/nkpki}")
+work=$(mktemp -d "${TMPDIR:-/tmp}/nkpki-bench.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+cd "$work"
+
+# median wall time in milliseconds of N runs of a command
+median_ms() {
+    local n=$1; shift
+    local times=()
+    for _ in $(seq "$n"); do
+        local t0 t1
+        t0=$(date +%s%N)
+        "$@" >/dev/null 2>&1
+        t1=$(date +%s%N)
+        times+=($(( (t1 - t0) / 1000000 )))
+    done
+    printf '%s\n' "${times[@]}" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'
+}
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) b = 1; printf "%.2f", a / b }'; }
+
+holders() {
+    local n=$1 entries=()
+    for i in $(seq "$n"); do
+        id=$(printf 'NK%03d' "$i")
+        [ -f "$id.key" ] || age-keygen -o "$id.key" 2>/dev/null
+        r=$(grep -o 'age1[0-9a-z]*' "$id.key")
+        entries+=("{\"nitrokey_id\":\"$id\",\"holder_name\":\"H$i\",\"holder_email\":\"h$i@example.org\",\"location\":\"L\",\"age_recipient\":\"$r\"}")
+    done
+    (IFS=,; echo "[${entries[*]}]") > holders.json
+}
+
+ceremony() {
+    rm -rf "ca-$1"
+    "$nkpki" ca-init --name Bench --org Bench --country FR --key "$1" --threshold 3 --holders holders.json --out "ca-$1"
+}
+
+holders 5
+printf '%-52s %10s %10s %8s\n' operation nkpki_ms peer_ms ratio
+for key in rsa-4096 rsa-2048 ecdsa-p256; do
+    runs=5; [ "$key" = rsa-4096 ] && runs=7
+    ours=$(median_ms $runs ceremony "$key")
+    bits=${key#rsa-}
+    if [ "$key" = ecdsa-p256 ]; then
+        peer=$(median_ms $runs openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256)
+    else
+        peer=$(median_ms $runs openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:"$bits")
+    fi
+    printf '%-52s %10s %10s %8s\n' "ca-init --key $key (3 of 5) vs openssl genpkey" "$ours" "$peer" "$(ratio "$ours" "$peer")"
+done
+
+ceremony ecdsa-p256 >/dev/null 2>&1
+openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout s.key -subj /CN=b.example.org \
+    -addext subjectAltName=DNS:b.example.org -out s.csr 2>/dev/null
+openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out ca.key 2>/dev/null
+openssl req -x509 -new -key ca.key -subj /CN=PeerCA -days 30 -out ca.pem 2>/dev/null
+sign() {
+    "$nkpki" sign --offline --manifest ca-ecdsa-p256/manifest.json --csr s.csr --days 30 --force --out s.crt \
+        --share ca-ecdsa-p256/shares/NK001.age --share ca-ecdsa-p256/shares/NK002.age \
+        --share ca-ecdsa-p256/shares/NK003.age --identity NK001.key --identity NK002.key --identity NK003.key
+}
+ours=$(median_ms 9 sign)
+peer=$(median_ms 9 openssl x509 -req -in s.csr -CA ca.pem -CAkey ca.key -days 30 -out p.crt)
+printf '%-52s %10s %10s %8s\n' "sign --offline 3 shares vs openssl x509 -req" "$ours" "$peer" "$(ratio "$ours" "$peer")"
+
+head -c 32 /dev/urandom > secret.bin
+split() { rm -rf s; "$nkpki" split --threshold 15 --shares 20 --in secret.bin --out s; }
+ours=$(median_ms 9 split)
+files=$(printf 's/share-%d ' $(seq 6 20))
+combine() { "$nkpki" combine $files --out out.bin --force; }
+ours_c=$(median_ms 9 combine)
+cmp -s secret.bin out.bin || { echo "combine did not recover the secret" >&2; exit 1; }
+if command -v ssss-split >/dev/null; then
+    hexsecret=$(xxd -p -c 64 secret.bin)
+    peer=$(median_ms 9 bash -c "echo $hexsecret | ssss-split -t 15 -n 20 -x -q")
+    printf '%-52s %10s %10s %8s\n' "split 15 of 20 (32 B) vs ssss-split" "$ours" "$peer" "$(ratio "$ours" "$peer")"
+else
+    printf '%-52s %10s %10s %8s\n' "split 15 of 20 (32 B)" "$ours" "-" "-"
+fi
+printf '%-52s %10s %10s %8s\n' "combine 15 of 20 (32 B)" "$ours_c" "-" "-"
