@@ -81,16 +81,23 @@ pub struct Holder {
 }
 
 fn check_text(field: &str, value: &str) -> Result<(), CeremonyError> {
+    check_length(field, value, 255)
+}
+
+/// Longest CA name and organisation: X.520's upper bound for commonName and
+/// organizationName (RFC 5280 appendix A); the original design's 255 would make
+/// certificates that validators reject.
+pub const MAX_DN_CHARS: usize = 64;
+
+fn check_length(field: &str, value: &str, max: usize) -> Result<(), CeremonyError> {
     if value.trim().is_empty() {
         return Err(invalid(field, "must not be empty"));
     }
-    if value.chars().count() > 255 {
+    let chars = value.chars().count();
+    if chars > max {
         return Err(invalid(
             field,
-            format!(
-                "is {} characters long; at most 255 are allowed",
-                value.chars().count()
-            ),
+            format!("is {chars} characters long; at most {max} are allowed"),
         ));
     }
     if value.chars().any(char::is_control) {
@@ -179,8 +186,8 @@ impl CeremonyParams {
         threshold: u32,
         holders: Vec<Holder>,
     ) -> Result<Self, CeremonyError> {
-        check_text("--name", &subject.name)?;
-        check_text("--org", &subject.org)?;
+        check_length("--name", &subject.name, MAX_DN_CHARS)?;
+        check_length("--org", &subject.org, MAX_DN_CHARS)?;
         if subject.country.len() != 2 || !subject.country.bytes().all(|b| b.is_ascii_uppercase()) {
             return Err(invalid(
                 "--country",

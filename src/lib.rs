@@ -9,6 +9,7 @@
 pub mod ceremony;
 pub mod fsx;
 pub mod harden;
+pub mod hsm;
 pub mod manifest;
 pub mod offline;
 pub mod pki;

@@ -163,6 +163,29 @@ impl Manifest {
                 "holders do not cover shares 1..N exactly once".into(),
             ));
         }
+        let mut ids: Vec<&str> = body
+            .holders
+            .iter()
+            .map(|h| h.nitrokey_id.as_str())
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        if ids.len() != body.holders.len() {
+            return Err(ManifestError::Inconsistent(
+                "a Nitrokey id appears twice".into(),
+            ));
+        }
+        let described = (
+            Some(body.ca.name.clone()),
+            Some(body.ca.org.clone()),
+            Some(body.ca.country.clone()),
+        );
+        if ca.subject_cn_o_c != described {
+            return Err(ManifestError::Inconsistent(format!(
+                "the certificate's subject ({}) is not the CA the manifest describes",
+                ca.subject
+            )));
+        }
         Ok(VerifiedManifest {
             body: body.clone(),
             ca,

@@ -18,6 +18,8 @@ pub enum SealError {
     NotAge(String),
     #[error("none of the given identities can open it (encrypted to another recipient)")]
     NoMatchingIdentity,
+    #[error("it is sealed to an age recipient but no identity was given (--identity FILE)")]
+    NeedIdentity,
     #[error("it is passphrase-encrypted but no passphrase was available")]
     NeedPassphrase,
     #[error("wrong passphrase, or the file was altered")]
@@ -151,6 +153,8 @@ pub fn open(
         let pass = passphrase().ok_or(SealError::NeedPassphrase)?;
         let identity = age::scrypt::Identity::new(pass);
         decryptor.decrypt(iter::once(&identity as &dyn age::Identity))
+    } else if identities.keys.is_empty() {
+        return Err(SealError::NeedIdentity);
     } else {
         decryptor.decrypt(identities.keys.iter().map(|k| k as &dyn age::Identity))
     }

@@ -59,6 +59,13 @@ pub fn self_signed(
     Ok(cert.der().to_vec())
 }
 
+fn first<'a>(mut attrs: impl Iterator<Item = &'a AttributeTypeAndValue<'a>>) -> Option<String> {
+    attrs
+        .next()
+        .and_then(|a| a.as_str().ok())
+        .map(str::to_owned)
+}
+
 /// What issuance needs to know of the CA certificate.
 #[derive(Clone, Debug)]
 pub struct CaCertificate {
@@ -67,6 +74,8 @@ pub struct CaCertificate {
     pub path_len: Option<u32>,
     pub spki_der: Vec<u8>,
     pub subject: String,
+    /// The subject's (CN, O, C) values, when present and strings.
+    pub subject_cn_o_c: (Option<String>, Option<String>, Option<String>),
 }
 
 impl CaCertificate {
@@ -91,6 +100,11 @@ impl CaCertificate {
             path_len: bc.value.path_len_constraint,
             spki_der: cert.public_key().raw.to_vec(),
             subject: cert.subject().to_string(),
+            subject_cn_o_c: (
+                first(cert.subject().iter_common_name()),
+                first(cert.subject().iter_organization()),
+                first(cert.subject().iter_country()),
+            ),
         })
     }
 

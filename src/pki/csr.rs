@@ -135,6 +135,11 @@ impl Csr {
                 )));
             }
         }
+        if req.signature_algorithm.algorithm == oid_registry::OID_PKCS1_RSASSAPSS {
+            return Err(PkiError::UnsupportedCsrKey(
+                "RSA-PSS signed request (sign the CSR with PKCS#1 v1.5, ECDSA or Ed25519)".into(),
+            ));
+        }
         req.verify_signature()
             .map_err(|_| PkiError::CsrSignatureInvalid)?;
 

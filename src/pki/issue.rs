@@ -148,7 +148,7 @@ fn plan(
             "C" => {
                 let printable = rcgen::string::PrintableString::try_from(value.as_str())
                     .ok()
-                    .filter(|_| value.len() == 2)
+                    .filter(|_| value.len() == 2 && value.bytes().all(|b| b.is_ascii_uppercase()))
                     .ok_or_else(|| {
                         PkiError::MalformedCsr(format!(
                             "subject country {value:?} is not two letters"
@@ -162,7 +162,7 @@ fn plan(
                 continue;
             }
         };
-        if value.is_empty() || value.len() > 64 {
+        if value.is_empty() || value.chars().count() > 64 {
             return Err(PkiError::MalformedCsr(format!(
                 "subject {kind} must be 1 to 64 characters"
             )));

@@ -40,7 +40,11 @@ fn ca_init_parameters() {
         (vec![("--name", "")], vec!["--name", "empty"]),
         (vec![("--name", &long)], vec!["--name", "256 characters"]),
         (vec![("--org", "  ")], vec!["--org", "empty"]),
-        (vec![("--org", &long)], vec!["--org", "at most 255"]),
+        (vec![("--org", &long)], vec!["--org", "at most 64"]),
+        (
+            vec![("--name", &long[..65])],
+            vec!["--name", "65 characters", "at most 64"],
+        ),
         (
             vec![("--country", "fr")],
             vec!["--country", "two upper-case letters"],
@@ -543,6 +547,15 @@ fn sign_refuses_bad_csrs() {
         .fails_with(&["malformed certificate signing request"]);
     env.sign(&two, "ca/ca.crt", "server", "30", "x.crt")
         .fails_with(&["not a CERTIFICATE REQUEST"]);
+
+    let pss = env.csr(
+        "pss",
+        &["-newkey", "rsa:2048", "-sigopt", "rsa_padding_mode:pss"],
+        "/CN=p.example.org",
+        &["subjectAltName=DNS:p.example.org"],
+    );
+    env.sign(&two, &pss, "server", "30", "x.crt")
+        .fails_with(&["RSA-PSS"]);
 
     let nosan = env.csr(
         "n",
