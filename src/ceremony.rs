@@ -27,6 +27,8 @@ pub enum CeremonyError {
     Seal(#[from] SealError),
     #[error(transparent)]
     Manifest(#[from] ManifestError),
+    #[error(transparent)]
+    Package(#[from] crate::package::PackageError),
 }
 
 fn invalid(field: impl Into<String>, reason: impl Into<String>) -> CeremonyError {
@@ -175,6 +177,7 @@ pub struct CeremonyParams {
     pub path_len: Option<u8>,
     pub threshold: u8,
     pub holders: Vec<Holder>,
+    pub delivery: Delivery,
 }
 
 impl CeremonyParams {
@@ -229,6 +232,7 @@ impl CeremonyParams {
             path_len,
             threshold: threshold as u8,
             holders,
+            delivery: Delivery::ShareFiles,
         })
     }
 }
@@ -238,10 +242,33 @@ impl CeremonyParams {
 pub struct SealedShare {
     pub nitrokey_id: NitrokeyId,
     pub index: u8,
+    /// `NK001.age` (share file) or `NK001.nkpkg` (deployment package).
+    pub file_name: String,
     /// Armoured age file.
     pub armored: String,
     /// The fresh passphrase it is sealed to, when the holder gave no age recipient.
     pub passphrase: Option<SecretString>,
+    /// What the holder compares after deploying (see [`crate::package::fingerprint`]).
+    pub fingerprint: String,
+    pub package: Option<PackageExtras>,
+}
+
+/// What a deployment package adds to the ceremony output.
+#[derive(Debug)]
+pub struct PackageExtras {
+    /// QR code of the fingerprint, to print and hand over apart from the package.
+    pub qr_png: Vec<u8>,
+    /// SHA-256 of the holder's one-time enrollment code (the server's record).
+    pub enrollment_code_sha256: String,
+}
+
+/// How shares leave the ceremony.
+#[derive(Clone, Debug)]
+pub enum Delivery {
+    /// `shares/NK001.age`: the share alone, sealed.
+    ShareFiles,
+    /// `packages/NK001.nkpkg`: share, manifest, agent configuration, instructions.
+    Packages(crate::package::ServerInfo),
 }
 
 /// Everything the ceremony produces; nothing in it is secret except the passphrases.
@@ -360,42 +387,71 @@ pub fn perform(
     // the manifest must verify as any reader will check it
     let verified = manifest.verify()?;
 
+    let manifest_json = manifest.to_json();
     let mut sealed = Vec::with_capacity(shares.len());
     for (share, holder) in shares.iter().zip(&params.holders) {
         verified.check_share(share, &share.describe())?;
-        let json = share.to_json();
-        let (armored, passphrase, how) = match &holder.age_recipient {
-            Some(r) => (
-                seal::to_recipient(r, json.as_bytes())?,
-                None,
-                format!("age recipient {r}"),
-            ),
-            None => {
-                let pass = seal::generate_passphrase();
-                (
-                    seal::to_passphrase(&pass, json.as_bytes())?,
-                    Some(pass),
-                    "a fresh passphrase".to_owned(),
-                )
+        let fingerprint = crate::package::fingerprint(&verified, share)?;
+        let how = match &holder.age_recipient {
+            Some(r) => format!("age recipient {r}"),
+            None => "a fresh passphrase".to_owned(),
+        };
+        let item = match &params.delivery {
+            Delivery::ShareFiles => {
+                let json = share.to_json();
+                let (armored, passphrase) = match &holder.age_recipient {
+                    Some(r) => (seal::to_recipient(r, json.as_bytes())?, None),
+                    None => {
+                        let pass = seal::generate_passphrase();
+                        (seal::to_passphrase(&pass, json.as_bytes())?, Some(pass))
+                    }
+                };
+                SealedShare {
+                    nitrokey_id: holder.nitrokey_id.clone(),
+                    index: share.index,
+                    file_name: format!("{}.age", holder.nitrokey_id),
+                    armored,
+                    passphrase,
+                    fingerprint,
+                    package: None,
+                }
+            }
+            Delivery::Packages(server) => {
+                let built = crate::package::build(
+                    &manifest_json,
+                    &verified,
+                    share,
+                    server,
+                    holder.age_recipient.as_ref(),
+                )?;
+                SealedShare {
+                    nitrokey_id: holder.nitrokey_id.clone(),
+                    index: share.index,
+                    file_name: format!("{}.{}", holder.nitrokey_id, crate::package::EXTENSION),
+                    armored: built.armored,
+                    passphrase: built.passphrase,
+                    fingerprint,
+                    package: Some(PackageExtras {
+                        qr_png: built.qr_png,
+                        enrollment_code_sha256: built.enrollment_code_sha256,
+                    }),
+                }
             }
         };
         stamp(
             &mut log,
             &format!(
-                "share {} for {} ({}, {}) sealed to {how}; file SHA-256 {}",
+                "share {} for {} ({}, {}) sealed to {how} as {}; fingerprint {}; file SHA-256 {}",
                 share.index,
                 holder.nitrokey_id,
                 holder.holder_name,
                 holder.location,
-                pki::sha256_hex(armored.as_bytes())
+                item.file_name,
+                item.fingerprint,
+                pki::sha256_hex(item.armored.as_bytes())
             ),
         );
-        sealed.push(SealedShare {
-            nitrokey_id: holder.nitrokey_id.clone(),
-            index: share.index,
-            armored,
-            passphrase,
-        });
+        sealed.push(item);
     }
     drop(shares);
     stamp(
@@ -408,4 +464,69 @@ pub fn perform(
         shares: sealed,
         log,
     })
+}
+
+impl CeremonyOutput {
+    /// Writes the ceremony into `dir` (an empty directory): `ca.crt`, `manifest.json`,
+    /// `ceremony.log`, and either `shares/` or `packages/` + `qr/` + `enrollment.json`.
+    /// Sealed files are 0600 in 0700 directories; public files are 0644.
+    pub fn write_to(&self, dir: &std::path::Path) -> std::io::Result<()> {
+        use crate::fsx::write_new;
+        use std::os::unix::fs::PermissionsExt;
+        let private_dir = |name: &str| -> std::io::Result<std::path::PathBuf> {
+            let path = dir.join(name);
+            std::fs::create_dir(&path)?;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o700))?;
+            Ok(path)
+        };
+        write_new(
+            &dir.join("ca.crt"),
+            self.certificate_pem.as_bytes(),
+            0o644,
+            false,
+        )?;
+        write_new(
+            &dir.join("manifest.json"),
+            self.manifest.to_json().as_bytes(),
+            0o644,
+            false,
+        )?;
+        let packaged = self.shares.iter().any(|s| s.package.is_some());
+        let sealed_dir = private_dir(if packaged { "packages" } else { "shares" })?;
+        for share in &self.shares {
+            write_new(
+                &sealed_dir.join(&share.file_name),
+                share.armored.as_bytes(),
+                0o600,
+                false,
+            )?;
+        }
+        if packaged {
+            let qr_dir = dir.join("qr");
+            std::fs::create_dir(&qr_dir)?;
+            let mut codes = serde_json::Map::new();
+            for share in &self.shares {
+                if let Some(extras) = &share.package {
+                    write_new(
+                        &qr_dir.join(format!("{}.png", share.nitrokey_id)),
+                        &extras.qr_png,
+                        0o644,
+                        false,
+                    )?;
+                    codes.insert(
+                        share.nitrokey_id.to_string(),
+                        extras.enrollment_code_sha256.clone().into(),
+                    );
+                }
+            }
+            let enrollment = serde_json::json!({
+                "format": "nkpki-enrollment/1",
+                "ca_id": self.manifest.signed.ca_id,
+                "enrollment_code_sha256": codes,
+            });
+            let text = serde_json::to_string_pretty(&enrollment).unwrap_or_default() + "\n";
+            write_new(&dir.join("enrollment.json"), text.as_bytes(), 0o644, false)?;
+        }
+        write_new(&dir.join("ceremony.log"), self.log.as_bytes(), 0o644, false)
+    }
 }

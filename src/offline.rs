@@ -32,6 +32,11 @@ pub enum SignError {
     KeyMismatch,
     #[error(transparent)]
     Pki(#[from] PkiError),
+    #[error("{what}: {reason}")]
+    Token {
+        what: String,
+        reason: crate::hsm::HsmError,
+    },
 }
 
 /// Opens a sealed share and checks it against the manifest. `what` names it in errors.
@@ -94,4 +99,24 @@ pub fn sign(
     let issued = pki::issue(&key, &manifest.ca, csr, profile, days, now)?;
     drop(key);
     Ok(issued)
+}
+
+/// Reads the share of `manifest`'s CA from a logged-in token and checks it.
+pub fn share_from_token(
+    manifest: &VerifiedManifest,
+    token: &crate::hsm::Token,
+) -> Result<Share, SignError> {
+    let what = format!("token {}", token.label());
+    let bytes = token
+        .read_share(&manifest.ca_id().0)
+        .map_err(|e| SignError::Token {
+            what: what.clone(),
+            reason: e,
+        })?;
+    let share: Share = serde_json::from_slice(&bytes).map_err(|e| SignError::NotAShare {
+        what: what.clone(),
+        reason: e.to_string(),
+    })?;
+    manifest.check_share(&share, &what)?;
+    Ok(share)
 }

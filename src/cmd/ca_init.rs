@@ -52,6 +52,16 @@ pub struct Args {
     /// Replace an existing --passphrases-to file
     #[arg(long)]
     force: bool,
+    /// Make deployment packages (packages/NK001.nkpkg, qr/NK001.png, enrollment.json)
+    /// instead of bare share files
+    #[arg(long)]
+    package: bool,
+    /// With --package: the server URL the agents connect to
+    #[arg(long, value_name = "URL", requires = "package")]
+    server_url: Option<String>,
+    /// With --package: SHA-256 (hex) of the server's TLS certificate, pinned by the agents
+    #[arg(long, value_name = "HEX", requires = "package")]
+    server_cert_sha256: Option<String>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -65,7 +75,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         org: args.org,
         country: args.country,
     };
-    let params = CeremonyParams::new(
+    let mut params = CeremonyParams::new(
         subject,
         key,
         args.validity_years,
@@ -73,6 +83,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         args.threshold,
         holders,
     )?;
+    if args.package {
+        let server =
+            super::package::server_info(args.server_url.clone(), args.server_cert_sha256.clone())?;
+        params.delivery = ceremony::Delivery::Packages(server);
+    }
 
     if !fsx::is_absent_or_empty(&args.out)? {
         return Err(hinted(
@@ -110,35 +125,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let staged = fsx::StagedDir::new(&args.out)
         .with_context(|| format!("cannot create {}", args.out.display()))?;
     let dir = staged.path();
-    std::fs::create_dir(dir.join("shares"))?;
-    std::fs::set_permissions(
-        dir.join("shares"),
-        std::os::unix::fs::PermissionsExt::from_mode(0o700),
-    )?;
-    fsx::write_new(
-        &dir.join("ca.crt"),
-        output.certificate_pem.as_bytes(),
-        0o644,
-        false,
-    )?;
-    fsx::write_new(
-        &dir.join("manifest.json"),
-        output.manifest.to_json().as_bytes(),
-        0o644,
-        false,
-    )?;
-    for share in &output.shares {
-        let path = dir
-            .join("shares")
-            .join(format!("{}.age", share.nitrokey_id));
-        fsx::write_new(&path, share.armored.as_bytes(), 0o600, false)?;
-    }
-    fsx::write_new(
-        &dir.join("ceremony.log"),
-        output.log.as_bytes(),
-        0o644,
-        false,
-    )?;
+    output
+        .write_to(dir)
+        .with_context(|| format!("cannot write the ceremony into {}", dir.display()))?;
 
     let mut passphrases = Zeroizing::new(String::new());
     for share in &output.shares {
@@ -188,10 +177,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         "Threshold:    {} of {}",
         m.share_set.threshold, m.share_set.total
     );
-    println!(
-        "Output:       {}/ (ca.crt, manifest.json, shares/, ceremony.log)",
-        args.out.display()
-    );
+    let contents = if args.package {
+        "ca.crt, manifest.json, packages/, qr/, enrollment.json, ceremony.log"
+    } else {
+        "ca.crt, manifest.json, shares/, ceremony.log"
+    };
+    println!("Output:       {}/ ({contents})", args.out.display());
     println!("Took:         {:.2} s", started.elapsed().as_secs_f64());
     Ok(())
 }

@@ -3,8 +3,13 @@
 
 mod ca_init;
 mod combine;
+mod deploy;
+mod package;
 mod sign;
 mod split;
+mod token;
+mod tokens;
+mod unseal;
 
 use clap::{Parser, Subcommand};
 use std::fmt;
@@ -34,6 +39,12 @@ pub enum Command {
     Combine(combine::Args),
     /// Issue a certificate from a CSR with M of the CA's shares
     Sign(sign::Args),
+    /// Holder's token: list, enroll the signing key, list shares, fire drill
+    Token(token::Args),
+    /// Build deployment packages (one per holder) from a ceremony's share files
+    Package(package::Args),
+    /// Holder: install a deployment package onto a token
+    Deploy(deploy::Args),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -42,6 +53,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Split(args) => split::run(args),
         Command::Combine(args) => combine::run(args),
         Command::Sign(args) => sign::run(args),
+        Command::Token(args) => token::run(args),
+        Command::Package(args) => package::run(args),
+        Command::Deploy(args) => deploy::run(args),
     }
 }
 

@@ -1,17 +1,13 @@
 //! `nkpki sign`: issue a certificate from a CSR with M of the CA's shares.
 
 use super::hinted;
-use age::secrecy::SecretString;
 use anyhow::Context;
 use nkpki::manifest::Manifest;
 use nkpki::pki::{self, Csr, Profile};
-use nkpki::seal::Identities;
 use nkpki::{fsx, offline};
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
-use zeroize::Zeroizing;
 
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Example (on the ceremony laptop, no network):\n  \
@@ -33,15 +29,19 @@ pub struct Args {
     /// Validity of the certificate in days (must end before the CA certificate)
     #[arg(long, default_value_t = 90)]
     days: u32,
-    /// A sealed share file (repeat; at least the CA's threshold)
-    #[arg(long = "share", value_name = "FILE", required = true)]
+    /// A sealed share file (repeat)
+    #[arg(long = "share", value_name = "FILE", required_unless_present_any = ["tokens", "insert_tokens"])]
     shares: Vec<PathBuf>,
-    /// An age identity file that opens X25519-sealed shares (repeat as needed)
-    #[arg(long = "identity", value_name = "FILE")]
-    identities: Vec<PathBuf>,
-    /// File of `NK001: passphrase` lines for passphrase-sealed shares (default: prompt)
-    #[arg(long, value_name = "FILE")]
-    passphrases_from: Option<PathBuf>,
+    #[command(flatten)]
+    unseal: super::unseal::UnsealArgs,
+    /// A token holding a share: label, serial or PKCS#11 URI (repeat)
+    #[arg(long = "token", value_name = "TOKEN")]
+    tokens: Vec<String>,
+    /// One reader: ask for the holders' tokens one after another until the threshold is met
+    #[arg(long, conflicts_with = "tokens")]
+    insert_tokens: bool,
+    #[command(flatten)]
+    token_access: super::tokens::TokenAccess,
     /// Where to write the certificate (PEM)
     #[arg(long, value_name = "FILE")]
     out: PathBuf,
@@ -53,30 +53,12 @@ pub struct Args {
     force: bool,
 }
 
-/// Passphrases for passphrase-sealed shares, by holder id (the share file's stem).
-fn read_passphrases(path: &Path) -> anyhow::Result<HashMap<String, SecretString>> {
-    let text = Zeroizing::new(
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?,
+fn report_share(share: &nkpki::sss::Share, what: &str) {
+    eprintln!(
+        "share {} ({}) from {what}: verified against the manifest",
+        share.index,
+        share.holder.as_deref().unwrap_or("?")
     );
-    let mut map = HashMap::new();
-    for (n, line) in text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-    {
-        let (id, pass) = line.split_once(':').with_context(|| {
-            format!(
-                "{} line {}: expected `NK001: passphrase`",
-                path.display(),
-                n + 1
-            )
-        })?;
-        map.insert(
-            id.trim().to_owned(),
-            SecretString::from(pass.trim().to_owned()),
-        );
-    }
-    Ok(map)
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -111,35 +93,23 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     );
     eprintln!("CSR SHA-256: {}", csr.digest());
 
-    let mut identities = Identities::default();
-    for path in &args.identities {
-        identities.add_file(path)?;
-    }
-    let mut passphrases = match &args.passphrases_from {
-        Some(p) => Some(read_passphrases(p)?),
-        None => None,
-    };
-    let mut shares = Vec::with_capacity(args.shares.len());
+    let mut unsealer = args.unseal.unsealer()?;
+    let mut shares = Vec::with_capacity(args.shares.len() + args.tokens.len());
     for path in &args.shares {
         let what = path.display().to_string();
         let armored = super::read_file(path, "share file")?;
-        let stem = path
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let ask = || match passphrases.as_mut() {
-            Some(map) => map.remove(&stem),
-            None => rpassword::prompt_password(format!("Passphrase for {what}: "))
-                .ok()
-                .map(SecretString::from),
-        };
-        let share = offline::open_share(&manifest, &armored, &what, &identities, ask)?;
-        eprintln!(
-            "share {} ({}) from {what}: verified against the manifest",
-            share.index,
-            share.holder.as_deref().unwrap_or("?")
-        );
+        let pass = || unsealer.passphrases.get(path);
+        let share = offline::open_share(&manifest, &armored, &what, &unsealer.identities, pass)?;
+        report_share(&share, &what);
         shares.push((what, share));
+    }
+    if !args.tokens.is_empty() || args.insert_tokens {
+        let token_shares = if args.insert_tokens {
+            super::tokens::insert_one_by_one(&manifest, &args.token_access, shares.len())?
+        } else {
+            super::tokens::read_named(&manifest, &args.token_access, &args.tokens)?
+        };
+        shares.extend(token_shares);
     }
     let issued = offline::sign(&manifest, &csr, args.profile, args.days, &shares, now)?;
     drop(shares);

@@ -103,7 +103,7 @@ impl Module {
     /// Every token present, with its PIN state.
     pub fn tokens(&self) -> Result<Vec<TokenSummary>, HsmError> {
         let _w = Watchdog::arm("GetSlotList");
-        let slots = self.ctx.get_slots_with_token().map_err(ck)?;
+        let slots = self.ctx.get_slots_with_initialized_token().map_err(ck)?;
         let mut out = Vec::with_capacity(slots.len());
         for slot in slots {
             let info = self.ctx.get_token_info(slot).map_err(ck)?;

@@ -122,3 +122,11 @@ pub(super) fn combine(shares: &[super::Share]) -> Result<Kek, SssError> {
     secret.0.zeroize();
     Ok(kek)
 }
+
+/// g^value, compressed: the public image of a share, which the commitments also yield.
+pub(super) fn public_point(value: &ShareValue) -> Result<Vec<u8>, SssError> {
+    let mut s = scalar(value)?;
+    let point = ProjectivePoint::GENERATOR * s;
+    s.zeroize();
+    Ok(point.to_bytes().to_vec())
+}

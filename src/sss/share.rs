@@ -116,6 +116,15 @@ impl Share {
         }
     }
 
+    /// A public fingerprint of the share: the first 64 bits of SHA-256 over g^value, hex.
+    /// Anyone can compute it from the manifest's commitments, so a holder can compare it
+    /// with what was printed at the ceremony without revealing the share.
+    pub fn fingerprint(&self) -> Result<String, SssError> {
+        use sha2::{Digest, Sha256};
+        let point = super::feldman::public_point(&self.value)?;
+        Ok(hex::encode(&Sha256::digest(&point)[..8]))
+    }
+
     /// The share as JSON text, in memory that is wiped on drop.
     pub fn to_json(&self) -> Zeroizing<String> {
         Zeroizing::new(serde_json::to_string_pretty(self).unwrap_or_default())

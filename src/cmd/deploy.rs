@@ -1,0 +1,206 @@
+//! `nkpki deploy`: a holder installs a deployment package onto a token.
+
+use super::hinted;
+use super::unseal::UnsealArgs;
+use anyhow::Context;
+use nkpki::hsm::{HsmError, Module, PinSource, TokenSelector, read_pin};
+use nkpki::{fsx, offline, package};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Example:\n  nkpki deploy NK001.nkpkg --token NK001 --install-systemd\n\n\
+                        Then compare the printed fingerprint with the QR code handed over at the ceremony."
+)]
+pub struct Args {
+    /// The package (NK001.nkpkg)
+    #[arg(value_name = "PACKAGE")]
+    package: PathBuf,
+    /// The token: its label (e.g. NK001), its serial, or a PKCS#11 URI
+    #[arg(long, value_name = "TOKEN")]
+    token: String,
+    /// PKCS#11 module (default: $NKPKI_PKCS11_MODULE, else OpenSC's opensc-pkcs11.so)
+    #[arg(long, value_name = "PATH")]
+    module: Option<PathBuf>,
+    /// Read the token PIN from the first line of FILE (default: $NKPKI_PIN if set, else a prompt)
+    #[arg(long, value_name = "FILE")]
+    pin_file: Option<PathBuf>,
+    #[command(flatten)]
+    unseal: UnsealArgs,
+    /// Where to write the agent configuration (default: $XDG_CONFIG_HOME/nkpki or ~/.config/nkpki)
+    #[arg(long, value_name = "DIR")]
+    config_dir: Option<PathBuf>,
+    /// Also install a systemd user unit for the agent
+    #[arg(long)]
+    install_systemd: bool,
+    /// Where the systemd unit goes (default: ~/.config/systemd/user)
+    #[arg(long, value_name = "DIR", requires = "install_systemd")]
+    systemd_dir: Option<PathBuf>,
+    /// Replace a share of this CA already on the token, and an existing configuration
+    #[arg(long)]
+    force: bool,
+}
+
+fn config_home() -> anyhow::Result<PathBuf> {
+    if let Some(x) = std::env::var_os("XDG_CONFIG_HOME").filter(|x| !x.is_empty()) {
+        return Ok(PathBuf::from(x));
+    }
+    let home = std::env::var_os("HOME")
+        .context("neither XDG_CONFIG_HOME nor HOME is set; pass --config-dir")?;
+    Ok(PathBuf::from(home).join(".config"))
+}
+
+fn write(path: &Path, bytes: &[u8], mode: u32, force: bool) -> anyhow::Result<()> {
+    fsx::write_new(path, bytes, mode, force)
+        .with_context(|| format!("cannot write {}", path.display()))
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    let armored = super::read_file(&args.package, "package")?;
+    let mut unsealer = args.unseal.unsealer()?;
+    let pass = || unsealer.passphrases.get(&args.package);
+    let pkg = package::open(&armored, &unsealer.identities, pass)
+        .with_context(|| format!("package {}", args.package.display()))?;
+    let ca_id = pkg.manifest.ca_id().0.clone();
+    let holder = pkg.agent.holder_id.clone();
+    eprintln!(
+        "package:    {} for holder {holder}, CA {} ({ca_id})",
+        args.package.display(),
+        pkg.manifest.body.ca.name
+    );
+
+    let config_dir = match &args.config_dir {
+        Some(d) => d.clone(),
+        None => config_home()?.join("nkpki"),
+    }
+    .join(&ca_id);
+    let agent_path = config_dir.join("agent.json");
+    if agent_path.exists() && !args.force {
+        return Err(hinted(
+            format!(
+                "{} already exists: this CA is already deployed here",
+                agent_path.display()
+            ),
+            "pass --force to replace the share on the token and the configuration",
+        ));
+    }
+
+    let module = Module::load(args.module.as_deref())?;
+    let token = module.open(&TokenSelector::parse(&args.token)?)?;
+    if token.label() != holder {
+        return Err(hinted(
+            format!(
+                "this package is for holder {holder}, but the token is labelled {}",
+                token.label()
+            ),
+            format!("plug in {holder}'s token; a package is deployed only onto its holder's token"),
+        ));
+    }
+    let pin = read_pin(&PinSource::resolve(args.pin_file.clone()), token.label())?;
+    token.login(&pin)?;
+    drop(pin);
+
+    token
+        .write_share(&ca_id, pkg.share.to_json().as_bytes(), args.force)
+        .map_err(|e| match e {
+            HsmError::ShareExists { .. } => hinted(
+                e,
+                "pass --force to replace it (the old share object is deleted)",
+            ),
+            HsmError::DeviceMemory(_) => hinted(
+                e,
+                "free space on the token (pkcs11-tool --list-objects) or use another token",
+            ),
+            other => other.into(),
+        })?;
+    // read back what the token stored, and check it as a drill would
+    let stored = offline::share_from_token(&pkg.manifest, &token)?;
+    if stored.index != pkg.share.index {
+        anyhow::bail!("the token returned a different share than was written");
+    }
+    drop(stored);
+    let (key, created) = token.ensure_holder_key()?;
+
+    std::fs::create_dir_all(&config_dir)
+        .with_context(|| format!("cannot create {}", config_dir.display()))?;
+    let manifest_path = config_dir.join("manifest.json");
+    write(&manifest_path, pkg.manifest_json.as_bytes(), 0o644, true)?;
+    let mut agent = pkg.agent.clone();
+    agent.token = token.label().to_owned();
+    agent.module = args.module.as_ref().map(|m| m.display().to_string());
+    agent.manifest = Some(manifest_path.display().to_string());
+    let agent_json = zeroize::Zeroizing::new(serde_json::to_string_pretty(&agent)? + "\n");
+    write(&agent_path, agent_json.as_bytes(), 0o600, args.force)?;
+    let card = serde_json::json!({
+        "nitrokey_id": holder,
+        "ca_id": ca_id,
+        "token_serial": token.summary().serial,
+        "public_key_pem": key.public_key_pem(),
+        "fingerprint": key.fingerprint(),
+    });
+    write(
+        &config_dir.join("holder-card.json"),
+        (serde_json::to_string_pretty(&card)? + "\n").as_bytes(),
+        0o644,
+        true,
+    )?;
+    write(
+        &config_dir.join("INSTRUCTIONS.md"),
+        pkg.instructions.as_bytes(),
+        0o644,
+        true,
+    )?;
+
+    if args.install_systemd {
+        let dir = match &args.systemd_dir {
+            Some(d) => d.clone(),
+            None => config_home()?.join("systemd/user"),
+        };
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+        let exe = std::env::current_exe()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|_| "nkpki".into());
+        let unit = pkg
+            .systemd_unit
+            .replace("ExecStart=nkpki ", &format!("ExecStart={exe} "))
+            .replace(
+                &format!("%h/.config/nkpki/{ca_id}/agent.json"),
+                &agent_path.display().to_string(),
+            );
+        let unit_path = dir.join(format!("nkpki-agent-{holder}.service"));
+        write(&unit_path, unit.as_bytes(), 0o644, true)?;
+        eprintln!(
+            "systemd:    {} (enable with: systemctl --user enable --now nkpki-agent-{holder})",
+            unit_path.display()
+        );
+    }
+
+    println!(
+        "Share {} of CA {ca_id} written to token {} (serial {})",
+        pkg.share.index,
+        token.label(),
+        token.summary().serial
+    );
+    println!(
+        "Holder key: {} (fingerprint {})",
+        if created {
+            "generated on the token"
+        } else {
+            "already present"
+        },
+        key.fingerprint()
+    );
+    println!("Agent configuration: {}", agent_path.display());
+    println!("Fingerprint: {}", pkg.fingerprint);
+    println!(
+        "Compare it with the QR code handed over at the ceremony; if they differ, call the CA operator."
+    );
+    eprintln!(
+        "deployed in {:.2} s; delete {} once the drill passes",
+        started.elapsed().as_secs_f64(),
+        args.package.display()
+    );
+    Ok(())
+}

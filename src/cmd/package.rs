@@ -1,0 +1,168 @@
+//! `nkpki package`: deployment packages from a ceremony's share files.
+
+use super::unseal::UnsealArgs;
+use anyhow::{Context, bail};
+use nkpki::manifest::Manifest;
+use nkpki::package::{self, ServerInfo};
+use nkpki::{fsx, offline, seal};
+use std::fmt::Write as _;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use zeroize::Zeroizing;
+
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Example:\n  nkpki package --ceremony ca/ --share ca/shares/NK001.age --identity NK001.key \\\n    \
+                        --server-url https://pki.example.org:8443 --out packages/\n\n\
+                        Each package is sealed to the holder's age recipient from the manifest, or to a fresh \
+                        passphrase. `nkpki ca-init --package` does the same within the ceremony."
+)]
+pub struct Args {
+    /// The ceremony directory (its manifest.json is used)
+    #[arg(long, value_name = "DIR")]
+    ceremony: PathBuf,
+    /// A sealed share file to package (repeat)
+    #[arg(long = "share", value_name = "FILE", required = true)]
+    shares: Vec<PathBuf>,
+    #[command(flatten)]
+    unseal: UnsealArgs,
+    /// The server URL the agents connect to
+    #[arg(long, value_name = "URL")]
+    server_url: Option<String>,
+    /// SHA-256 (hex) of the server's TLS certificate, pinned by the agents
+    #[arg(long, value_name = "HEX")]
+    server_cert_sha256: Option<String>,
+    /// Directory for NK001.nkpkg, NK001.png and enrollment.json
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+    /// Write generated package passphrases to FILE (0600) instead of the terminal
+    #[arg(long, value_name = "FILE")]
+    passphrases_to: Option<PathBuf>,
+}
+
+/// Validates the server options shared by `package` and `ca-init --package`.
+pub fn server_info(url: Option<String>, cert_sha256: Option<String>) -> anyhow::Result<ServerInfo> {
+    if let Some(u) = &url
+        && !(u.starts_with("https://") || u.starts_with("http://"))
+    {
+        bail!("--server-url {u:?} must start with https:// (or http:// on a trusted network)");
+    }
+    if let Some(h) = &cert_sha256
+        && (h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()))
+    {
+        bail!(
+            "--server-cert-sha256 must be 64 hex digits (the SHA-256 of the server certificate's DER)"
+        );
+    }
+    Ok(ServerInfo {
+        url,
+        cert_sha256: cert_sha256.map(|h| h.to_lowercase()),
+    })
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let server = server_info(args.server_url, args.server_cert_sha256)?;
+    let manifest_path = args.ceremony.join("manifest.json");
+    let manifest_json = std::fs::read_to_string(&manifest_path)
+        .with_context(|| format!("cannot read {}", manifest_path.display()))?;
+    let manifest = Manifest::from_json(&manifest_json)
+        .and_then(|m| m.verify())
+        .with_context(|| format!("manifest {}", manifest_path.display()))?;
+    let mut unsealer = args.unseal.unsealer()?;
+    let mut shares = Vec::new();
+    for path in &args.shares {
+        let armored = super::read_file(path, "share file")?;
+        let pass = || unsealer.passphrases.get(path);
+        shares.push(offline::open_share(
+            &manifest,
+            &armored,
+            &path.display().to_string(),
+            &unsealer.identities,
+            pass,
+        )?);
+    }
+    let mut built = Vec::new();
+    for share in &shares {
+        let holder = manifest
+            .holder(share.index)
+            .with_context(|| format!("no holder for share {}", share.index))?;
+        let recipient = match &holder.age_recipient {
+            Some(r) => Some(seal::parse_recipient(r)?),
+            None => None,
+        };
+        built.push(package::build(
+            &manifest_json,
+            &manifest,
+            share,
+            &server,
+            recipient.as_ref(),
+        )?);
+    }
+    drop(shares);
+    if built.iter().any(|b| b.passphrase.is_some())
+        && args.passphrases_to.is_none()
+        && !std::io::stderr().is_terminal()
+    {
+        bail!(
+            "some holders have no age_recipient, so their packages get passphrases, but there is no terminal to show them on; pass --passphrases-to FILE"
+        );
+    }
+
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("cannot create {}", args.out.display()))?;
+    let mut codes = serde_json::Map::new();
+    for b in &built {
+        let path = args
+            .out
+            .join(format!("{}.{}", b.holder, package::EXTENSION));
+        fsx::write_new(&path, b.armored.as_bytes(), 0o600, false).with_context(|| {
+            format!(
+                "cannot write {} (packages are never overwritten)",
+                path.display()
+            )
+        })?;
+        fsx::write_new(
+            &args.out.join(format!("{}.png", b.holder)),
+            &b.qr_png,
+            0o644,
+            false,
+        )?;
+        codes.insert(b.holder.clone(), b.enrollment_code_sha256.clone().into());
+        println!("{}  fingerprint {}", path.display(), b.fingerprint);
+    }
+    let enrollment = serde_json::json!({
+        "format": "nkpki-enrollment/1",
+        "ca_id": manifest.ca_id(),
+        "enrollment_code_sha256": codes,
+    });
+    fsx::write_new(
+        &args.out.join("enrollment.json"),
+        (serde_json::to_string_pretty(&enrollment)? + "\n").as_bytes(),
+        0o644,
+        true,
+    )?;
+
+    let mut passphrases = Zeroizing::new(String::new());
+    for b in &built {
+        if let Some(p) = &b.passphrase {
+            let _ = writeln!(passphrases, "{}: {}", b.holder, seal::reveal(p));
+        }
+    }
+    if !passphrases.is_empty() {
+        match &args.passphrases_to {
+            Some(path) => {
+                fsx::write_new(path, passphrases.as_bytes(), 0o600, false)
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+                eprintln!(
+                    "warning: package passphrases were written in clear to {}",
+                    path.display()
+                );
+            }
+            None => eprint!(
+                "\nPackage passphrases — shown once; give each to its holder only:\n\n{}\n",
+                passphrases.as_str()
+            ),
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,189 @@
+//! `nkpki token`: what a holder does with the token itself — list, enroll, list shares,
+//! and the fire drill.
+
+use anyhow::Context;
+use nkpki::hsm::{Module, PinSource, TokenSelector, read_pin};
+use nkpki::manifest::Manifest;
+use nkpki::sss::Share;
+use std::path::PathBuf;
+
+/// Options every token command shares.
+#[derive(Debug, clap::Args)]
+pub struct TokenOpts {
+    /// The token: its label (e.g. NK001), its serial, or a PKCS#11 URI (pkcs11:token=NK001)
+    #[arg(long, value_name = "TOKEN")]
+    pub token: String,
+    /// PKCS#11 module (default: $NKPKI_PKCS11_MODULE, else OpenSC's opensc-pkcs11.so)
+    #[arg(long, value_name = "PATH")]
+    pub module: Option<PathBuf>,
+    /// Read the PIN from the first line of FILE (default: $NKPKI_PIN if set, else a prompt)
+    #[arg(long, value_name = "FILE")]
+    pub pin_file: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Examples:\n  nkpki token list\n  nkpki token enroll --token NK001 > NK001-card.json\n  \
+                        nkpki token shares --token NK001\n  nkpki token drill --token NK001 --manifest manifest.json"
+)]
+pub struct Args {
+    #[command(subcommand)]
+    command: Sub,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Sub {
+    /// List tokens: label, serial, manufacturer, model, PIN state
+    List {
+        /// PKCS#11 module (default: $NKPKI_PKCS11_MODULE, else OpenSC's opensc-pkcs11.so)
+        #[arg(long, value_name = "PATH")]
+        module: Option<PathBuf>,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make sure the token has the holder's signing key; print the holder card (JSON)
+    Enroll(TokenOpts),
+    /// List the CA shares the token holds (ids, never values)
+    Shares(TokenOpts),
+    /// Fire drill: log in, read the share, check it against the manifest; reveals nothing
+    Drill {
+        #[command(flatten)]
+        token: TokenOpts,
+        /// The CA's manifest.json
+        #[arg(long, value_name = "FILE")]
+        manifest: PathBuf,
+    },
+}
+
+/// Opens the token and logs in with a PIN from the configured source.
+pub fn open_logged_in(opts: &TokenOpts) -> anyhow::Result<(Module, nkpki::hsm::Token)> {
+    let module = Module::load(opts.module.as_deref())?;
+    let selector = TokenSelector::parse(&opts.token)?;
+    let token = module.open(&selector)?;
+    let pin = read_pin(&PinSource::resolve(opts.pin_file.clone()), token.label())?;
+    token.login(&pin)?;
+    Ok((module, token))
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    match args.command {
+        Sub::List { module, json } => {
+            let module = Module::load(module.as_deref())?;
+            let tokens = module.tokens()?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&tokens)?);
+            } else if tokens.is_empty() {
+                println!("no token present (module {})", module.path().display());
+            } else {
+                println!(
+                    "{:<16} {:<18} {:<24} {:<16} PIN",
+                    "LABEL", "SERIAL", "MANUFACTURER", "MODEL"
+                );
+                for t in tokens {
+                    println!(
+                        "{:<16} {:<18} {:<24} {:<16} {}",
+                        t.label,
+                        t.serial,
+                        t.manufacturer,
+                        t.model,
+                        t.pin.describe()
+                    );
+                }
+            }
+        }
+        Sub::Enroll(opts) => {
+            let (_module, token) = open_logged_in(&opts)?;
+            let (key, created) = token.ensure_holder_key()?;
+            eprintln!(
+                "{} holder key on token {}",
+                if created {
+                    "generated a new"
+                } else {
+                    "found the"
+                },
+                token.label()
+            );
+            let card = serde_json::json!({
+                "nitrokey_id": token.label(),
+                "token_serial": token.summary().serial,
+                "token_manufacturer": token.summary().manufacturer,
+                "public_key_pem": key.public_key_pem(),
+                "fingerprint": key.fingerprint(),
+            });
+            println!("{}", serde_json::to_string_pretty(&card)?);
+        }
+        Sub::Shares(opts) => {
+            let (_module, token) = open_logged_in(&opts)?;
+            let shares = token.list_shares()?;
+            if shares.is_empty() {
+                println!("token {} holds no nkpki share", token.label());
+            }
+            for s in shares {
+                println!(
+                    "CA {}  share {} of {} (threshold {})  holder {}  label {:?}",
+                    s.ca_id,
+                    s.index,
+                    s.total,
+                    s.threshold,
+                    s.holder.as_deref().unwrap_or("-"),
+                    s.label
+                );
+            }
+        }
+        Sub::Drill {
+            token: opts,
+            manifest,
+        } => drill(&opts, &manifest)?,
+    }
+    Ok(())
+}
+
+fn drill(opts: &TokenOpts, manifest_path: &std::path::Path) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(manifest_path)
+        .with_context(|| format!("cannot read manifest {}", manifest_path.display()))?;
+    let manifest = Manifest::from_json(&text)
+        .and_then(|m| m.verify())
+        .with_context(|| format!("manifest {}", manifest_path.display()))?;
+    let started = std::time::Instant::now();
+    let (_module, token) = open_logged_in(opts)?;
+    println!(
+        "PIN:        accepted by token {} (serial {})",
+        token.label(),
+        token.summary().serial
+    );
+    let bytes = token.read_share(&manifest.ca_id().0)?;
+    let share: Share = serde_json::from_slice(&bytes).map_err(|e| {
+        anyhow::anyhow!(
+            "the share object on token {} is not an nkpki share: {e}",
+            token.label()
+        )
+    })?;
+    drop(bytes);
+    let what = format!("the share on token {}", token.label());
+    manifest.check_share(&share, &what)?;
+    println!(
+        "Share:      {} of CA {} ({}) matches the manifest's commitments",
+        share.describe(),
+        manifest.body.ca.name,
+        manifest.ca_id()
+    );
+    if let Some(holder) = manifest.holder(share.index)
+        && holder.nitrokey_id != token.label()
+    {
+        println!(
+            "warning:    the manifest gives this share to {}, but the token is labelled {}",
+            holder.nitrokey_id,
+            token.label()
+        );
+    }
+    match token.holder_key()? {
+        Some(key) => println!("Holder key: present, fingerprint {}", key.fingerprint()),
+        None => println!(
+            "Holder key: absent (run `nkpki token enroll --token {}`)",
+            opts.token
+        ),
+    }
+    println!("Drill OK in {:.2} s", started.elapsed().as_secs_f64());
+    Ok(())
+}

@@ -1,0 +1,404 @@
+//! Deployment packages: everything one holder needs, in one age-encrypted tar file
+//! (`NK001.nkpkg`) that the reference `age` CLI also opens. Contents:
+//!
+//! | entry | what |
+//! |---|---|
+//! | `share.json` | the holder's share (secret) |
+//! | `manifest.json` | the CA's signed public manifest |
+//! | `agent.json` | the agent's configuration, with the one-time enrollment code |
+//! | `INSTRUCTIONS.md` | what this is and what to do, in plain words |
+//! | `fingerprint.png` | QR code of the fingerprint the holder compares after deploying |
+//! | `nkpki-agent.service` | a systemd user unit for the agent |
+
+use crate::manifest::{Manifest, ManifestError, VerifiedManifest};
+use crate::seal::{self, Identities, SealError};
+use crate::sss::Share;
+use age::secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::io::Read;
+use zeroize::Zeroizing;
+
+pub const EXTENSION: &str = "nkpkg";
+const MAX_ENTRY: u64 = 4 << 20;
+const ENTRIES: [&str; 6] = [
+    "share.json",
+    "manifest.json",
+    "agent.json",
+    "INSTRUCTIONS.md",
+    "fingerprint.png",
+    "nkpki-agent.service",
+];
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PackageError {
+    #[error("cannot open the package: {0}")]
+    Open(SealError),
+    #[error("the package is damaged: {0}")]
+    Damaged(String),
+    #[error("the package holds an entry with a hostile or unexpected name {0:?}")]
+    HostileEntry(String),
+    #[error("the package lacks {0}")]
+    Missing(&'static str),
+    #[error("the package's manifest: {0}")]
+    Manifest(#[from] ManifestError),
+    #[error("the package is inconsistent: {0}")]
+    Inconsistent(String),
+    #[error(transparent)]
+    Seal(#[from] SealError),
+}
+
+/// The agent's configuration, as `deploy` installs it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    pub format: String,
+    /// The orchestrating server, e.g. `https://pki.example.org:8443`.
+    pub server_url: Option<String>,
+    /// SHA-256 of the server's TLS certificate (DER, hex), when pinned.
+    pub server_cert_sha256: Option<String>,
+    pub ca_id: String,
+    pub holder_id: String,
+    /// The token holding the share (its label).
+    pub token: String,
+    /// PKCS#11 module; absent means the default (OpenSC).
+    #[serde(default)]
+    pub module: Option<String>,
+    /// Path of the manifest copy, filled in by `deploy`.
+    #[serde(default)]
+    pub manifest: Option<String>,
+    /// One-time code the agent presents when it first enrolls with the server.
+    pub enrollment_code: String,
+}
+
+/// Where the server is and how to pin it; the same for every holder of a CA.
+#[derive(Clone, Debug, Default)]
+pub struct ServerInfo {
+    pub url: Option<String>,
+    pub cert_sha256: Option<String>,
+}
+
+/// A built package, ready to hand over.
+#[derive(Debug)]
+pub struct BuiltPackage {
+    pub holder: String,
+    /// Armoured age file.
+    pub armored: String,
+    /// Set when sealed to a fresh passphrase.
+    pub passphrase: Option<SecretString>,
+    /// SHA-256 (hex) of the enrollment code: the server-side record.
+    pub enrollment_code_sha256: String,
+    /// The fingerprint the QR code carries.
+    pub fingerprint: String,
+    /// The QR code itself, for the ceremony to print and hand over separately.
+    pub qr_png: Vec<u8>,
+}
+
+/// A random one-time enrollment code, `XXXXX-XXXXX-XXXXX-XXXXX` (100 bits).
+pub fn enrollment_code() -> Zeroizing<String> {
+    const ALPHABET: &[u8; 32] = b"ABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+    let mut random = Zeroizing::new([0u8; 20]);
+    rand::Rng::fill_bytes(&mut rand::rng(), random.as_mut());
+    let mut code = Zeroizing::new(String::with_capacity(23));
+    for (i, b) in random.iter().enumerate() {
+        if i > 0 && i % 5 == 0 {
+            code.push('-');
+        }
+        code.push(ALPHABET[(b & 31) as usize] as char);
+    }
+    code
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// The text a holder compares: CA id, holder, share index, the CA certificate's
+/// fingerprint (first 16 hex digits) and the share's public fingerprint.
+pub fn fingerprint(manifest: &VerifiedManifest, share: &Share) -> Result<String, PackageError> {
+    let share_fp = share
+        .fingerprint()
+        .map_err(|e| PackageError::Inconsistent(e.to_string()))?;
+    let cert: String = manifest
+        .body
+        .certificate_sha256
+        .chars()
+        .filter(|c| *c != ':')
+        .take(16)
+        .collect();
+    Ok(format!(
+        "nkpki1:{}:{}:{}:{}:{}",
+        manifest.ca_id(),
+        share.holder.as_deref().unwrap_or("-"),
+        share.index,
+        cert.to_lowercase(),
+        share_fp
+    ))
+}
+
+fn instructions(
+    manifest: &VerifiedManifest,
+    share: &Share,
+    fp: &str,
+    server: &ServerInfo,
+) -> String {
+    let holder = manifest.holder(share.index);
+    let name = holder.map(|h| h.holder_name.as_str()).unwrap_or("holder");
+    let id = share.holder.as_deref().unwrap_or("NK???");
+    let ca = &manifest.body.ca.name;
+    format!(
+        "# Your nkpki deployment package — {id}\n\n\
+         Hello {name},\n\n\
+         This package makes you one of the {total} holders of the certificate authority\n\
+         **{ca}** (CA id `{ca_id}`). Its signing key is split so that any {threshold} of the\n\
+         {total} holders must approve before a certificate is signed. This package carries\n\
+         your share of that key. Keep it secret until it is deployed, then delete it.\n\n\
+         ## 1. Deploy the share onto your Nitrokey\n\n\
+         Plug in your token (labelled `{id}`) and run:\n\n\
+         ```sh\n\
+         nkpki deploy {id}.nkpkg --token {id}\n\
+         ```\n\n\
+         You will be asked for the package's passphrase (or give `--identity` with your age\n\
+         key) and for your token PIN. The share is written to the token as a private object;\n\
+         it is never stored as a file on your computer.\n\n\
+         ## 2. Check the fingerprint\n\n\
+         `deploy` prints a fingerprint. It must be exactly:\n\n\
+         ```\n{fp}\n```\n\n\
+         Compare it with the QR code you were handed at the ceremony (any QR reader shows\n\
+         the text). If they differ, do not use the token: call the CA operator.\n\
+         The CA certificate's SHA-256 fingerprint is `{cert_fp}`.\n\n\
+         ## 3. Run the agent\n\n\
+         `deploy --install-systemd` installs a user service that runs `nkpki agent`\n\
+         (server: {server}). The agent shows you each signing request and asks for your\n\
+         approval and PIN; it never approves by itself unless you configure a rule.\n\n\
+         ## 4. Fire drill\n\n\
+         Now, and every few months, check that your token and PIN still work:\n\n\
+         ```sh\n\
+         nkpki token drill --token {id} --manifest ~/.config/nkpki/{ca_id}/manifest.json\n\
+         ```\n\n\
+         ## If something goes wrong\n\n\
+         - **Token lost or stolen:** tell the CA operator at once. A token without its PIN is\n\
+           useless, and fewer than {threshold} shares cannot sign, but the operator should plan\n\
+           a new ceremony (re-sharing) so that the lost share stops counting.\n\
+         - **PIN locked:** do not try to reset the token yourself. The operator, with the\n\
+           token's SO PIN, can unblock it, or a new ceremony replaces your share.\n\
+         - **Wrong fingerprint or a drill that fails:** stop and call the operator.\n",
+        total = manifest.body.share_set.total,
+        threshold = manifest.threshold(),
+        ca_id = manifest.ca_id(),
+        cert_fp = manifest.body.certificate_sha256,
+        server = server.url.as_deref().unwrap_or("not configured yet"),
+    )
+}
+
+fn systemd_unit(holder: &str, ca_id: &str) -> String {
+    format!(
+        "[Unit]\n\
+         Description=nkpki agent for token {holder} (CA {ca_id})\n\
+         After=network-online.target pcscd.service\n\
+         Wants=network-online.target\n\n\
+         [Service]\n\
+         ExecStart=nkpki agent --config %h/.config/nkpki/{ca_id}/agent.json\n\
+         Restart=on-failure\n\
+         RestartSec=10\n\
+         NoNewPrivileges=yes\n\
+         PrivateTmp=yes\n\
+         LimitCORE=0\n\n\
+         [Install]\n\
+         WantedBy=default.target\n"
+    )
+}
+
+fn append(
+    builder: &mut tar::Builder<&mut Vec<u8>>,
+    name: &str,
+    data: &[u8],
+    mode: u32,
+) -> Result<(), PackageError> {
+    let mut header = tar::Header::new_ustar();
+    header.set_size(data.len() as u64);
+    header.set_mode(mode);
+    header.set_mtime(0);
+    header.set_entry_type(tar::EntryType::Regular);
+    builder
+        .append_data(&mut header, name, data)
+        .map_err(|e| PackageError::Damaged(format!("writing {name}: {e}")))
+}
+
+/// Builds the package of one holder: sealed to `recipient`, or to a fresh passphrase.
+pub fn build(
+    manifest_json: &str,
+    manifest: &VerifiedManifest,
+    share: &Share,
+    server: &ServerInfo,
+    recipient: Option<&age::x25519::Recipient>,
+) -> Result<BuiltPackage, PackageError> {
+    let what = share.describe();
+    manifest.check_share(share, &what)?;
+    let holder = share
+        .holder
+        .clone()
+        .or_else(|| manifest.holder(share.index).map(|h| h.nitrokey_id.clone()))
+        .ok_or_else(|| PackageError::Inconsistent("the share names no holder".into()))?;
+    let fp = fingerprint(manifest, share)?;
+    let code = enrollment_code();
+    let agent = AgentConfig {
+        format: "nkpki-agent-config/1".into(),
+        server_url: server.url.clone(),
+        server_cert_sha256: server.cert_sha256.clone(),
+        ca_id: manifest.ca_id().0.clone(),
+        holder_id: holder.clone(),
+        token: holder.clone(),
+        module: None,
+        manifest: None,
+        enrollment_code: code.to_string(),
+    };
+    let agent_json = Zeroizing::new(serde_json::to_string_pretty(&agent).unwrap_or_default());
+    let qr_png = crate::qr::png(&fp).map_err(|e| PackageError::Damaged(e.to_string()))?;
+
+    let mut tar_bytes = Zeroizing::new(Vec::new());
+    {
+        let mut builder = tar::Builder::new(&mut *tar_bytes);
+        append(
+            &mut builder,
+            "share.json",
+            share.to_json().as_bytes(),
+            0o600,
+        )?;
+        append(
+            &mut builder,
+            "manifest.json",
+            manifest_json.as_bytes(),
+            0o644,
+        )?;
+        append(&mut builder, "agent.json", agent_json.as_bytes(), 0o600)?;
+        append(
+            &mut builder,
+            "INSTRUCTIONS.md",
+            instructions(manifest, share, &fp, server).as_bytes(),
+            0o644,
+        )?;
+        append(&mut builder, "fingerprint.png", &qr_png, 0o644)?;
+        append(
+            &mut builder,
+            "nkpki-agent.service",
+            systemd_unit(&holder, &manifest.ca_id().0).as_bytes(),
+            0o644,
+        )?;
+        builder
+            .finish()
+            .map_err(|e| PackageError::Damaged(e.to_string()))?;
+    }
+    let (armored, passphrase) = match recipient {
+        Some(r) => (seal::to_recipient(r, &tar_bytes)?, None),
+        None => {
+            let pass = seal::generate_passphrase();
+            (seal::to_passphrase(&pass, &tar_bytes)?, Some(pass))
+        }
+    };
+    Ok(BuiltPackage {
+        holder,
+        armored,
+        passphrase,
+        enrollment_code_sha256: sha256_hex(code.as_bytes()),
+        fingerprint: fp,
+        qr_png,
+    })
+}
+
+/// An opened and checked package.
+#[derive(Debug)]
+pub struct OpenedPackage {
+    pub share: Share,
+    pub manifest_json: String,
+    pub manifest: VerifiedManifest,
+    pub agent: AgentConfig,
+    pub instructions: String,
+    pub qr_png: Vec<u8>,
+    pub systemd_unit: String,
+    pub fingerprint: String,
+}
+
+fn text(name: &'static str, bytes: Vec<u8>) -> Result<String, PackageError> {
+    String::from_utf8(bytes).map_err(|_| PackageError::Damaged(format!("{name} is not text")))
+}
+
+/// Opens a package, refuses hostile entries, and checks it: manifest signature, share
+/// against the commitments, and that share, agent configuration and manifest agree on
+/// the holder.
+pub fn open(
+    armored: &[u8],
+    identities: &Identities,
+    passphrase: impl FnOnce() -> Option<SecretString>,
+) -> Result<OpenedPackage, PackageError> {
+    let plain = seal::open(armored, identities, passphrase).map_err(PackageError::Open)?;
+    let mut archive = tar::Archive::new(plain.as_slice());
+    let mut found: Vec<(&'static str, Zeroizing<Vec<u8>>)> = Vec::new();
+    let entries = archive
+        .entries()
+        .map_err(|e| PackageError::Damaged(e.to_string()))?;
+    for entry in entries {
+        let mut entry = entry.map_err(|e| PackageError::Damaged(e.to_string()))?;
+        let raw_name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+        let name = ENTRIES
+            .iter()
+            .find(|n| **n == raw_name)
+            .ok_or_else(|| PackageError::HostileEntry(raw_name.clone()))?;
+        if entry.header().entry_type() != tar::EntryType::Regular
+            || found.iter().any(|(n, _)| n == name)
+        {
+            return Err(PackageError::HostileEntry(raw_name));
+        }
+        let mut data = Zeroizing::new(Vec::new());
+        entry
+            .by_ref()
+            .take(MAX_ENTRY)
+            .read_to_end(&mut data)
+            .map_err(|e| PackageError::Damaged(format!("{name}: {e}")))?;
+        found.push((name, data));
+    }
+    let mut take = |name: &'static str| {
+        found
+            .iter()
+            .position(|(n, _)| *n == name)
+            .map(|i| found.swap_remove(i).1)
+            .ok_or(PackageError::Missing(name))
+    };
+    let share_bytes = take("share.json")?;
+    let share: Share = serde_json::from_slice(&share_bytes)
+        .map_err(|e| PackageError::Damaged(format!("share.json: {e}")))?;
+    let manifest_json = text("manifest.json", take("manifest.json")?.to_vec())?;
+    let manifest = Manifest::from_json(&manifest_json)?.verify()?;
+    let agent_bytes = take("agent.json")?;
+    let agent: AgentConfig = serde_json::from_slice(&agent_bytes)
+        .map_err(|e| PackageError::Damaged(format!("agent.json: {e}")))?;
+    let instructions = text("INSTRUCTIONS.md", take("INSTRUCTIONS.md")?.to_vec())?;
+    let qr_png = take("fingerprint.png")?.to_vec();
+    let systemd_unit = text("nkpki-agent.service", take("nkpki-agent.service")?.to_vec())?;
+
+    manifest.check_share(&share, "the package's share")?;
+    let expected = manifest.holder(share.index).ok_or_else(|| {
+        PackageError::Inconsistent(format!("no holder for share {}", share.index))
+    })?;
+    if agent.ca_id != manifest.ca_id().0 || agent.holder_id != expected.nitrokey_id {
+        return Err(PackageError::Inconsistent(format!(
+            "agent.json names holder {} of CA {}, the share is {}'s of CA {}",
+            agent.holder_id,
+            agent.ca_id,
+            expected.nitrokey_id,
+            manifest.ca_id()
+        )));
+    }
+    let fingerprint = fingerprint(&manifest, &share)?;
+    Ok(OpenedPackage {
+        share,
+        manifest_json,
+        manifest,
+        agent,
+        instructions,
+        qr_png,
+        systemd_unit,
+        fingerprint,
+    })
+}
