@@ -75,6 +75,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         None => config_home()?.join("nkpki"),
     }
     .join(&ca_id);
+    // the agent configuration and the systemd unit refer to it: make it absolute
+    let config_dir = std::path::absolute(&config_dir)
+        .with_context(|| format!("cannot resolve {}", config_dir.display()))?;
     let agent_path = config_dir.join("agent.json");
     if agent_path.exists() && !args.force {
         return Err(hinted(

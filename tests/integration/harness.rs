@@ -7,7 +7,15 @@ use std::process::Output;
 
 pub struct Env {
     pub dir: tempfile::TempDir,
+    /// Variables set for every command run (SoftHSM configuration, module path).
+    envs: Vec<(String, String)>,
 }
+
+/// SoftHSM2's PKCS#11 module (Debian's path).
+pub const SOFTHSM_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+/// User PIN of every test token.
+pub const PIN: &str = "123456";
+const SO_PIN: &str = "12345678";
 
 /// Where `make deps` puts pkilint.
 fn pkilint_bin(tool: &str) -> PathBuf {
@@ -85,6 +93,7 @@ impl Env {
     pub fn new() -> Self {
         Env {
             dir: tempfile::tempdir().expect("temp dir"),
+            envs: Vec::new(),
         }
     }
 
@@ -104,6 +113,10 @@ impl Env {
 
     fn run(&self, mut cmd: Command, cmdline: String) -> Run {
         cmd.current_dir(self.dir.path());
+        cmd.env_remove("NKPKI_PIN");
+        for (k, v) in &self.envs {
+            cmd.env(k, v);
+        }
         let output = cmd.output().expect("spawn");
         Run { output, cmdline }
     }
@@ -307,4 +320,116 @@ impl Env {
 /// True when `needle` occurs in `haystack`.
 pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+impl Env {
+    /// A throwaway SoftHSM2 token directory for this test, with one token per label (user
+    /// PIN [`PIN`]); every command this `Env` runs sees it. Also writes `pin.txt`.
+    pub fn with_softhsm(mut self, labels: &[&str]) -> Self {
+        let tokens = self.path("softhsm-tokens");
+        std::fs::create_dir_all(&tokens).unwrap();
+        let conf = self.write(
+            "softhsm2.conf",
+            format!(
+                "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\nslots.removable = false\n",
+                tokens.display()
+            ),
+        );
+        self.envs
+            .push(("SOFTHSM2_CONF".into(), conf.display().to_string()));
+        self.envs
+            .push(("NKPKI_PKCS11_MODULE".into(), SOFTHSM_MODULE.into()));
+        for label in labels {
+            self.init_token(label);
+        }
+        self.write("pin.txt", format!("{PIN}\n"));
+        self
+    }
+
+    pub fn init_token(&self, label: &str) {
+        self.tool(
+            "softhsm2-util",
+            &[
+                "--init-token",
+                "--free",
+                "--label",
+                label,
+                "--so-pin",
+                SO_PIN,
+                "--pin",
+                PIN,
+            ],
+        )
+        .ok();
+    }
+
+    /// The SoftHSM token directory.
+    pub fn token_dir(&self) -> PathBuf {
+        self.path("softhsm-tokens")
+    }
+
+    /// `pkcs11-tool` on the SoftHSM module, logged in to token `label`.
+    pub fn pkcs11_tool(&self, label: &str, args: &[&str]) -> Run {
+        let mut all = vec![
+            "--module",
+            SOFTHSM_MODULE,
+            "--token-label",
+            label,
+            "--login",
+            "--pin",
+            PIN,
+        ];
+        all.extend_from_slice(args);
+        self.tool("pkcs11-tool", &all)
+    }
+
+    /// A packaged ceremony into `ca/` (packages sealed to each holder's age key).
+    pub fn packaged_ceremony(&self, n: usize, threshold: usize) -> Vec<Holder> {
+        let holders = self.holders(n);
+        self.holders_json(&holders, &[]);
+        self.nkpki(&[
+            "ca-init",
+            "--name",
+            "Token CA",
+            "--org",
+            "nkpki tests",
+            "--country",
+            "FR",
+            "--key",
+            "ecdsa-p256",
+            "--validity-years",
+            "5",
+            "--threshold",
+            &threshold.to_string(),
+            "--holders",
+            "holders.json",
+            "--out",
+            "ca",
+            "--package",
+            "--server-url",
+            "https://pki.example.org:8443",
+        ])
+        .ok();
+        holders
+    }
+
+    /// `nkpki deploy` of holder `h`'s package onto token `token`.
+    pub fn deploy(&self, h: &Holder, package: &str, token: &str, extra: &[&str]) -> Run {
+        let cfg = format!("cfg-{}", h.id);
+        let key = h.key_file.to_string_lossy().into_owned();
+        let mut args = vec![
+            "deploy",
+            package,
+            "--token",
+            token,
+            "--identity",
+            &key,
+            "--pin-file",
+            "pin.txt",
+            "--config-dir",
+            &cfg,
+        ];
+        args.extend_from_slice(extra);
+        self.nkpki(&args)
+    }
 }

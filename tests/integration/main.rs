@@ -10,3 +10,5 @@ mod bad_input;
 mod ceremony;
 mod sign;
 mod split_combine;
+mod token_bad_input;
+mod tokens;
