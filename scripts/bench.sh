@@ -83,3 +83,28 @@ else
     printf '%-52s %10s %10s %8s\n' "split 15 of 20 (32 B)" "$ours" "-" "-"
 fi
 printf '%-52s %10s %10s %8s\n' "combine 15 of 20 (32 B)" "$ours_c" "-" "-"
+
+# Tokens on SoftHSM2: deploy a package, run the fire drill, sign with three tokens.
+mkdir -p tokens
+printf 'directories.tokendir = %s/tokens\nobjectstore.backend = file\nlog.level = ERROR\nslots.removable = false\n' \
+    "$PWD" > softhsm2.conf
+export SOFTHSM2_CONF=$PWD/softhsm2.conf NKPKI_PKCS11_MODULE=/usr/lib/softhsm/libsofthsm2.so
+echo 123456 > pin.txt
+for i in 1 2 3; do softhsm2-util --init-token --free --label "NK00$i" --so-pin 12345678 --pin 123456 >/dev/null; done
+rm -rf ca-pkg
+"$nkpki" ca-init --name Bench --org Bench --country FR --key ecdsa-p256 --threshold 3 --holders holders.json \
+    --out ca-pkg --package >/dev/null 2>&1
+deploy() { "$nkpki" deploy ca-pkg/packages/NK001.nkpkg --token NK001 --identity NK001.key --pin-file pin.txt \
+    --config-dir cfg --force; }
+ours=$(median_ms 9 deploy)
+printf '%-52s %10s %10s %8s\n' "deploy a package onto a SoftHSM token" "$ours" "-" "-"
+for i in 2 3; do "$nkpki" deploy "ca-pkg/packages/NK00$i.nkpkg" --token "NK00$i" --identity "NK00$i.key" \
+    --pin-file pin.txt --config-dir "cfg$i" >/dev/null 2>&1; done
+drill() { "$nkpki" token drill --token NK001 --manifest ca-pkg/manifest.json --pin-file pin.txt; }
+ours=$(median_ms 9 drill)
+peer=$(median_ms 9 pkcs11-tool --module "$NKPKI_PKCS11_MODULE" --token-label NK001 --login --pin 123456 --list-objects)
+printf '%-52s %10s %10s %8s\n' "token drill vs pkcs11-tool --list-objects" "$ours" "$peer" "$(ratio "$ours" "$peer")"
+tsign() { "$nkpki" sign --offline --manifest ca-pkg/manifest.json --csr s.csr --days 30 --force --out t.crt \
+    --token NK001 --token NK002 --token NK003 --pin-file pin.txt; }
+ours=$(median_ms 9 tsign)
+printf '%-52s %10s %10s %8s\n' "sign --offline with 3 SoftHSM tokens" "$ours" "-" "-"
