@@ -19,3 +19,27 @@ pub fn process() -> Vec<String> {
     }
     failed
 }
+
+/// Locks all current and future memory of the process (the server, which rebuilds CA keys),
+/// when the memory-lock limit allows it without risking allocation failures later.
+/// Returns why it did not, for a warning.
+pub fn lock_memory() -> Result<(), String> {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Memlock);
+    if limit.current.is_some() {
+        if limit.maximum.is_some() {
+            return Err(format!(
+                "memory not locked: RLIMIT_MEMLOCK is {} bytes (set LimitMEMLOCK=infinity for the service)",
+                limit.current.unwrap_or(0)
+            ));
+        }
+        let raised = rustix::process::Rlimit {
+            current: None,
+            maximum: None,
+        };
+        setrlimit(Resource::Memlock, raised)
+            .map_err(|e| format!("memory not locked: raising RLIMIT_MEMLOCK: {e}"))?;
+    }
+    rustix::mm::mlockall(rustix::mm::MlockAllFlags::CURRENT | rustix::mm::MlockAllFlags::FUTURE)
+        .map_err(|e| format!("memory not locked: mlockall: {e}"))
+}

@@ -6,7 +6,9 @@
 
 #![forbid(unsafe_code)]
 
+pub mod agent;
 pub mod ceremony;
+pub mod client;
 pub mod fsx;
 pub mod harden;
 pub mod hsm;
@@ -14,7 +16,10 @@ pub mod manifest;
 pub mod offline;
 pub mod package;
 pub mod pki;
+pub mod proto;
 pub mod qr;
 pub mod seal;
+pub mod server;
 pub mod sss;
 pub mod standalone;
+pub mod store;

@@ -1,5 +1,6 @@
 //! The `nkpki` executable: parse, dispatch, map errors to exit codes (0 success, 1 the
-//! operation failed, 2 the command line is wrong).
+//! operation failed, 2 the command line is wrong; online operations add 3 refused by
+//! policy, 4 declined, 5 expired, 6 server error).
 
 mod cmd;
 
@@ -15,7 +16,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             cmd::report(&err);
-            ExitCode::from(1)
+            ExitCode::from(cmd::exit_code(&err))
         }
     }
 }

@@ -179,6 +179,29 @@ pub fn open(
     Ok(plaintext)
 }
 
+/// Opens an age file sealed to one X25519 identity held in memory (a session key).
+pub fn open_with_identity(
+    ciphertext: &[u8],
+    identity: &age::x25519::Identity,
+) -> Result<Zeroizing<Vec<u8>>, SealError> {
+    let decryptor = age::Decryptor::new_buffered(age::armor::ArmoredReader::new(ciphertext))
+        .map_err(|e| SealError::NotAge(e.to_string()))?;
+    if decryptor.is_scrypt() {
+        return Err(SealError::NoMatchingIdentity);
+    }
+    let mut reader = decryptor
+        .decrypt(iter::once(identity as &dyn age::Identity))
+        .map_err(|e| match e {
+            age::DecryptError::NoMatchingKeys => SealError::NoMatchingIdentity,
+            _ => SealError::Corrupt,
+        })?;
+    let mut plaintext = Zeroizing::new(Vec::new());
+    reader
+        .read_to_end(&mut plaintext)
+        .map_err(|_| SealError::Corrupt)?;
+    Ok(plaintext)
+}
+
 /// Exposes a passphrase for display; kept in one place so uses are easy to audit.
 pub fn reveal(passphrase: &SecretString) -> &str {
     passphrase.expose_secret()

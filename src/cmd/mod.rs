@@ -1,10 +1,16 @@
 //! Command-line definitions and dispatch: one file per subcommand, each an `Args` struct
 //! and a `run` that turns arguments into validated values and one library call.
 
+mod agent;
+mod audit;
 mod ca_init;
 mod combine;
+mod crl;
 mod deploy;
+mod online;
 mod package;
+mod revoke;
+mod serve;
 mod sign;
 mod split;
 mod token;
@@ -45,6 +51,16 @@ pub enum Command {
     Package(package::Args),
     /// Holder: install a deployment package onto a token
     Deploy(deploy::Args),
+    /// Run the signing server, or administer it (CAs, API tokens, holders)
+    Serve(serve::Args),
+    /// Holder: the daemon that answers signing sessions with the token's share
+    Agent(agent::Args),
+    /// Revoke a certificate through an M-of-N session (and sign a new CRL)
+    Revoke(revoke::Args),
+    /// Fetch the current CRL, or have a new one signed through an M-of-N session
+    Crl(crl::Args),
+    /// Check or export the server's hash-chained audit log
+    Audit(audit::Args),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -56,6 +72,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Token(args) => token::run(args),
         Command::Package(args) => package::run(args),
         Command::Deploy(args) => deploy::run(args),
+        Command::Serve(args) => serve::run(args),
+        Command::Agent(args) => agent::run(args),
+        Command::Revoke(args) => revoke::run(args),
+        Command::Crl(args) => crl::run(args),
+        Command::Audit(args) => audit::run(args),
     }
 }
 
@@ -95,4 +116,9 @@ pub fn report(err: &anyhow::Error) {
 /// Reads a file whole, naming it in the error.
 pub fn read_file(path: &std::path::Path, what: &str) -> anyhow::Result<Vec<u8>> {
     std::fs::read(path).map_err(|e| anyhow::anyhow!("cannot read {what} {}: {e}", path.display()))
+}
+
+/// The exit code an error asks for (1 unless it is an online-operation [`online::Exit`]).
+pub fn exit_code(err: &anyhow::Error) -> u8 {
+    err.downcast_ref::<online::Exit>().map_or(1, |e| e.0)
 }

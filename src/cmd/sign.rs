@@ -14,12 +14,14 @@ use time::format_description::well_known::Rfc3339;
     nkpki sign --offline --manifest ca/manifest.json --csr req.pem --profile server --days 90 \\\n    \
     --share NK001.age --share NK003.age --share NK004.age --identity holder-keys.txt --out cert.pem --chain")]
 pub struct Args {
-    /// Sign locally with share files (the only mode of this version)
-    #[arg(long)]
+    /// Sign here, with share files or tokens (no network)
+    #[arg(long, conflicts_with = "server")]
     offline: bool,
-    /// The CA's manifest.json from the ceremony
-    #[arg(long, value_name = "FILE")]
-    manifest: PathBuf,
+    /// With --offline: the CA's manifest.json from the ceremony
+    #[arg(long, value_name = "FILE", required_if_eq("offline", "true"))]
+    manifest: Option<PathBuf>,
+    #[command(flatten)]
+    server: super::online::ServerArgs,
     /// The certificate signing request (PEM or DER)
     #[arg(long, value_name = "FILE")]
     csr: PathBuf,
@@ -30,7 +32,7 @@ pub struct Args {
     #[arg(long, default_value_t = 90)]
     days: u32,
     /// A sealed share file (repeat)
-    #[arg(long = "share", value_name = "FILE", required_unless_present_any = ["tokens", "insert_tokens"])]
+    #[arg(long = "share", value_name = "FILE")]
     shares: Vec<PathBuf>,
     #[command(flatten)]
     unseal: super::unseal::UnsealArgs,
@@ -62,23 +64,32 @@ fn report_share(share: &nkpki::sss::Share, what: &str) {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    if !args.offline {
-        return Err(hinted(
-            "this version signs offline only",
-            "add --offline and bring the share files (online signing through `nkpki serve` comes later)",
-        ));
-    }
     if args.out.exists() && !args.force {
         return Err(hinted(
             format!("{} already exists", args.out.display()),
             "choose another --out or pass --force",
         ));
     }
-    let manifest_text = String::from_utf8(super::read_file(&args.manifest, "manifest")?)
-        .map_err(|_| anyhow::anyhow!("{} is not a manifest (not text)", args.manifest.display()))?;
+    if args.server.server.is_some() {
+        return run_online(&args);
+    }
+    let Some(manifest_path) = args.manifest.as_ref().filter(|_| args.offline) else {
+        return Err(hinted(
+            "choose where to sign",
+            "--offline --manifest FILE with shares or tokens, or --server URL --ca CA_ID",
+        ));
+    };
+    if args.shares.is_empty() && args.tokens.is_empty() && !args.insert_tokens {
+        return Err(hinted(
+            "no share given",
+            "give --share FILE, --token TOKEN or --insert-tokens",
+        ));
+    }
+    let manifest_text = String::from_utf8(super::read_file(manifest_path, "manifest")?)
+        .map_err(|_| anyhow::anyhow!("{} is not a manifest (not text)", manifest_path.display()))?;
     let manifest = Manifest::from_json(&manifest_text)
         .and_then(|m| m.verify())
-        .with_context(|| format!("manifest {}", args.manifest.display()))?;
+        .with_context(|| format!("manifest {}", manifest_path.display()))?;
     let csr = Csr::parse(&super::read_file(&args.csr, "CSR")?)
         .with_context(|| format!("CSR {}", args.csr.display()))?;
     let now = OffsetDateTime::now_utc();
@@ -131,5 +142,51 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         issued.serial_hex,
         args.out.display()
     );
+    Ok(())
+}
+
+/// `sign --server`: open a session on the server and wait for M holders.
+fn run_online(args: &Args) -> anyhow::Result<()> {
+    let csr = Csr::parse(&super::read_file(&args.csr, "CSR")?)
+        .with_context(|| format!("CSR {}", args.csr.display()))?;
+    let client = args.server.operator_client()?;
+    let request = nkpki::proto::CreateSession {
+        ca_id: args.server.ca()?.to_owned(),
+        kind: nkpki::proto::SessionKind::Issue,
+        csr_pem: Some(pki::pem_encode("CERTIFICATE REQUEST", &csr.der)),
+        profile: Some(args.profile.to_string()),
+        days: Some(args.days),
+        serial: None,
+        reason: None,
+    };
+    eprintln!(
+        "Request:  {} [{}], profile {}, {} days; CSR SHA-256 {}",
+        csr.subject_string(),
+        csr.key,
+        args.profile,
+        args.days,
+        csr.digest()
+    );
+    let status = super::online::run_session(&client, &request, args.server.json)?;
+    let mut pem = status
+        .certificate_pem
+        .clone()
+        .context("the server returned no certificate")?;
+    if args.chain {
+        let ca = client.document(&format!("/ca/{}.crt", status.ca_id))?;
+        pem.push_str(&String::from_utf8_lossy(&ca));
+    }
+    fsx::write_new(&args.out, pem.as_bytes(), 0o644, args.force)
+        .with_context(|| format!("cannot write {}", args.out.display()))?;
+    if args.server.json {
+        println!("{}", serde_json::to_string_pretty(&status)?);
+    } else {
+        println!(
+            "Issued serial {} (approved by {}) -> {}",
+            status.serial.clone().unwrap_or_default(),
+            status.approved.join(", "),
+            args.out.display()
+        );
+    }
     Ok(())
 }

@@ -3,11 +3,13 @@
 //! Pure: this module sees bytes and returns bytes; it knows nothing of files or tokens.
 
 mod ca;
+mod crl;
 mod csr;
 mod issue;
 mod key;
 
 pub use ca::{CaCertificate, CaSubject, self_signed};
+pub use crl::{CRL_VALIDITY_DAYS, REASONS, Revoked, parse_reason, sign_crl};
 pub use csr::{Csr, CsrKey, San};
 pub use issue::{Issued, Profile, check as check_request, issue};
 pub use key::{CaKey, KeyAlgorithm, verify_signature};

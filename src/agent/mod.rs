@@ -1,0 +1,450 @@
+//! `nkpki agent`: the holder's daemon beside the token. It keeps a long-poll open to the
+//! server, shows each signing request, asks the holder (or applies an explicit rule), and
+//! on approval sends the share encrypted to that session alone, in an envelope signed by
+//! the token that binds it to the exact request.
+
+use crate::client::{Client, ClientError, Trust};
+use crate::hsm::{HolderKey, Module, PinSource, Token, TokenSelector, read_pin};
+use crate::manifest::{Manifest, VerifiedManifest};
+use crate::package::AgentConfig;
+use crate::pki::{self, Csr};
+use crate::proto::{self, API, Contribution, Envelope, SessionKind, SessionOffer};
+use crate::sss::Share;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use std::io::Write;
+use std::time::Duration;
+
+/// Seconds each long-poll waits for news; every poll is also the agent's heartbeat.
+pub const HEARTBEAT_SECS: u64 = 30;
+/// Reconnection: this many quick attempts, then slower ones.
+pub const QUICK_RETRIES: u32 = 5;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AgentError {
+    #[error("agent configuration: {0}")]
+    Config(String),
+    #[error(transparent)]
+    Hsm(#[from] crate::hsm::HsmError),
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    #[error(transparent)]
+    Manifest(#[from] crate::manifest::ManifestError),
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// What the agent approves on its own, without asking: every condition given must hold.
+/// Used by services, tests and the demo; each use is logged loudly.
+#[derive(Clone, Debug, Default)]
+pub struct ApprovalRule {
+    pub profile: Option<String>,
+    /// Every DNS or e-mail SAN must end with this suffix.
+    pub san_suffix: Option<String>,
+    /// Approve CRL signing and revocations too.
+    pub allow_revocation: bool,
+}
+
+/// How decisions are made.
+#[derive(Clone, Debug)]
+pub enum Approval {
+    /// Ask on the terminal (and the PIN for each approval).
+    Interactive,
+    /// Apply the rule; decline what it does not cover.
+    Rule(ApprovalRule),
+}
+
+#[derive(Clone, Debug)]
+pub struct AgentOptions {
+    pub config: AgentConfig,
+    pub module: Option<std::path::PathBuf>,
+    pub pin: PinSource,
+    pub approval: Approval,
+    pub trust: Trust,
+    /// Stop after this many sessions answered (tests); None runs for ever.
+    pub max_sessions: Option<usize>,
+}
+
+impl ApprovalRule {
+    /// Why the rule does not cover the offer, if it does not.
+    pub fn refuses(&self, offer: &SessionOffer) -> Option<String> {
+        if offer.kind != SessionKind::Issue {
+            return (!self.allow_revocation).then(|| {
+                format!(
+                    "{:?} sessions need a person (or --approve-revocations)",
+                    offer.kind
+                )
+            });
+        }
+        if let Some(p) = &self.profile
+            && &offer.summary.profile != p
+        {
+            return Some(format!("profile {} is not {p}", offer.summary.profile));
+        }
+        if let Some(suffix) = &self.san_suffix {
+            let csr = Csr::parse(offer.request.as_bytes()).ok()?;
+            for san in &csr.sans {
+                let name = match san {
+                    pki::San::Dns(d) | pki::San::Email(d) => d.clone(),
+                    other => return Some(format!("SAN {other:?} is not covered by the rule")),
+                };
+                if !name.ends_with(suffix.as_str()) {
+                    return Some(format!("SAN {name} does not end with {suffix}"));
+                }
+            }
+            if csr.sans.is_empty() {
+                return Some("the CSR has no SAN to check against the rule".into());
+            }
+        }
+        None
+    }
+}
+
+fn log(line: &str) {
+    let t = time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
+    eprintln!("{t} {line}");
+}
+
+/// What the holder approves: the request's own digest, recomputed here, never taken from
+/// the server.
+pub fn request_digest(offer: &SessionOffer) -> Result<String, AgentError> {
+    match offer.kind {
+        SessionKind::Issue => Ok(Csr::parse(offer.request.as_bytes())
+            .map_err(|e| AgentError::Refused(format!("the request is not a valid CSR: {e}")))?
+            .digest()),
+        _ => Ok(pki::sha256_hex(offer.request.as_bytes())),
+    }
+}
+
+fn show(offer: &SessionOffer, digest: &str) {
+    let s = &offer.summary;
+    eprintln!("\n──────── signing request {} ────────", offer.session_id);
+    eprintln!("CA:          {} ({})", offer.ca_name, offer.ca_id);
+    eprintln!("Requester:   {}", offer.requester);
+    eprintln!("Kind:        {:?}", offer.kind);
+    eprintln!("Subject:     {}", s.subject);
+    if !s.sans.is_empty() {
+        eprintln!("SANs:        {}", s.sans.join(", "));
+    }
+    if !s.key.is_empty() {
+        eprintln!("Key:         {}", s.key);
+    }
+    eprintln!("Profile:     {}   validity {} days", s.profile, s.days);
+    eprintln!("Digest:      SHA-256 {digest}");
+    let left = offer.expires_at - crate::store::now();
+    eprintln!("Expires in:  {left} s");
+}
+
+struct Agent {
+    opts: AgentOptions,
+    manifest: VerifiedManifest,
+    client: Client,
+    module: Module,
+    token: Token,
+    key: HolderKey,
+    logged_in_token: bool,
+}
+
+impl Agent {
+    fn pin(&self) -> Result<secrecy::SecretString, AgentError> {
+        Ok(read_pin(&self.opts.pin, self.token.label())?)
+    }
+
+    fn token_login(&mut self) -> Result<(), AgentError> {
+        if !self.logged_in_token {
+            let pin = self.pin()?;
+            self.token.login(&pin)?;
+            self.logged_in_token = true;
+        }
+        Ok(())
+    }
+
+    /// Enrolls the token key with the one-time code if the server does not know it yet,
+    /// then logs in by signing a server challenge with the token.
+    fn server_login(&mut self) -> Result<(), AgentError> {
+        let ca_id = self.opts.config.ca_id.clone();
+        let holder_id = self.opts.config.holder_id.clone();
+        self.client.set_bearer(None);
+        let req = proto::ChallengeRequest {
+            ca_id: ca_id.clone(),
+            holder_id: holder_id.clone(),
+        };
+        let challenge: proto::Challenge =
+            match self.client.post(&format!("{API}/agent/challenge"), &req) {
+                Err(e) if e.code() == Some("not-enrolled") => {
+                    self.token_login()?;
+                    let pem = self.key.public_key_pem();
+                    let signature = B64.encode(self.token.sign(
+                        &self.key,
+                        &proto::enroll_signed_bytes(&ca_id, &holder_id, &pem),
+                    )?);
+                    let enroll = proto::Enroll {
+                        ca_id: ca_id.clone(),
+                        holder_id: holder_id.clone(),
+                        enrollment_code: self.opts.config.enrollment_code.clone(),
+                        public_key_pem: pem,
+                        signature,
+                    };
+                    let _: serde_json::Value =
+                        self.client.post(&format!("{API}/enroll"), &enroll)?;
+                    log(&format!(
+                        "enrolled token key {} with the server",
+                        self.key.fingerprint()
+                    ));
+                    self.client.post(&format!("{API}/agent/challenge"), &req)?
+                }
+                other => other?,
+            };
+        self.token_login()?;
+        let signature = B64.encode(self.token.sign(
+            &self.key,
+            &proto::login_signed_bytes(&ca_id, &holder_id, &challenge.challenge),
+        )?);
+        let ok: proto::LoginOk = self.client.post(
+            &format!("{API}/agent/login"),
+            &proto::Login {
+                ca_id,
+                holder_id,
+                challenge: challenge.challenge,
+                signature,
+            },
+        )?;
+        self.client.set_bearer(Some(ok.bearer));
+        Ok(())
+    }
+
+    fn decide(&mut self, offer: &SessionOffer, digest: &str) -> Result<bool, AgentError> {
+        match &self.opts.approval {
+            Approval::Rule(rule) => match rule.refuses(offer) {
+                None => {
+                    log(&format!(
+                        "AUTO-APPROVED by rule (non-interactive mode): session {} {}",
+                        offer.session_id, offer.summary.subject
+                    ));
+                    Ok(true)
+                }
+                Some(why) => {
+                    log(&format!(
+                        "declined by rule: session {}: {why}",
+                        offer.session_id
+                    ));
+                    Ok(false)
+                }
+            },
+            Approval::Interactive => {
+                show(offer, digest);
+                eprint!("Approve this request? [y/N] ");
+                let _ = std::io::stderr().flush();
+                let mut answer = String::new();
+                std::io::stdin()
+                    .read_line(&mut answer)
+                    .map_err(|e| AgentError::Config(e.to_string()))?;
+                Ok(matches!(answer.trim(), "y" | "Y" | "yes"))
+            }
+        }
+    }
+
+    fn answer(&mut self, offer: &SessionOffer) -> Result<(), AgentError> {
+        if offer.ca_id != self.opts.config.ca_id {
+            return Err(AgentError::Refused(format!(
+                "offer for another CA {}",
+                offer.ca_id
+            )));
+        }
+        let digest = request_digest(offer)?;
+        if digest != offer.request_sha256 {
+            return Err(AgentError::Refused(
+                "the server's digest does not match the request it shows".into(),
+            ));
+        }
+        if !self.decide(offer, &digest)? {
+            let decline = proto::Decline {
+                holder_id: self.opts.config.holder_id.clone(),
+                reason: "declined by the holder".into(),
+            };
+            let _: proto::SessionStatus = self.client.post(
+                &format!("{API}/sessions/{}/decline", offer.session_id),
+                &decline,
+            )?;
+            log(&format!("declined session {}", offer.session_id));
+            return Ok(());
+        }
+        if matches!(self.opts.approval, Approval::Interactive) {
+            // the PIN is asked for each approval
+            self.logged_in_token = false;
+        }
+        self.token_login()?;
+        let share_json = self.token.read_share(&self.opts.config.ca_id)?;
+        let share: Share = serde_json::from_slice(&share_json).map_err(|e| {
+            AgentError::Refused(format!("the share on the token is unreadable: {e}"))
+        })?;
+        self.manifest.check_share(
+            &share,
+            &format!("the share on token {}", self.token.label()),
+        )?;
+        let recipient = crate::seal::parse_recipient(&offer.recipient)
+            .map_err(|e| AgentError::Refused(e.to_string()))?;
+        let ciphertext = crate::seal::to_recipient(&recipient, &share_json)
+            .map_err(|e| AgentError::Refused(e.to_string()))?;
+        drop(share_json);
+        drop(share);
+        let envelope = Envelope {
+            ca_id: offer.ca_id.clone(),
+            session_id: offer.session_id.clone(),
+            nonce: offer.nonce.clone(),
+            expires_at: offer.expires_at,
+            holder_id: self.opts.config.holder_id.clone(),
+            request_sha256: digest,
+            ciphertext_sha256: pki::sha256_hex(ciphertext.as_bytes()),
+        };
+        let signature = B64.encode(self.token.sign(&self.key, &envelope.signed_bytes())?);
+        let status: proto::SessionStatus = self.client.post(
+            &format!("{API}/sessions/{}/contribute", offer.session_id),
+            &Contribution {
+                envelope,
+                ciphertext,
+                signature,
+            },
+        )?;
+        log(&format!(
+            "share sent for session {}: {} of {} approvals, state {}",
+            offer.session_id,
+            status.approved.len(),
+            status.threshold,
+            status.state.as_str()
+        ));
+        Ok(())
+    }
+}
+
+/// Runs the agent: connect, enroll if needed, log in, then answer sessions for ever (or
+/// until `max_sessions`).
+pub fn run(opts: AgentOptions) -> Result<(), AgentError> {
+    let cfg = &opts.config;
+    let url = cfg
+        .server_url
+        .clone()
+        .ok_or_else(|| AgentError::Config("no server_url in the configuration".into()))?;
+    let manifest_path = cfg
+        .manifest
+        .clone()
+        .ok_or_else(|| AgentError::Config("no manifest path in the configuration".into()))?;
+    let text = std::fs::read_to_string(&manifest_path)
+        .map_err(|e| AgentError::Config(format!("{manifest_path}: {e}")))?;
+    let manifest = Manifest::from_json(&text)?.verify()?;
+    if manifest.ca_id().0 != cfg.ca_id {
+        return Err(AgentError::Config(
+            "the manifest belongs to another CA than the configuration".into(),
+        ));
+    }
+    let trust = match (&opts.trust, &cfg.server_cert_sha256) {
+        (Trust::System, Some(pin)) => Trust::Pinned(pin.clone()),
+        (t, _) => t.clone(),
+    };
+    let client = Client::new(&url, &trust, Duration::from_secs(HEARTBEAT_SECS + 15))?;
+    let module_path = opts
+        .module
+        .clone()
+        .or_else(|| cfg.module.clone().map(Into::into));
+    let module = Module::load(module_path.as_deref())?;
+    let token = module.open(&TokenSelector::parse(&cfg.token)?)?;
+    // the holder's private key is a private object: visible only once logged in
+    token.login(&read_pin(&opts.pin, token.label())?)?;
+    let key = token.holder_key()?.ok_or_else(|| {
+        AgentError::Config(format!(
+            "token {} has no holder key; run `nkpki deploy` or `nkpki token enroll`",
+            cfg.token
+        ))
+    })?;
+    let mut agent = Agent {
+        opts: opts.clone(),
+        manifest,
+        client,
+        module,
+        token,
+        key,
+        logged_in_token: true,
+    };
+    if matches!(agent.opts.approval, Approval::Rule(_)) {
+        log(
+            "WARNING: non-interactive mode: requests matching the approval rule are signed WITHOUT asking anyone",
+        );
+    }
+    let _ = &agent.module;
+    let mut answered: Vec<String> = Vec::new();
+    let mut failures: u32 = 0;
+    let mut logged_in = false;
+    loop {
+        if !logged_in {
+            match agent.server_login() {
+                Ok(()) => {
+                    logged_in = true;
+                    failures = 0;
+                    log(&format!(
+                        "connected to {url} as {} (CA {})",
+                        agent.opts.config.holder_id, agent.opts.config.ca_id
+                    ));
+                }
+                Err(AgentError::Client(e @ ClientError::Unreachable { .. })) => {
+                    failures += 1;
+                    backoff(failures, &e.to_string());
+                    continue;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let polled: Result<proto::Poll, ClientError> = agent
+            .client
+            .get(&format!("{API}/agent/poll?wait={}", HEARTBEAT_SECS - 5));
+        match polled {
+            Ok(poll) => {
+                failures = 0;
+                for offer in &poll.sessions {
+                    if answered.contains(&offer.session_id) {
+                        continue;
+                    }
+                    match agent.answer(offer) {
+                        // not answered yet: it is offered again after reconnecting
+                        Err(AgentError::Client(e @ ClientError::Unreachable { .. })) => {
+                            log(&format!("session {}: {e}; will retry", offer.session_id));
+                        }
+                        outcome => {
+                            answered.push(offer.session_id.clone());
+                            if let Err(e) = outcome {
+                                log(&format!("session {}: {e}", offer.session_id));
+                            }
+                        }
+                    }
+                }
+                if agent.opts.max_sessions.is_some_and(|m| answered.len() >= m) {
+                    return Ok(());
+                }
+            }
+            Err(ClientError::Api { status: 401, .. }) => logged_in = false,
+            Err(e @ ClientError::Unreachable { .. }) => {
+                failures += 1;
+                backoff(failures, &e.to_string());
+            }
+            Err(e) => {
+                failures += 1;
+                backoff(failures, &e.to_string());
+            }
+        }
+    }
+}
+
+/// Waits before reconnecting: 1, 2, 3, 4, 5 s for the quick attempts, then 30 s.
+fn backoff(failures: u32, why: &str) {
+    let secs = if failures <= QUICK_RETRIES {
+        u64::from(failures)
+    } else {
+        30
+    };
+    log(&format!(
+        "server unreachable ({why}); attempt {failures}, retrying in {secs} s"
+    ));
+    std::thread::sleep(Duration::from_secs(secs));
+}

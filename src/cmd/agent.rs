@@ -1,0 +1,76 @@
+//! `nkpki agent`: the holder's daemon.
+
+use anyhow::Context;
+use nkpki::agent::{self, AgentOptions, Approval, ApprovalRule};
+use nkpki::client::Trust;
+use nkpki::hsm::PinSource;
+use nkpki::package::AgentConfig;
+use std::path::PathBuf;
+
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Examples:\n  nkpki agent --config ~/.config/nkpki/<ca-id>/agent.json\n  \
+    nkpki agent --config agent.json --pin-file pin --approve-profile server --approve-san-suffix .example.org"
+)]
+pub struct Args {
+    /// The configuration written by `nkpki deploy`
+    #[arg(long, value_name = "FILE")]
+    config: PathBuf,
+    /// PKCS#11 module (default: the configuration's, else $NKPKI_PKCS11_MODULE, else OpenSC)
+    #[arg(long, value_name = "PATH")]
+    module: Option<PathBuf>,
+    /// Read the token PIN from the first line of FILE (default: $NKPKI_PIN if set, else a prompt)
+    #[arg(long, value_name = "FILE")]
+    pin_file: Option<PathBuf>,
+    /// Non-interactive: approve issue requests with this profile (and decline the others)
+    #[arg(long, value_name = "PROFILE")]
+    approve_profile: Option<String>,
+    /// Non-interactive: approve only if every DNS/e-mail SAN ends with SUFFIX
+    #[arg(long, value_name = "SUFFIX")]
+    approve_san_suffix: Option<String>,
+    /// Non-interactive: also approve revocations and CRL signing
+    #[arg(long)]
+    approve_revocations: bool,
+    /// Trust only this CA certificate (PEM) for the server's TLS certificate
+    #[arg(long, value_name = "FILE")]
+    server_ca: Option<PathBuf>,
+    /// Exit after answering N sessions (for scripts and tests)
+    #[arg(long, value_name = "N")]
+    max_sessions: Option<usize>,
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(&args.config)
+        .with_context(|| format!("cannot read {}", args.config.display()))?;
+    let config: AgentConfig = serde_json::from_str(&text).with_context(|| {
+        format!(
+            "{} is not an nkpki agent configuration",
+            args.config.display()
+        )
+    })?;
+    let rule_given = args.approve_profile.is_some()
+        || args.approve_san_suffix.is_some()
+        || args.approve_revocations;
+    let approval = if rule_given {
+        Approval::Rule(ApprovalRule {
+            profile: args.approve_profile,
+            san_suffix: args.approve_san_suffix,
+            allow_revocation: args.approve_revocations,
+        })
+    } else {
+        Approval::Interactive
+    };
+    let trust = match args.server_ca {
+        Some(p) => Trust::CaFile(p),
+        None => Trust::System,
+    };
+    agent::run(AgentOptions {
+        config,
+        module: args.module,
+        pin: PinSource::resolve(args.pin_file),
+        approval,
+        trust,
+        max_sessions: args.max_sessions,
+    })?;
+    Ok(())
+}

@@ -1,0 +1,136 @@
+//! `nkpki serve`: run the orchestrator, and its administration (CAs, API tokens, holders).
+
+use anyhow::Context;
+use nkpki::server::{self, ServeOptions};
+use std::path::PathBuf;
+
+#[derive(Debug, clap::Args)]
+#[command(
+    args_conflicts_with_subcommands = true,
+    after_help = "Examples:\n  \
+    nkpki serve ca add --data-dir /var/lib/nkpki --manifest ca/manifest.json --enrollment ca/enrollment.json\n  \
+    nkpki serve token create --data-dir /var/lib/nkpki --name alice\n  \
+    nkpki serve --listen 0.0.0.0:8443 --data-dir /var/lib/nkpki --tls-cert server.crt --tls-key server.key"
+)]
+pub struct Args {
+    #[command(subcommand)]
+    admin: Option<Admin>,
+    /// Address to listen on (port 0 picks a free port; the chosen one is printed)
+    #[arg(long, default_value = "127.0.0.1:8443")]
+    listen: String,
+    /// The server's state directory (SQLite database; nothing secret)
+    #[arg(long, value_name = "DIR", default_value = "/var/lib/nkpki")]
+    data_dir: PathBuf,
+    /// TLS certificate chain (PEM); without it the server speaks plain HTTP
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM)
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Seconds a signing session stays open
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(i64).range(10..=86_400))]
+    session_ttl: i64,
+    /// Most simultaneous connections
+    #[arg(long, default_value_t = 4096)]
+    max_connections: usize,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Admin {
+    /// Register CAs
+    #[command(subcommand)]
+    Ca(CaCmd),
+    /// Operators' API tokens
+    #[command(subcommand)]
+    Token(TokenCmd),
+    /// Holders
+    #[command(subcommand)]
+    Holder(HolderCmd),
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum CaCmd {
+    /// Register a CA from its ceremony manifest (and the holders' enrollment codes)
+    Add {
+        #[arg(long, value_name = "DIR", default_value = "/var/lib/nkpki")]
+        data_dir: PathBuf,
+        #[arg(long, value_name = "FILE")]
+        manifest: PathBuf,
+        /// enrollment.json from `ca-init --package` or `nkpki package`
+        #[arg(long, value_name = "FILE")]
+        enrollment: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum TokenCmd {
+    /// Create an operator API token; it is printed once and stored hashed
+    Create {
+        #[arg(long, value_name = "DIR", default_value = "/var/lib/nkpki")]
+        data_dir: PathBuf,
+        #[arg(long)]
+        name: String,
+    },
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum HolderCmd {
+    /// Forget a holder's token key and print a new one-time enrollment code
+    Reset {
+        #[arg(long, value_name = "DIR", default_value = "/var/lib/nkpki")]
+        data_dir: PathBuf,
+        #[arg(long)]
+        ca: String,
+        #[arg(long)]
+        holder: String,
+    },
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    match args.admin {
+        Some(Admin::Ca(CaCmd::Add {
+            data_dir,
+            manifest,
+            enrollment,
+        })) => {
+            let text = std::fs::read_to_string(&manifest)
+                .with_context(|| format!("cannot read {}", manifest.display()))?;
+            let codes = match &enrollment {
+                Some(p) => Some(
+                    std::fs::read_to_string(p)
+                        .with_context(|| format!("cannot read {}", p.display()))?,
+                ),
+                None => None,
+            };
+            let ca_id = server::register_ca(&data_dir, &text, codes.as_deref())
+                .with_context(|| format!("manifest {}", manifest.display()))?;
+            println!("registered CA {ca_id}");
+        }
+        Some(Admin::Token(TokenCmd::Create { data_dir, name })) => {
+            let token = server::create_api_token(&data_dir, &name)?;
+            eprintln!(
+                "API token for {name} (shown once; store it in a file readable only by its user):"
+            );
+            println!("{token}");
+        }
+        Some(Admin::Holder(HolderCmd::Reset {
+            data_dir,
+            ca,
+            holder,
+        })) => {
+            let code = server::reset_holder(&data_dir, &ca, &holder)?;
+            eprintln!(
+                "new one-time enrollment code for {holder} (give it to the holder; put it in agent.json):"
+            );
+            println!("{code}");
+        }
+        None => server::run(ServeOptions {
+            listen: args.listen,
+            data_dir: args.data_dir,
+            tls: args.tls_cert.zip(args.tls_key),
+            session_ttl: args.session_ttl,
+            max_connections: args.max_connections,
+        })?,
+    }
+    Ok(())
+}

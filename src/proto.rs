@@ -1,0 +1,246 @@
+//! The wire: every JSON body the server, the agents and the operator client exchange, and
+//! exactly what each signature covers. `docs/protocol.md` explains the why.
+
+use serde::{Deserialize, Serialize};
+
+/// Path prefix of every API endpoint.
+pub const API: &str = "/api/v1";
+
+/// What a signing session does once M shares are in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SessionKind {
+    /// Issue a certificate for a CSR.
+    Issue,
+    /// Revoke a serial and sign a fresh CRL.
+    Revoke,
+    /// Sign a fresh CRL.
+    Crl,
+}
+
+/// Where a session is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SessionState {
+    Waiting,
+    Signed,
+    Expired,
+    Failed,
+    Cancelled,
+    /// The server restarted while the session was open; its secrets were in memory only.
+    Aborted,
+}
+
+impl SessionState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SessionState::Waiting => "waiting",
+            SessionState::Signed => "signed",
+            SessionState::Expired => "expired",
+            SessionState::Failed => "failed",
+            SessionState::Cancelled => "cancelled",
+            SessionState::Aborted => "aborted",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "waiting" => SessionState::Waiting,
+            "signed" => SessionState::Signed,
+            "expired" => SessionState::Expired,
+            "failed" => SessionState::Failed,
+            "cancelled" => SessionState::Cancelled,
+            "aborted" => SessionState::Aborted,
+            _ => return None,
+        })
+    }
+}
+
+/// POST /api/v1/sessions (operator).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateSession {
+    pub ca_id: String,
+    pub kind: SessionKind,
+    /// For `issue`: the CSR, PEM.
+    #[serde(default)]
+    pub csr_pem: Option<String>,
+    #[serde(default)]
+    pub profile: Option<String>,
+    #[serde(default)]
+    pub days: Option<u32>,
+    /// For `revoke`: the serial (hex) and RFC 5280 reason name.
+    #[serde(default)]
+    pub serial: Option<String>,
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// A session as operators see it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SessionStatus {
+    pub session_id: String,
+    pub ca_id: String,
+    pub kind: SessionKind,
+    pub state: SessionState,
+    pub requester: String,
+    pub threshold: u8,
+    pub approved: Vec<String>,
+    pub declined: Vec<String>,
+    /// Holders whose contribution was refused, with why.
+    pub refused: Vec<String>,
+    pub expires_at: i64,
+    pub seconds_left: i64,
+    #[serde(default)]
+    pub detail: Option<String>,
+    /// PEM, once signed (`issue`).
+    #[serde(default)]
+    pub certificate_pem: Option<String>,
+    #[serde(default)]
+    pub serial: Option<String>,
+    /// PEM, once signed (`revoke`, `crl`).
+    #[serde(default)]
+    pub crl_pem: Option<String>,
+}
+
+/// A session as agents see it: everything the holder must be shown to decide.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionOffer {
+    pub session_id: String,
+    pub ca_id: String,
+    pub ca_name: String,
+    pub kind: SessionKind,
+    pub requester: String,
+    /// The exact bytes the holder approves (PEM CSR for `issue`; a description otherwise).
+    pub request: String,
+    /// SHA-256 (hex) of `request`'s DER (CSR) or UTF-8 (otherwise): what the envelope binds.
+    pub request_sha256: String,
+    pub summary: OfferSummary,
+    /// Server nonce, hex.
+    pub nonce: String,
+    pub expires_at: i64,
+    /// The session's age X25519 recipient: shares are encrypted to it alone.
+    pub recipient: String,
+}
+
+/// What the agent shows the holder.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OfferSummary {
+    pub subject: String,
+    pub sans: Vec<String>,
+    pub key: String,
+    pub profile: String,
+    pub days: u32,
+    #[serde(default)]
+    pub serial: Option<String>,
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// The signed statement of a contribution. The holder's token signs the compact JSON of
+/// this struct (field order as declared).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Envelope {
+    pub ca_id: String,
+    pub session_id: String,
+    pub nonce: String,
+    pub expires_at: i64,
+    pub holder_id: String,
+    pub request_sha256: String,
+    pub ciphertext_sha256: String,
+}
+
+impl Envelope {
+    /// The bytes the signature covers.
+    pub fn signed_bytes(&self) -> Vec<u8> {
+        let mut bytes = b"nkpki contribution v1\n".to_vec();
+        bytes.extend_from_slice(&serde_json::to_vec(self).unwrap_or_default());
+        bytes
+    }
+}
+
+/// POST /api/v1/sessions/{id}/contribute (agent).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Contribution {
+    pub envelope: Envelope,
+    /// The share, age-encrypted (armoured) to the session's recipient.
+    pub ciphertext: String,
+    /// ECDSA P-256 / SHA-256 DER signature by the holder's token key, base64.
+    pub signature: String,
+}
+
+/// POST /api/v1/sessions/{id}/decline (agent).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Decline {
+    pub holder_id: String,
+    pub reason: String,
+}
+
+/// POST /api/v1/agent/challenge → a nonce; POST /api/v1/agent/login with the token's
+/// signature over it → a bearer token for polling.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChallengeRequest {
+    pub ca_id: String,
+    pub holder_id: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Challenge {
+    pub challenge: String,
+    pub expires_at: i64,
+}
+
+/// What the holder's token signs to log in: domain-separated so it can never be mistaken
+/// for a contribution.
+pub fn login_signed_bytes(ca_id: &str, holder_id: &str, challenge: &str) -> Vec<u8> {
+    format!("nkpki agent login v1\n{ca_id}\n{holder_id}\n{challenge}\n").into_bytes()
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Login {
+    pub ca_id: String,
+    pub holder_id: String,
+    pub challenge: String,
+    pub signature: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LoginOk {
+    pub bearer: String,
+    pub expires_at: i64,
+}
+
+/// POST /api/v1/enroll (agent, once): the one-time code proves the package; the signature
+/// proves possession of the token key being registered.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Enroll {
+    pub ca_id: String,
+    pub holder_id: String,
+    pub enrollment_code: String,
+    pub public_key_pem: String,
+    pub signature: String,
+}
+
+pub fn enroll_signed_bytes(ca_id: &str, holder_id: &str, public_key_pem: &str) -> Vec<u8> {
+    format!("nkpki agent enroll v1\n{ca_id}\n{holder_id}\n{public_key_pem}").into_bytes()
+}
+
+/// GET /api/v1/agent/poll answer.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Poll {
+    pub sessions: Vec<SessionOffer>,
+}
+
+/// Every error body.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ApiError {
+    pub error: String,
+    /// A stable, machine-readable code (`policy`, `unauthorized`, `not-found`, …).
+    pub code: String,
+}

@@ -1,0 +1,234 @@
+//! `nkpki serve`: the orchestrator. It holds no token and links no PKCS#11 code: shares
+//! reach it only encrypted to a session key that lives in its memory, and the CA key exists
+//! only between the last verified share and the end of the signature.
+
+mod http;
+mod state;
+
+pub use state::{ApiErr, State, token_hash};
+
+use crate::manifest::Manifest;
+use crate::store::Store;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerError {
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error("cannot listen on {addr}: {reason}")]
+    Listen { addr: String, reason: String },
+    #[error("TLS configuration: {0}")]
+    Tls(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Manifest(#[from] crate::manifest::ManifestError),
+}
+
+/// How `serve` runs.
+#[derive(Clone, Debug)]
+pub struct ServeOptions {
+    pub listen: String,
+    pub data_dir: PathBuf,
+    pub tls: Option<(PathBuf, PathBuf)>,
+    pub session_ttl: i64,
+    /// Most simultaneous connections; more wait in the kernel's accept queue.
+    pub max_connections: usize,
+}
+
+fn tls_acceptor(cert: &Path, key: &Path) -> Result<tokio_rustls::TlsAcceptor, ServerError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = CertificateDer::pem_file_iter(cert)
+        .and_then(|i| i.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| ServerError::Tls(format!("{}: {e}", cert.display())))?;
+    let key = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| ServerError::Tls(format!("{}: {e}", key.display())))?;
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| ServerError::Tls(e.to_string()))?
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .map_err(|e| ServerError::Tls(e.to_string()))?;
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+/// Runs the server until the process is stopped. Prints `listening on ADDR` once bound.
+pub fn run(opts: ServeOptions) -> Result<(), ServerError> {
+    if let Err(why) = crate::harden::lock_memory() {
+        eprintln!("warning: {why}");
+    }
+    let mut store = Store::open(&opts.data_dir)?;
+    let aborted = store.abort_open_sessions()?;
+    if aborted > 0 {
+        eprintln!(
+            "note: {aborted} session(s) left open by the previous run were aborted (their secrets were in memory only)"
+        );
+    }
+    store.audit(
+        "server-started",
+        None,
+        None,
+        None,
+        &format!("nkpki {} on {}", env!("CARGO_PKG_VERSION"), opts.listen),
+    )?;
+    let state = Arc::new(State::new(store, opts.session_ttl));
+    let tls = match &opts.tls {
+        Some((cert, key)) => Some(tls_acceptor(cert, key)?),
+        None => None,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| ServerError::Invalid(e.to_string()))?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(&opts.listen)
+            .await
+            .map_err(|e| ServerError::Listen {
+                addr: opts.listen.clone(),
+                reason: e.to_string(),
+            })?;
+        let addr: SocketAddr = listener.local_addr().map_err(|e| ServerError::Listen {
+            addr: opts.listen.clone(),
+            reason: e.to_string(),
+        })?;
+        println!(
+            "listening on {}://{addr}",
+            if tls.is_some() { "https" } else { "http" }
+        );
+        let expiry = state.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                let s = expiry.clone();
+                let _ = tokio::task::spawn_blocking(move || s.expire()).await;
+            }
+        });
+        let slots = Arc::new(tokio::sync::Semaphore::new(opts.max_connections));
+        loop {
+            let Ok(permit) = slots.clone().acquire_owned().await else {
+                break;
+            };
+            let (stream, _) = match listener.accept().await {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("warning: accept: {e}");
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            let state = state.clone();
+            let tls = tls.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |req| http::handle(state.clone(), req));
+                let mut builder = http1::Builder::new();
+                builder
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(http::READ_TIMEOUT)
+                    .keep_alive(true);
+                match tls {
+                    Some(acceptor) => {
+                        if let Ok(Ok(stream)) =
+                            tokio::time::timeout(http::READ_TIMEOUT, acceptor.accept(stream)).await
+                        {
+                            let _ = builder
+                                .serve_connection(TokioIo::new(stream), service)
+                                .await;
+                        }
+                    }
+                    None => {
+                        let _ = builder
+                            .serve_connection(TokioIo::new(stream), service)
+                            .await;
+                    }
+                }
+                drop(permit);
+            });
+        }
+        Ok(())
+    })
+}
+
+/// Registers a CA from its ceremony manifest (signature checked) and, when given, the
+/// enrollment codes' hashes from `enrollment.json`.
+pub fn register_ca(
+    data_dir: &Path,
+    manifest_json: &str,
+    enrollment_json: Option<&str>,
+) -> Result<String, ServerError> {
+    let manifest = Manifest::from_json(manifest_json)?.verify()?;
+    let ca_id = manifest.ca_id().0.clone();
+    let codes: serde_json::Map<String, serde_json::Value> = match enrollment_json {
+        Some(text) => {
+            let v: serde_json::Value = serde_json::from_str(text)
+                .map_err(|e| ServerError::Invalid(format!("enrollment.json: {e}")))?;
+            if v["ca_id"].as_str() != Some(ca_id.as_str()) {
+                return Err(ServerError::Invalid(
+                    "enrollment.json belongs to another CA".into(),
+                ));
+            }
+            v["enrollment_code_sha256"]
+                .as_object()
+                .cloned()
+                .unwrap_or_default()
+        }
+        None => serde_json::Map::new(),
+    };
+    let holders: Vec<(String, u8, Option<String>)> = manifest
+        .body
+        .holders
+        .iter()
+        .map(|h| {
+            (
+                h.nitrokey_id.clone(),
+                h.index,
+                codes
+                    .get(&h.nitrokey_id)
+                    .and_then(|c| c.as_str())
+                    .map(str::to_owned),
+            )
+        })
+        .collect();
+    let mut store = Store::open(data_dir)?;
+    store.add_ca(&ca_id, &manifest.body.ca.name, manifest_json, &holders)?;
+    Ok(ca_id)
+}
+
+fn random_token(prefix: &str) -> String {
+    let mut bytes = [0u8; 24];
+    rand::Rng::fill_bytes(&mut rand::rng(), &mut bytes);
+    format!("{prefix}{}", hex::encode(bytes))
+}
+
+/// Creates an operator API token; only its hash is stored. Returns the token (shown once).
+pub fn create_api_token(data_dir: &Path, name: &str) -> Result<String, ServerError> {
+    if name.is_empty()
+        || name.len() > 64
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.@".contains(c))
+    {
+        return Err(ServerError::Invalid(
+            "--name must be 1-64 characters of letters, digits, - _ . @".into(),
+        ));
+    }
+    let token = random_token("nkpki_op_");
+    Store::open(data_dir)?.add_api_token(name, &token_hash(&token))?;
+    Ok(token)
+}
+
+/// Operator action: a holder lost its token or must re-enroll. Returns a new one-time code.
+pub fn reset_holder(data_dir: &Path, ca_id: &str, holder_id: &str) -> Result<String, ServerError> {
+    let code = crate::package::enrollment_code();
+    Store::open(data_dir)?.reset_holder(ca_id, holder_id, &token_hash(&code))?;
+    Ok(code.to_string())
+}

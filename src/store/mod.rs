@@ -1,0 +1,591 @@
+//! The server's state in one SQLite file: CAs, holders and their token keys, operators'
+//! API tokens (hashed), sessions, issued certificates, revocations, CRLs, and the
+//! hash-chained audit log. Nothing secret is ever stored here.
+
+mod audit;
+mod schema;
+
+pub use audit::{AuditEntry, AuditProblem, verify_chain};
+
+use rusqlite::{Connection, OptionalExtension, params};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Sql(#[from] rusqlite::Error),
+    #[error("cannot use data directory {path}: {reason}")]
+    DataDir { path: String, reason: String },
+    #[error("the database schema version {found} is newer than this nkpki knows ({known})")]
+    TooNew { found: i64, known: i64 },
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0} not found")]
+    NotFound(String),
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// Seconds since the Unix epoch.
+pub fn now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+/// The open database.
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Store({})", self.path.display())
+    }
+}
+
+/// A registered holder.
+#[derive(Clone, Debug)]
+pub struct HolderRow {
+    pub ca_id: String,
+    pub holder_id: String,
+    pub share_index: u8,
+    pub enrollment_code_sha256: Option<String>,
+    pub code_used: bool,
+    pub public_key_pem: Option<String>,
+    pub last_seen: Option<i64>,
+}
+
+/// A session row (no secret: the session key lives in the server's memory only).
+#[derive(Clone, Debug)]
+pub struct SessionRow {
+    pub session_id: String,
+    pub ca_id: String,
+    pub kind: String,
+    pub state: String,
+    pub requester: String,
+    pub request: String,
+    pub request_sha256: String,
+    pub profile: Option<String>,
+    pub days: Option<u32>,
+    pub serial: Option<String>,
+    pub reason: Option<String>,
+    pub nonce: String,
+    pub recipient: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub detail: Option<String>,
+}
+
+impl Store {
+    /// Opens (creating if needed) `DIR/nkpki.sqlite3`, migrating the schema.
+    pub fn open(dir: &Path) -> Result<Self> {
+        let fail = |reason: String| StoreError::DataDir {
+            path: dir.display().to_string(),
+            reason,
+        };
+        std::fs::create_dir_all(dir).map_err(|e| fail(e.to_string()))?;
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| fail(e.to_string()))?;
+        let path = dir.join("nkpki.sqlite3");
+        let conn = Connection::open(&path)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        let mut store = Store { conn, path };
+        schema::migrate(&mut store.conn)?;
+        Ok(store)
+    }
+
+    pub fn conn(&self) -> &Connection {
+        &self.conn
+    }
+
+    // ---- CAs ----------------------------------------------------------------------
+
+    pub fn add_ca(
+        &mut self,
+        ca_id: &str,
+        name: &str,
+        manifest_json: &str,
+        holders: &[(String, u8, Option<String>)],
+    ) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        let exists: Option<String> = tx
+            .query_row("SELECT ca_id FROM cas WHERE ca_id = ?1", [ca_id], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        if exists.is_some() {
+            return Err(StoreError::Conflict(format!(
+                "CA {ca_id} is already registered"
+            )));
+        }
+        tx.execute(
+            "INSERT INTO cas (ca_id, name, manifest, added_at) VALUES (?1, ?2, ?3, ?4)",
+            params![ca_id, name, manifest_json, now()],
+        )?;
+        for (holder, index, code) in holders {
+            tx.execute(
+                "INSERT INTO holders (ca_id, holder_id, share_index, enrollment_code_sha256) VALUES (?1, ?2, ?3, ?4)",
+                params![ca_id, holder, index, code],
+            )?;
+        }
+        audit::append_tx(
+            &tx,
+            "ca-registered",
+            Some(ca_id),
+            None,
+            None,
+            &format!("{name}; {} holders", holders.len()),
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn ca_manifests(&self) -> Result<Vec<(String, String)>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT ca_id, manifest FROM cas ORDER BY added_at")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
+    }
+
+    // ---- holders ------------------------------------------------------------------
+
+    fn holder_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<HolderRow> {
+        Ok(HolderRow {
+            ca_id: r.get(0)?,
+            holder_id: r.get(1)?,
+            share_index: r.get(2)?,
+            enrollment_code_sha256: r.get(3)?,
+            code_used: r.get::<_, i64>(4)? != 0,
+            public_key_pem: r.get(5)?,
+            last_seen: r.get(6)?,
+        })
+    }
+
+    pub fn holder(&self, ca_id: &str, holder_id: &str) -> Result<Option<HolderRow>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT ca_id, holder_id, share_index, enrollment_code_sha256, code_used, public_key_pem, last_seen \
+                 FROM holders WHERE ca_id = ?1 AND holder_id = ?2",
+                [ca_id, holder_id],
+                Self::holder_from,
+            )
+            .optional()?)
+    }
+
+    pub fn holders(&self, ca_id: &str) -> Result<Vec<HolderRow>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT ca_id, holder_id, share_index, enrollment_code_sha256, code_used, public_key_pem, last_seen \
+             FROM holders WHERE ca_id = ?1 ORDER BY share_index",
+        )?;
+        let rows = stmt.query_map([ca_id], Self::holder_from)?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
+    }
+
+    /// Registers a holder's token key, consuming the one-time code (checked by the caller).
+    pub fn enroll(&mut self, ca_id: &str, holder_id: &str, public_key_pem: &str) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        let changed = tx.execute(
+            "UPDATE holders SET code_used = 1, public_key_pem = ?3, enrolled_at = ?4 \
+             WHERE ca_id = ?1 AND holder_id = ?2 AND code_used = 0",
+            params![ca_id, holder_id, public_key_pem, now()],
+        )?;
+        if changed != 1 {
+            return Err(StoreError::Conflict(
+                "the enrollment code was already used".into(),
+            ));
+        }
+        audit::append_tx(
+            &tx,
+            "holder-enrolled",
+            Some(ca_id),
+            None,
+            Some(holder_id),
+            &format!(
+                "key SHA-256 {}",
+                crate::pki::sha256_hex(public_key_pem.as_bytes())
+            ),
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Operator action: forget the holder's key and set a new one-time code (hash).
+    pub fn reset_holder(&mut self, ca_id: &str, holder_id: &str, code_sha256: &str) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        let changed = tx.execute(
+            "UPDATE holders SET code_used = 0, public_key_pem = NULL, enrollment_code_sha256 = ?3 WHERE ca_id = ?1 AND holder_id = ?2",
+            params![ca_id, holder_id, code_sha256],
+        )?;
+        if changed != 1 {
+            return Err(StoreError::NotFound(format!(
+                "holder {holder_id} of CA {ca_id}"
+            )));
+        }
+        audit::append_tx(
+            &tx,
+            "holder-reset",
+            Some(ca_id),
+            None,
+            Some(holder_id),
+            "new enrollment code issued by an operator",
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn touch_holder(&self, ca_id: &str, holder_id: &str) -> Result<()> {
+        self.conn.execute(
+            "UPDATE holders SET last_seen = ?3 WHERE ca_id = ?1 AND holder_id = ?2",
+            params![ca_id, holder_id, now()],
+        )?;
+        Ok(())
+    }
+
+    // ---- operators' API tokens ----------------------------------------------------
+
+    pub fn add_api_token(&mut self, name: &str, token_sha256: &str) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        let exists: Option<String> = tx
+            .query_row("SELECT name FROM api_tokens WHERE name = ?1", [name], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        if exists.is_some() {
+            return Err(StoreError::Conflict(format!(
+                "an API token named {name:?} exists"
+            )));
+        }
+        tx.execute(
+            "INSERT INTO api_tokens (name, token_sha256, created_at) VALUES (?1, ?2, ?3)",
+            params![name, token_sha256, now()],
+        )?;
+        audit::append_tx(&tx, "api-token-created", None, None, None, name)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The operator name owning a token hash, if any.
+    pub fn operator_for(&self, token_sha256: &str) -> Result<Option<String>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT name FROM api_tokens WHERE token_sha256 = ?1 AND revoked = 0",
+                [token_sha256],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    // ---- sessions -----------------------------------------------------------------
+
+    pub fn insert_session(&mut self, s: &SessionRow) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "INSERT INTO sessions (session_id, ca_id, kind, state, requester, request, request_sha256, profile, days, \
+             serial, reason, nonce, recipient, created_at, expires_at, detail) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+            params![
+                s.session_id, s.ca_id, s.kind, s.state, s.requester, s.request, s.request_sha256, s.profile, s.days,
+                s.serial, s.reason, s.nonce, s.recipient, s.created_at, s.expires_at, s.detail
+            ],
+        )?;
+        audit::append_tx(
+            &tx,
+            "session-opened",
+            Some(&s.ca_id),
+            Some(&s.session_id),
+            None,
+            &format!(
+                "{} by {}; request SHA-256 {}; expires {}",
+                s.kind, s.requester, s.request_sha256, s.expires_at
+            ),
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn session_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<SessionRow> {
+        Ok(SessionRow {
+            session_id: r.get(0)?,
+            ca_id: r.get(1)?,
+            kind: r.get(2)?,
+            state: r.get(3)?,
+            requester: r.get(4)?,
+            request: r.get(5)?,
+            request_sha256: r.get(6)?,
+            profile: r.get(7)?,
+            days: r.get(8)?,
+            serial: r.get(9)?,
+            reason: r.get(10)?,
+            nonce: r.get(11)?,
+            recipient: r.get(12)?,
+            created_at: r.get(13)?,
+            expires_at: r.get(14)?,
+            detail: r.get(15)?,
+        })
+    }
+
+    const SESSION_COLUMNS: &'static str = "session_id, ca_id, kind, state, requester, request, request_sha256, \
+        profile, days, serial, reason, nonce, recipient, created_at, expires_at, detail";
+
+    pub fn session(&self, session_id: &str) -> Result<Option<SessionRow>> {
+        Ok(self
+            .conn
+            .query_row(
+                &format!(
+                    "SELECT {} FROM sessions WHERE session_id = ?1",
+                    Self::SESSION_COLUMNS
+                ),
+                [session_id],
+                Self::session_from,
+            )
+            .optional()?)
+    }
+
+    /// Moves a session out of `waiting`; returns false if it was not waiting any more.
+    pub fn finish_session(
+        &mut self,
+        session_id: &str,
+        state: &str,
+        detail: &str,
+        audit_event: &str,
+    ) -> Result<bool> {
+        let tx = self.conn.transaction()?;
+        let row: Option<(String, String)> = tx
+            .query_row(
+                "SELECT ca_id, state FROM sessions WHERE session_id = ?1",
+                [session_id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        let Some((ca_id, current)) = row else {
+            return Err(StoreError::NotFound(format!("session {session_id}")));
+        };
+        if current != "waiting" {
+            return Ok(false);
+        }
+        tx.execute(
+            "UPDATE sessions SET state = ?2, detail = ?3 WHERE session_id = ?1",
+            params![session_id, state, detail],
+        )?;
+        audit::append_tx(
+            &tx,
+            audit_event,
+            Some(&ca_id),
+            Some(session_id),
+            None,
+            detail,
+        )?;
+        tx.commit()?;
+        Ok(true)
+    }
+
+    /// At start-up: sessions left `waiting` by a previous run lost their in-memory secrets.
+    pub fn abort_open_sessions(&mut self) -> Result<usize> {
+        let open: Vec<String> = {
+            let mut stmt = self
+                .conn
+                .prepare("SELECT session_id FROM sessions WHERE state = 'waiting'")?;
+            let rows = stmt.query_map([], |r| r.get(0))?;
+            rows.collect::<std::result::Result<_, _>>()?
+        };
+        for id in &open {
+            self.finish_session(
+                id,
+                "aborted",
+                "the server restarted; the session's secrets were in memory only",
+                "session-aborted",
+            )?;
+        }
+        Ok(open.len())
+    }
+
+    pub fn record_event(
+        &mut self,
+        session_id: &str,
+        ca_id: &str,
+        holder_id: &str,
+        outcome: &str,
+        detail: &str,
+    ) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "INSERT INTO session_events (session_id, holder_id, outcome, detail, at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![session_id, holder_id, outcome, detail, now()],
+        )?;
+        audit::append_tx(
+            &tx,
+            &format!("contribution-{outcome}"),
+            Some(ca_id),
+            Some(session_id),
+            Some(holder_id),
+            detail,
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// (holder, outcome, detail) of a session, in order.
+    pub fn events(&self, session_id: &str) -> Result<Vec<(String, String, String)>> {
+        let mut stmt = self.conn.prepare("SELECT holder_id, outcome, detail FROM session_events WHERE session_id = ?1 ORDER BY rowid")?;
+        let rows = stmt.query_map([session_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
+    }
+
+    // ---- certificates, revocations, CRLs ------------------------------------------
+
+    #[allow(clippy::too_many_arguments)]
+    pub fn record_certificate(
+        &mut self,
+        session_id: &str,
+        ca_id: &str,
+        serial: &str,
+        subject: &str,
+        not_after: i64,
+        pem: &str,
+    ) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "INSERT INTO certificates (serial, ca_id, session_id, subject, not_after, pem, issued_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![serial, ca_id, session_id, subject, not_after, pem, now()],
+        )?;
+        tx.execute(
+            "UPDATE sessions SET state = 'signed', detail = ?2 WHERE session_id = ?1",
+            params![session_id, format!("certificate {serial}")],
+        )?;
+        audit::append_tx(
+            &tx,
+            "certificate-issued",
+            Some(ca_id),
+            Some(session_id),
+            None,
+            &format!("serial {serial}; {subject}"),
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn certificate_for_session(&self, session_id: &str) -> Result<Option<(String, String)>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT serial, pem FROM certificates WHERE session_id = ?1",
+                [session_id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?)
+    }
+
+    pub fn certificate_known(&self, ca_id: &str, serial: &str) -> Result<bool> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT 1 FROM certificates WHERE ca_id = ?1 AND serial = ?2",
+                [ca_id, serial],
+                |_| Ok(()),
+            )
+            .optional()?
+            .is_some())
+    }
+
+    /// (serial, reason, revoked_at) of a CA.
+    pub fn revocations(&self, ca_id: &str) -> Result<Vec<(String, String, i64)>> {
+        let mut stmt = self.conn.prepare("SELECT serial, reason, revoked_at FROM revocations WHERE ca_id = ?1 ORDER BY revoked_at")?;
+        let rows = stmt.query_map([ca_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
+    }
+
+    pub fn next_crl_number(&self, ca_id: &str) -> Result<i64> {
+        Ok(self.conn.query_row(
+            "SELECT COALESCE(MAX(number), 0) + 1 FROM crls WHERE ca_id = ?1",
+            [ca_id],
+            |r| r.get(0),
+        )?)
+    }
+
+    /// Records a signed CRL (and, for a revocation session, the revocation) atomically.
+    #[allow(clippy::too_many_arguments)]
+    pub fn record_crl(
+        &mut self,
+        session_id: &str,
+        ca_id: &str,
+        number: i64,
+        der: &[u8],
+        pem: &str,
+        revoked: Option<(&str, &str, i64)>,
+    ) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        if let Some((serial, reason, at)) = revoked {
+            tx.execute(
+                "INSERT INTO revocations (serial, ca_id, reason, revoked_at, session_id) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![serial, ca_id, reason, at, session_id],
+            )?;
+            audit::append_tx(
+                &tx,
+                "certificate-revoked",
+                Some(ca_id),
+                Some(session_id),
+                None,
+                &format!("serial {serial}; reason {reason}"),
+            )?;
+        }
+        tx.execute(
+            "INSERT INTO crls (ca_id, number, der, pem, signed_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![ca_id, number, der, pem, now()],
+        )?;
+        tx.execute(
+            "UPDATE sessions SET state = 'signed', detail = ?2 WHERE session_id = ?1",
+            params![session_id, format!("CRL {number}")],
+        )?;
+        audit::append_tx(
+            &tx,
+            "crl-signed",
+            Some(ca_id),
+            Some(session_id),
+            None,
+            &format!("CRL number {number}"),
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The latest CRL of a CA: (DER, PEM).
+    pub fn latest_crl(&self, ca_id: &str) -> Result<Option<(Vec<u8>, String)>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT der, pem FROM crls WHERE ca_id = ?1 ORDER BY number DESC LIMIT 1",
+                [ca_id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?)
+    }
+
+    // ---- audit ----------------------------------------------------------------------
+
+    /// Appends an audit entry on its own.
+    pub fn audit(
+        &mut self,
+        event: &str,
+        ca_id: Option<&str>,
+        session_id: Option<&str>,
+        holder_id: Option<&str>,
+        detail: &str,
+    ) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        audit::append_tx(&tx, event, ca_id, session_id, holder_id, detail)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn audit_entries(&self) -> Result<Vec<AuditEntry>> {
+        audit::entries(&self.conn)
+    }
+}

@@ -1,0 +1,51 @@
+//! Schema migrations: `PRAGMA user_version` counts the ones applied; each runs in a
+//! transaction, so a database is always at one version or the next.
+
+use super::{Result, StoreError};
+use rusqlite::Connection;
+
+const MIGRATIONS: &[&str] = &[
+    // 1: the first schema
+    "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+     CREATE TABLE cas (ca_id TEXT PRIMARY KEY, name TEXT NOT NULL, manifest TEXT NOT NULL, added_at INTEGER NOT NULL);
+     CREATE TABLE holders (
+        ca_id TEXT NOT NULL REFERENCES cas(ca_id), holder_id TEXT NOT NULL, share_index INTEGER NOT NULL,
+        enrollment_code_sha256 TEXT, code_used INTEGER NOT NULL DEFAULT 0, public_key_pem TEXT,
+        enrolled_at INTEGER, last_seen INTEGER, PRIMARY KEY (ca_id, holder_id));
+     CREATE TABLE api_tokens (name TEXT PRIMARY KEY, token_sha256 TEXT NOT NULL UNIQUE, created_at INTEGER NOT NULL,
+        revoked INTEGER NOT NULL DEFAULT 0);
+     CREATE TABLE sessions (
+        session_id TEXT PRIMARY KEY, ca_id TEXT NOT NULL REFERENCES cas(ca_id), kind TEXT NOT NULL, state TEXT NOT NULL,
+        requester TEXT NOT NULL, request TEXT NOT NULL, request_sha256 TEXT NOT NULL, profile TEXT, days INTEGER,
+        serial TEXT, reason TEXT, nonce TEXT NOT NULL, recipient TEXT NOT NULL, created_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL, detail TEXT);
+     CREATE TABLE session_events (session_id TEXT NOT NULL REFERENCES sessions(session_id), holder_id TEXT NOT NULL,
+        outcome TEXT NOT NULL, detail TEXT NOT NULL, at INTEGER NOT NULL);
+     CREATE TABLE certificates (serial TEXT PRIMARY KEY, ca_id TEXT NOT NULL REFERENCES cas(ca_id),
+        session_id TEXT NOT NULL, subject TEXT NOT NULL, not_after INTEGER NOT NULL, pem TEXT NOT NULL,
+        issued_at INTEGER NOT NULL);
+     CREATE TABLE revocations (serial TEXT PRIMARY KEY, ca_id TEXT NOT NULL REFERENCES cas(ca_id), reason TEXT NOT NULL,
+        revoked_at INTEGER NOT NULL, session_id TEXT NOT NULL);
+     CREATE TABLE crls (ca_id TEXT NOT NULL REFERENCES cas(ca_id), number INTEGER NOT NULL, der BLOB NOT NULL,
+        pem TEXT NOT NULL, signed_at INTEGER NOT NULL, PRIMARY KEY (ca_id, number));
+     CREATE TABLE audit (seq INTEGER PRIMARY KEY, at INTEGER NOT NULL, event TEXT NOT NULL, ca_id TEXT,
+        session_id TEXT, holder_id TEXT, detail TEXT NOT NULL, prev_hash TEXT NOT NULL, hash TEXT NOT NULL);",
+];
+
+pub fn migrate(conn: &mut Connection) -> Result<()> {
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    let known = MIGRATIONS.len() as i64;
+    if version > known {
+        return Err(StoreError::TooNew {
+            found: version,
+            known,
+        });
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", i as i64 + 1)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
