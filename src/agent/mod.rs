@@ -89,7 +89,12 @@ impl ApprovalRule {
                     pki::San::Dns(d) | pki::San::Email(d) => d.clone(),
                     other => return Some(format!("SAN {other:?} is not covered by the rule")),
                 };
-                if !name.ends_with(suffix.as_str()) {
+                // ".example.org" covers example.org itself and every name below it
+                let apex = suffix.strip_prefix('.').unwrap_or(suffix);
+                if !(name.ends_with(suffix.as_str())
+                    || name == apex
+                    || name.ends_with(&format!(".{apex}")))
+                {
                     return Some(format!("SAN {name} does not end with {suffix}"));
                 }
             }

@@ -34,6 +34,9 @@ pub struct Args {
     /// Trust only this CA certificate (PEM) for the server's TLS certificate
     #[arg(long, value_name = "FILE")]
     server_ca: Option<PathBuf>,
+    /// Server URL, overriding the configuration's server_url
+    #[arg(long, value_name = "URL")]
+    server: Option<String>,
     /// Exit after answering N sessions (for scripts and tests)
     #[arg(long, value_name = "N")]
     max_sessions: Option<usize>,
@@ -42,12 +45,15 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(&args.config)
         .with_context(|| format!("cannot read {}", args.config.display()))?;
-    let config: AgentConfig = serde_json::from_str(&text).with_context(|| {
+    let mut config: AgentConfig = serde_json::from_str(&text).with_context(|| {
         format!(
             "{} is not an nkpki agent configuration",
             args.config.display()
         )
     })?;
+    if let Some(url) = args.server {
+        config.server_url = Some(url);
+    }
     let rule_given = args.approve_profile.is_some()
         || args.approve_san_suffix.is_some()
         || args.approve_revocations;

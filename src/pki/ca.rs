@@ -73,6 +73,8 @@ pub struct CaCertificate {
     pub not_after: OffsetDateTime,
     pub path_len: Option<u32>,
     pub spki_der: Vec<u8>,
+    /// The subjectKeyIdentifier's value (empty if absent).
+    pub subject_key_id: Vec<u8>,
     pub subject: String,
     /// The subject's (CN, O, C) values, when present and strings.
     pub subject_cn_o_c: (Option<String>, Option<String>, Option<String>),
@@ -99,6 +101,14 @@ impl CaCertificate {
             not_after: cert.validity().not_after.to_datetime(),
             path_len: bc.value.path_len_constraint,
             spki_der: cert.public_key().raw.to_vec(),
+            subject_key_id: cert
+                .extensions()
+                .iter()
+                .find_map(|e| match e.parsed_extension() {
+                    ParsedExtension::SubjectKeyIdentifier(id) => Some(id.0.to_vec()),
+                    _ => None,
+                })
+                .unwrap_or_default(),
             subject: cert.subject().to_string(),
             subject_cn_o_c: (
                 first(cert.subject().iter_common_name()),

@@ -93,7 +93,9 @@ pub fn sign_crl(
         crl_number: SerialNumber::from_slice(&minimal_positive(number)),
         issuing_distribution_point: None,
         revoked_certs,
-        key_identifier_method: KeyIdMethod::PreSpecified(Vec::new()),
+        // the authorityKeyIdentifier must carry the CA certificate's subjectKeyIdentifier
+        // so that relying parties match the CRL to the CA
+        key_identifier_method: KeyIdMethod::PreSpecified(ca.subject_key_id.clone()),
     };
     let crl = params.signed_by(&issuer)?;
     Ok((

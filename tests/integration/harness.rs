@@ -18,6 +18,10 @@ pub const PIN: &str = "123456";
 const SO_PIN: &str = "12345678";
 
 /// Where `make deps` puts pkilint.
+pub fn pkilint(tool: &str) -> PathBuf {
+    pkilint_bin(tool)
+}
+
 fn pkilint_bin(tool: &str) -> PathBuf {
     let dir = std::env::var_os("NKPKI_PKILINT_BIN")
         .map(PathBuf::from)
@@ -431,5 +435,125 @@ impl Env {
         ];
         args.extend_from_slice(extra);
         self.nkpki(&args)
+    }
+}
+
+/// A background process killed when dropped.
+pub struct Proc {
+    pub child: std::process::Child,
+    pub name: String,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A running `nkpki serve`.
+pub struct Server {
+    pub proc: Proc,
+    pub url: String,
+}
+
+impl Env {
+    fn spawn(&self, args: &[&str], name: &str, stdout: std::process::Stdio, log: &str) -> Proc {
+        let log = std::fs::File::create(self.path(log)).unwrap();
+        let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("nkpki"));
+        cmd.args(args)
+            .current_dir(self.dir.path())
+            .stdin(std::process::Stdio::null())
+            .stdout(stdout)
+            .stderr(log);
+        cmd.env_remove("NKPKI_PIN");
+        for (k, v) in &self.envs {
+            cmd.env(k, v);
+        }
+        Proc {
+            child: cmd.spawn().unwrap(),
+            name: name.to_owned(),
+        }
+    }
+
+    /// Starts `nkpki serve` on a free loopback port with `data/` as its data directory.
+    pub fn serve(&self, extra: &[&str]) -> Server {
+        let mut args = vec!["serve", "--listen", "127.0.0.1:0", "--data-dir", "data"];
+        args.extend_from_slice(extra);
+        let mut proc = self.spawn(&args, "serve", std::process::Stdio::piped(), "serve.log");
+        let stdout = proc.child.stdout.take().unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line).unwrap();
+        let url = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("serve said {line:?}"))
+            .to_owned();
+        Server { proc, url }
+    }
+
+    /// Starts holder `id`'s agent (deployed with [`Env::deploy`]) with an approval rule.
+    pub fn agent(&self, id: &str, ca_id: &str, url: &str, rule: &[&str]) -> Proc {
+        let config = format!("cfg-{id}/{ca_id}/agent.json");
+        let mut args = vec![
+            "agent",
+            "--config",
+            &config,
+            "--pin-file",
+            "pin.txt",
+            "--server",
+            url,
+        ];
+        args.extend_from_slice(rule);
+        self.spawn(
+            &args,
+            &format!("agent {id}"),
+            std::process::Stdio::null(),
+            &format!("agent-{id}.log"),
+        )
+    }
+
+    /// Registers `ca/` with the server data directory and makes an operator token file.
+    pub fn register(&self) -> String {
+        self.nkpki(&[
+            "serve",
+            "ca",
+            "add",
+            "--data-dir",
+            "data",
+            "--manifest",
+            "ca/manifest.json",
+            "--enrollment",
+            "ca/enrollment.json",
+        ])
+        .ok();
+        let token = self
+            .nkpki(&[
+                "serve",
+                "token",
+                "create",
+                "--data-dir",
+                "data",
+                "--name",
+                "alice",
+            ])
+            .ok()
+            .stdout();
+        self.write("op.token", token.trim());
+        let manifest: serde_json::Value =
+            serde_json::from_slice(&self.read("ca/manifest.json")).unwrap();
+        manifest["signed"]["ca_id"].as_str().unwrap().to_owned()
+    }
+
+    /// Waits until `pred` holds on the file's text (up to `secs`).
+    pub fn wait_for(&self, file: &str, secs: u64, pred: impl Fn(&str) -> bool) -> String {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+        loop {
+            let text = std::fs::read_to_string(self.path(file)).unwrap_or_default();
+            if pred(&text) || std::time::Instant::now() > deadline {
+                return text;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
     }
 }

@@ -8,6 +8,7 @@ mod harness;
 
 mod bad_input;
 mod ceremony;
+mod online;
 mod sign;
 mod split_combine;
 mod token_bad_input;

@@ -1,0 +1,342 @@
+//! Online signing on loopback: the real server, real agents beside SoftHSM tokens, OpenSSL
+//! and pkilint checking what comes out, and the data directory checked for secrets.
+
+use crate::harness::{Env, Holder, contains};
+use nkpki::sss::Share;
+
+const FIVE: [&str; 5] = ["NK001", "NK002", "NK003", "NK004", "NK005"];
+const RULE: [&str; 5] = [
+    "--approve-profile",
+    "server",
+    "--approve-san-suffix",
+    ".example.org",
+    "--approve-revocations",
+];
+
+/// A packaged 3-of-5 ceremony deployed onto five tokens, registered with a server.
+fn deployed(env: &Env) -> (Vec<Holder>, String) {
+    let holders = env.packaged_ceremony(5, 3);
+    for h in &holders {
+        env.deploy(h, &format!("ca/packages/{}.nkpkg", h.id), &h.id, &[])
+            .ok();
+    }
+    let ca_id = env.register();
+    (holders, ca_id)
+}
+
+fn sign_args<'a>(url: &'a str, ca: &'a str, csr: &'a str, out: &'a str) -> Vec<&'a str> {
+    vec![
+        "sign",
+        "--server",
+        url,
+        "--ca",
+        ca,
+        "--csr",
+        csr,
+        "--days",
+        "30",
+        "--api-token-file",
+        "op.token",
+        "--out",
+        out,
+    ]
+}
+
+/// The CA key, rebuilt here from the shares pkcs11-tool reads off three tokens, to look
+/// for it where it must not be.
+fn ca_key_material(env: &Env, ca_id: &str) -> (Vec<u8>, Vec<u8>) {
+    let manifest = nkpki::manifest::Manifest::from_json(
+        &String::from_utf8(env.read("ca/manifest.json")).unwrap(),
+    )
+    .unwrap()
+    .verify()
+    .unwrap();
+    let shares: Vec<Share> = ["NK002", "NK004", "NK005"]
+        .iter()
+        .map(|id| {
+            let out = format!("{id}-share.json");
+            env.pkcs11_tool(
+                id,
+                &[
+                    "--read-object",
+                    "--type",
+                    "data",
+                    "--label",
+                    &format!("nkpki-share-{ca_id}"),
+                    "-o",
+                    &out,
+                ],
+            )
+            .ok();
+            serde_json::from_slice(&env.read(&out)).unwrap()
+        })
+        .collect();
+    let pkcs8 = manifest.body.share_set.recover(&shares).unwrap().to_vec();
+    let scalar = {
+        use p256::pkcs8::DecodePrivateKey;
+        p256::SecretKey::from_pkcs8_der(&pkcs8)
+            .unwrap()
+            .to_bytes()
+            .to_vec()
+    };
+    (pkcs8, scalar)
+}
+
+#[test]
+fn three_agents_sign_revoke_and_the_audit_chain_holds() {
+    let env = Env::new().with_softhsm(&FIVE);
+    let (_holders, ca_id) = deployed(&env);
+    let server = env.serve(&[]);
+    let _agents: Vec<_> = ["NK001", "NK003", "NK005"]
+        .iter()
+        .map(|id| env.agent(id, &ca_id, &server.url, &RULE))
+        .collect();
+    for id in ["NK001", "NK003", "NK005"] {
+        let log = env.wait_for(&format!("agent-{id}.log"), 20, |t| {
+            t.contains("connected to")
+        });
+        assert!(
+            log.contains("connected to") && log.contains("enrolled token key"),
+            "{log}"
+        );
+    }
+
+    let csr = env.csr(
+        "www",
+        &["-newkey", "rsa:2048"],
+        "/CN=www.example.org",
+        &["subjectAltName=DNS:www.example.org,DNS:example.org"],
+    );
+    let run = env.nkpki(&sign_args(&server.url, &ca_id, &csr, "www.crt"));
+    run.ok();
+    assert!(run.stderr().contains("3 of 3 approved"), "{}", run.stderr());
+    env.openssl_verify("ca/ca.crt", "www.crt");
+    env.pkilint_cert("www.crt");
+    env.pkilint_chain("ca/ca.crt", "www.crt");
+    for id in ["NK001", "NK003", "NK005"] {
+        let log = std::fs::read_to_string(env.path(&format!("agent-{id}.log"))).unwrap();
+        assert!(
+            log.contains("AUTO-APPROVED by rule"),
+            "the rule's use must be logged loudly: {log}"
+        );
+    }
+
+    // a request the rule does not cover is declined by every agent: exit code 4
+    let other = env.csr(
+        "oth",
+        &["-newkey", "ed25519"],
+        "/CN=www.example.com",
+        &["subjectAltName=DNS:www.example.com"],
+    );
+    let declined = env.nkpki(&sign_args(&server.url, &ca_id, &other, "oth.crt"));
+    assert_eq!(
+        declined.output.status.code(),
+        Some(4),
+        "{}",
+        declined.stderr()
+    );
+
+    // revoke it: M-of-N again, a new CRL that OpenSSL and pkilint accept
+    let serial = env
+        .openssl(&["x509", "-in", "www.crt", "-noout", "-serial"])
+        .ok()
+        .stdout();
+    let serial = serial.trim().trim_start_matches("serial=").to_lowercase();
+    env.nkpki(&[
+        "revoke",
+        "--server",
+        &server.url,
+        "--ca",
+        &ca_id,
+        "--serial",
+        &serial,
+        "--reason",
+        "keyCompromise",
+        "--api-token-file",
+        "op.token",
+        "--crl-out",
+        "crl.pem",
+    ])
+    .ok();
+    env.nkpki(&[
+        "crl",
+        "--server",
+        &server.url,
+        "--ca",
+        &ca_id,
+        "--out",
+        "fetched.pem",
+    ])
+    .ok();
+    assert_eq!(env.read("crl.pem"), env.read("fetched.pem"));
+    let crl_text = env
+        .openssl(&["crl", "-in", "crl.pem", "-noout", "-text"])
+        .ok()
+        .stdout();
+    assert!(
+        crl_text
+            .to_lowercase()
+            .contains(&serial.to_uppercase().to_lowercase()),
+        "{crl_text}"
+    );
+    assert!(crl_text.contains("Key Compromise"), "{crl_text}");
+    let run = env.openssl(&[
+        "verify",
+        "-crl_check",
+        "-CAfile",
+        "ca/ca.crt",
+        "-CRLfile",
+        "crl.pem",
+        "www.crt",
+    ]);
+    let said = run.stdout() + &run.stderr();
+    assert!(
+        !run.output.status.success() && said.contains("certificate revoked"),
+        "{said}"
+    );
+    // a certificate that is not revoked passes the same CRL check
+    let other = env.csr(
+        "api",
+        &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"],
+        "/CN=api.example.org",
+        &["subjectAltName=DNS:api.example.org"],
+    );
+    env.nkpki(&sign_args(&server.url, &ca_id, &other, "api.crt"))
+        .ok();
+    env.openssl(&[
+        "verify",
+        "-crl_check",
+        "-CAfile",
+        "ca/ca.crt",
+        "-CRLfile",
+        "crl.pem",
+        "api.crt",
+    ])
+    .ok();
+    let lint = env.tool(
+        crate::harness::pkilint("lint_crl"),
+        &[
+            "lint", "-t", "CRL", "-p", "PKIX", "-s", "WARNING", "crl.pem",
+        ],
+    );
+    assert!(
+        lint.output.status.success(),
+        "lint_crl: {}{}",
+        lint.stdout(),
+        lint.stderr()
+    );
+
+    // the audit chain verifies; no CA key material anywhere in the data directory
+    let audit = env
+        .nkpki(&["audit", "verify", "--data-dir", "data"])
+        .ok()
+        .stdout();
+    assert!(audit.contains("chain intact"), "{audit}");
+    let export = env
+        .nkpki(&["audit", "export", "--data-dir", "data"])
+        .ok()
+        .stdout();
+    for event in [
+        "ca-registered",
+        "holder-enrolled",
+        "session-opened",
+        "contribution-approved",
+        "session-signed",
+        "certificate-issued",
+        "contribution-declined",
+        "certificate-revoked",
+        "crl-signed",
+    ] {
+        assert!(export.contains(event), "audit lacks {event}");
+    }
+    drop(server);
+    let (pkcs8, scalar) = ca_key_material(&env, &ca_id);
+    for file in env.files_below("data") {
+        let bytes = std::fs::read(&file).unwrap();
+        assert!(
+            !contains(&bytes, &pkcs8),
+            "{} holds the CA key",
+            file.display()
+        );
+        assert!(
+            !contains(&bytes, &scalar),
+            "{} holds the CA private scalar",
+            file.display()
+        );
+    }
+
+    // an edited audit entry is found
+    env.tool("python3", &["-c", "import sqlite3; c = sqlite3.connect('data/nkpki.sqlite3'); c.execute(\"UPDATE audit SET detail = 'nothing happened' WHERE seq = 3\"); c.commit()"]).ok();
+    env.nkpki(&["audit", "verify", "--data-dir", "data"])
+        .fails_with(&["BROKEN at entry 3", "edited"]);
+}
+
+#[test]
+fn server_killed_mid_session_reports_it_aborted() {
+    let env = Env::new().with_softhsm(&FIVE);
+    let (_holders, ca_id) = deployed(&env);
+    let mut server = env.serve(&[]);
+    let _one = env.agent("NK002", &ca_id, &server.url, &RULE);
+    env.wait_for("agent-NK002.log", 20, |t| t.contains("connected to"));
+    let csr = env.csr(
+        "s",
+        &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"],
+        "/CN=s.example.org",
+        &["subjectAltName=DNS:s.example.org"],
+    );
+    let client = nkpki::client::Client::new(
+        &server.url,
+        &nkpki::client::Trust::System,
+        std::time::Duration::from_secs(10),
+    )
+    .unwrap()
+    .with_bearer(String::from_utf8(env.read("op.token")).unwrap().trim());
+    let status: nkpki::proto::SessionStatus = client
+        .post("/api/v1/sessions", &serde_json::json!({"ca_id": ca_id, "kind": "issue", "csr_pem": String::from_utf8(env.read(&csr)).unwrap(), "profile": "server", "days": 10}))
+        .unwrap();
+    env.wait_for("agent-NK002.log", 20, |t| t.contains("share sent"));
+    server.proc.child.kill().unwrap();
+    server.proc.child.wait().unwrap();
+
+    let server = env.serve(&[]);
+    let client = nkpki::client::Client::new(
+        &server.url,
+        &nkpki::client::Trust::System,
+        std::time::Duration::from_secs(10),
+    )
+    .unwrap()
+    .with_bearer(String::from_utf8(env.read("op.token")).unwrap().trim());
+    let after: nkpki::proto::SessionStatus = client
+        .get(&format!("/api/v1/sessions/{}", status.session_id))
+        .unwrap();
+    assert_eq!(
+        after.state,
+        nkpki::proto::SessionState::Aborted,
+        "{after:?}"
+    );
+    assert_eq!(after.approved, ["NK002"]);
+    env.nkpki(&["audit", "verify", "--data-dir", "data"]).ok();
+    let export = env
+        .nkpki(&["audit", "export", "--data-dir", "data"])
+        .ok()
+        .stdout();
+    assert!(export.contains("session-aborted"), "{export}");
+    drop(server);
+    let (pkcs8, scalar) = ca_key_material(&env, &ca_id);
+    let share_value = String::from_utf8(env.read("NK002-share.json")).unwrap();
+    let value: serde_json::Value = serde_json::from_str(&share_value).unwrap();
+    let value = value["value"].as_str().unwrap();
+    for file in env.files_below("data") {
+        let bytes = std::fs::read(&file).unwrap();
+        assert!(
+            !contains(&bytes, &pkcs8) && !contains(&bytes, &scalar),
+            "{} holds CA key material",
+            file.display()
+        );
+        assert!(
+            !contains(&bytes, value.as_bytes()),
+            "{} holds a received share",
+            file.display()
+        );
+    }
+}
