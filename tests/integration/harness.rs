@@ -441,7 +441,6 @@ impl Env {
 /// A background process killed when dropped.
 pub struct Proc {
     pub child: std::process::Child,
-    pub name: String,
 }
 
 impl Drop for Proc {
@@ -458,7 +457,7 @@ pub struct Server {
 }
 
 impl Env {
-    fn spawn(&self, args: &[&str], name: &str, stdout: std::process::Stdio, log: &str) -> Proc {
+    fn spawn(&self, args: &[&str], stdout: std::process::Stdio, log: &str) -> Proc {
         let log = std::fs::File::create(self.path(log)).unwrap();
         let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("nkpki"));
         cmd.args(args)
@@ -480,7 +479,7 @@ impl Env {
     pub fn serve(&self, extra: &[&str]) -> Server {
         let mut args = vec!["serve", "--listen", "127.0.0.1:0", "--data-dir", "data"];
         args.extend_from_slice(extra);
-        let mut proc = self.spawn(&args, "serve", std::process::Stdio::piped(), "serve.log");
+        let mut proc = self.spawn(&args, std::process::Stdio::piped(), "serve.log");
         let stdout = proc.child.stdout.take().unwrap();
         let mut line = String::new();
         std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line).unwrap();
