@@ -471,7 +471,6 @@ impl Env {
         }
         Proc {
             child: cmd.spawn().unwrap(),
-            name: name.to_owned(),
         }
     }
 
@@ -506,7 +505,6 @@ impl Env {
         args.extend_from_slice(rule);
         self.spawn(
             &args,
-            &format!("agent {id}"),
             std::process::Stdio::null(),
             &format!("agent-{id}.log"),
         )
