@@ -187,7 +187,8 @@ impl State {
                 "an operator API token is required (Authorization: Bearer …)",
             ));
         };
-        match lock(&self.store).operator_for(&token_hash(token))? {
+        let operator = lock(&self.store).operator_for(&token_hash(token))?;
+        match operator {
             Some(name) => Ok(name),
             None => {
                 self.audit(
@@ -435,18 +436,22 @@ impl State {
                         pki::REASONS.join(", ")
                     )));
                 }
-                let store = lock(&self.store);
-                if !store.certificate_known(&req.ca_id, &serial)? {
+                let (known, revoked) = {
+                    let store = lock(&self.store);
+                    let known = store.certificate_known(&req.ca_id, &serial)?;
+                    let revoked = store
+                        .revocations(&req.ca_id)?
+                        .iter()
+                        .any(|(s, _, _)| *s == serial);
+                    (known, revoked)
+                };
+                if !known {
                     return Err(refuse(format!(
                         "CA {} issued no certificate with serial {serial:?}",
                         req.ca_id
                     )));
                 }
-                if store
-                    .revocations(&req.ca_id)?
-                    .iter()
-                    .any(|(s, _, _)| *s == serial)
-                {
+                if revoked {
                     return Err(refuse(format!("serial {serial} is already revoked")));
                 }
                 let text = format!("revoke serial {serial} of CA {} ({reason})", req.ca_id);
@@ -667,9 +672,10 @@ impl State {
         code: &'static str,
         why: String,
     ) -> ApiErr {
-        if let Err(e) =
-            lock(&self.store).record_event(session_id, ca_id, holder_id, "refused", &why)
-        {
+        // bind the result first: the store's lock must be released before `audit` takes it
+        let recorded =
+            lock(&self.store).record_event(session_id, ca_id, holder_id, "refused", &why);
+        if let Err(e) = recorded {
             // the session may not exist (unknown id): keep the refusal in the audit log
             self.audit(
                 "contribution-refused",

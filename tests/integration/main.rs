@@ -9,6 +9,7 @@ mod harness;
 mod bad_input;
 mod ceremony;
 mod online;
+mod online_attacks;
 mod sign;
 mod split_combine;
 mod token_bad_input;
