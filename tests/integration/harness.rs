@@ -458,6 +458,16 @@ pub struct Server {
 
 impl Env {
     fn spawn(&self, args: &[&str], stdout: std::process::Stdio, log: &str) -> Proc {
+        self.spawn_with(args, stdout, log, &[])
+    }
+
+    fn spawn_with(
+        &self,
+        args: &[&str],
+        stdout: std::process::Stdio,
+        log: &str,
+        overrides: &[(&str, &str)],
+    ) -> Proc {
         let log = std::fs::File::create(self.path(log)).unwrap();
         let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("nkpki"));
         cmd.args(args)
@@ -467,6 +477,9 @@ impl Env {
             .stderr(log);
         cmd.env_remove("NKPKI_PIN");
         for (k, v) in &self.envs {
+            cmd.env(k, v);
+        }
+        for (k, v) in overrides {
             cmd.env(k, v);
         }
         Proc {
@@ -490,8 +503,49 @@ impl Env {
         Server { proc, url }
     }
 
-    /// Starts holder `id`'s agent (deployed with [`Env::deploy`]) with an approval rule.
+    /// A SoftHSM configuration that sees only token `label`, as a holder's machine sees
+    /// only its own token (a copy of it: several processes on one SoftHSM directory race).
+    pub fn own_token_conf(&self, label: &str) -> PathBuf {
+        let list: serde_json::Value =
+            serde_json::from_str(&self.nkpki(&["token", "list", "--json"]).ok().stdout()).unwrap();
+        let serial = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["label"] == label)
+            .unwrap()["serial"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let dir = std::fs::read_dir(self.token_dir())
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| {
+                p.file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .replace('-', "")
+                    .ends_with(&serial)
+            })
+            .unwrap();
+        let home = self.path(&format!("machine-{label}"));
+        std::fs::create_dir_all(home.join("tokens")).unwrap();
+        // a copy: SoftHSM does not follow symbolic links in its token directory
+        let copy = home.join("tokens").join(dir.file_name().unwrap());
+        if !copy.exists() {
+            self.tool("cp", &["-a", dir.to_str().unwrap(), copy.to_str().unwrap()])
+                .ok();
+        }
+        let conf = home.join("softhsm2.conf");
+        std::fs::write(&conf, format!("directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\nslots.removable = false\n", home.join("tokens").display())).unwrap();
+        conf
+    }
+
+    /// Starts holder `id`'s agent (deployed with [`Env::deploy`]) with an approval rule, on
+    /// a "machine" that sees only its own token.
     pub fn agent(&self, id: &str, ca_id: &str, url: &str, rule: &[&str]) -> Proc {
+        let conf = self.own_token_conf(id);
         let config = format!("cfg-{id}/{ca_id}/agent.json");
         let mut args = vec![
             "agent",
@@ -503,11 +557,13 @@ impl Env {
             url,
         ];
         args.extend_from_slice(rule);
-        self.spawn(
+        let proc = self.spawn_with(
             &args,
             std::process::Stdio::null(),
             &format!("agent-{id}.log"),
-        )
+            &[("SOFTHSM2_CONF", conf.to_str().unwrap())],
+        );
+        proc
     }
 
     /// Registers `ca/` with the server data directory and makes an operator token file.

@@ -340,3 +340,119 @@ fn server_killed_mid_session_reports_it_aborted() {
         );
     }
 }
+
+/// A loopback TCP relay to the server that the test can cut and restore: the agent's
+/// network.
+struct Relay {
+    port: u16,
+    up: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    conns: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
+}
+
+impl Relay {
+    fn start(target: &str) -> Self {
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let up = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let conns = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let target = target.trim_start_matches("http://").to_owned();
+        let (u, c) = (up.clone(), conns.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                if !u.load(Ordering::SeqCst) {
+                    drop(client); // the network is down: connections are reset
+                    continue;
+                }
+                let Ok(server) = std::net::TcpStream::connect(&target) else {
+                    continue;
+                };
+                c.lock()
+                    .unwrap()
+                    .extend([client.try_clone().unwrap(), server.try_clone().unwrap()]);
+                let (mut c1, mut s1) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+                std::thread::spawn(move || std::io::copy(&mut c1, &mut s1));
+                let (mut c2, mut s2) = (client, server);
+                std::thread::spawn(move || std::io::copy(&mut s2, &mut c2));
+            }
+        });
+        Relay { port, up, conns }
+    }
+
+    fn cut(&self) {
+        self.up.store(false, std::sync::atomic::Ordering::SeqCst);
+        for s in self.conns.lock().unwrap().drain(..) {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    fn restore(&self) {
+        self.up.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn an_agent_that_loses_the_network_comes_back_and_contributes() {
+    let env = Env::new().with_softhsm(&FIVE);
+    let (_holders, ca_id) = deployed(&env);
+    let server = env.serve(&[]);
+    let relay = Relay::start(&server.url);
+    let relayed = format!("http://127.0.0.1:{}", relay.port);
+    let _a = env.agent("NK001", &ca_id, &server.url, &RULE);
+    let _b = env.agent("NK002", &ca_id, &server.url, &RULE);
+    let _c = env.agent("NK004", &ca_id, &relayed, &RULE);
+    for id in ["NK001", "NK002", "NK004"] {
+        env.wait_for(&format!("agent-{id}.log"), 20, |t| {
+            t.contains("connected to")
+        });
+    }
+    relay.cut();
+    let csr = env.csr(
+        "r",
+        &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"],
+        "/CN=r.example.org",
+        &["subjectAltName=DNS:r.example.org"],
+    );
+    let mut sign = std::process::Command::new(assert_cmd::cargo::cargo_bin("nkpki"))
+        .args(sign_args(&server.url, &ca_id, &csr, "r.crt"))
+        .current_dir(env.dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(env.path("sign.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let log = env.wait_for("agent-NK004.log", 20, |t| t.contains("server unreachable"));
+    assert!(log.contains("server unreachable"), "{log}");
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    relay.restore();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = sign.try_wait().unwrap() {
+            break Some(status);
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = sign.kill();
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    let logs = [
+        "sign.log",
+        "agent-NK004.log",
+        "agent-NK001.log",
+        "serve.log",
+    ]
+    .map(|f| {
+        format!(
+            "--- {f}\n{}",
+            std::fs::read_to_string(env.path(f)).unwrap_or_default()
+        )
+    })
+    .join("\n");
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "the session completed once NK004 came back:\n{logs}"
+    );
+    let log = std::fs::read_to_string(env.path("agent-NK004.log")).unwrap();
+    assert!(log.contains("share sent"), "{log}");
+    env.openssl_verify("ca/ca.crt", "r.crt");
+}
