@@ -557,13 +557,12 @@ impl Env {
             url,
         ];
         args.extend_from_slice(rule);
-        let proc = self.spawn_with(
+        self.spawn_with(
             &args,
             std::process::Stdio::null(),
             &format!("agent-{id}.log"),
             &[("SOFTHSM2_CONF", conf.to_str().unwrap())],
-        );
-        proc
+        )
     }
 
     /// Registers `ca/` with the server data directory and makes an operator token file.
