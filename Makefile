@@ -27,10 +27,13 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --locked --all-targets -- -D warnings
 
-# Timings of the ceremony and of split/combine, with ratios against OpenSSL.
+# Timings (ceremony, signing offline and online, split/combine, tokens) with ratios against
+# OpenSSL where one exists, then the online load bar.
 bench: deps
-	$(CARGO) build --locked --release
+	$(CARGO) build --locked --release --bins --examples
 	@scripts/bench.sh target/release/nkpki
+	@echo; echo '==> online load bar: 200 agents, 20 sessions, 100 silent connections'
+	target/release/examples/loadbar target/release/nkpki
 
 clean:
 	$(CARGO) clean

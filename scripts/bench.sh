@@ -108,3 +108,33 @@ tsign() { "$nkpki" sign --offline --manifest ca-pkg/manifest.json --csr s.csr --
     --token NK001 --token NK002 --token NK003 --pin-file pin.txt; }
 ours=$(median_ms 9 tsign)
 printf '%-52s %10s %10s %8s\n' "sign --offline with 3 SoftHSM tokens" "$ours" "-" "-"
+
+# Online: server + three agents on SoftHSM tokens (each agent sees only a copy of its own
+# token, as on a holder's machine); the time from `nkpki sign --server` to the certificate.
+"$nkpki" serve ca add --data-dir data --manifest ca-pkg/manifest.json --enrollment ca-pkg/enrollment.json >/dev/null
+"$nkpki" serve token create --data-dir data --name bench 2>/dev/null > op.token
+"$nkpki" serve --listen 127.0.0.1:0 --data-dir data > serve.out 2>/dev/null &
+serve_pid=$!
+for _ in $(seq 50); do grep -q listening serve.out && break; sleep 0.1; done
+url=$(sed -n 's/^listening on //p' serve.out)
+ca_id=$(python3 -c "import json; print(json.load(open('ca-pkg/manifest.json'))['signed']['ca_id'])")
+agent_pids=()
+for i in 1 2 3; do
+    mkdir -p "machine$i/tokens"
+    serial=$("$nkpki" token list --json | python3 -c "import json,sys; print([t['serial'] for t in json.load(sys.stdin) if t['label']=='NK00$i'][0])")
+    for d in tokens/*; do
+        # a SoftHSM token directory's name ends with the token's serial
+        if [[ "$(basename "$d" | tr -d -)" == *"$serial" ]]; then cp -a "$d" "machine$i/tokens/"; fi
+    done
+    printf 'directories.tokendir = %s/machine%s/tokens\nobjectstore.backend = file\nlog.level = ERROR\nslots.removable = false\n' "$PWD" "$i" > "machine$i/softhsm2.conf"
+    cfg=cfg; [ "$i" != 1 ] && cfg=cfg$i
+    SOFTHSM2_CONF=$PWD/machine$i/softhsm2.conf "$nkpki" agent --config "$cfg/$ca_id/agent.json" --pin-file pin.txt \
+        --server "$url" --approve-profile server >/dev/null 2>&1 &
+    agent_pids+=($!)
+done
+sleep 2
+online() { "$nkpki" sign --server "$url" --ca "$ca_id" --csr s.csr --days 30 --api-token-file op.token --out o.crt --force; }
+ours=$(median_ms 9 online)
+printf '%-52s %10s %10s %8s\n' "sign --server, 3 agents on SoftHSM (to certificate)" "$ours" "-" "-"
+kill "$serve_pid" "${agent_pids[@]}" 2>/dev/null || true
+wait 2>/dev/null || true

@@ -1,0 +1,368 @@
+//! The online load bar: 200 agents long-polling with keep-alive on loopback and 20 signing
+//! sessions, while 100 connections that never finish a request sit on the server. Reports
+//! whether every agent was notified of every session, whether every session completed,
+//! and the latencies. Run through `make bench` (or `cargo run --release --example loadbar
+//! -- target/release/nkpki`). It prints figures and exits non-zero on starvation; it makes
+//! no timing assertion.
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use nkpki::ceremony::{self, CeremonyParams, Delivery, Holder, NitrokeyId};
+use nkpki::client::{Client, Trust};
+use nkpki::package::ServerInfo;
+use nkpki::pki::{CaSubject, KeyAlgorithm};
+use nkpki::proto::{self, Contribution, Envelope, SessionState, SessionStatus};
+use nkpki::seal::Identities;
+use p256::ecdsa::signature::Signer;
+use p256::pkcs8::EncodePublicKey;
+use std::collections::HashMap;
+use std::io::{BufRead, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const CAS: usize = 10;
+const HOLDERS: usize = 20;
+const THRESHOLD: u32 = 3;
+const SESSIONS_PER_CA: usize = 2;
+const SILENT: usize = 100;
+
+type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+struct Holding {
+    ca_id: String,
+    holder_id: String,
+    index: u8,
+    code: String,
+    share_json: Vec<u8>,
+}
+
+fn sign(key: &p256::ecdsa::SigningKey, msg: &[u8]) -> String {
+    let sig: p256::ecdsa::Signature = key.sign(msg);
+    B64.encode(sig.to_der().as_bytes())
+}
+
+/// Ten ceremonies of twenty holders each, packaged to in-memory age keys and opened again.
+fn ceremonies(data_dir: &std::path::Path) -> Res<Vec<Holding>> {
+    let mut out = Vec::new();
+    for c in 0..CAS {
+        let identities: Vec<age::x25519::Identity> = (0..HOLDERS)
+            .map(|_| age::x25519::Identity::generate())
+            .collect();
+        let holders = identities
+            .iter()
+            .enumerate()
+            .map(|(i, id)| {
+                Ok(Holder {
+                    nitrokey_id: NitrokeyId::parse(&format!("NK{:03}", i + 1)).ok_or("id")?,
+                    holder_name: format!("Holder {i}"),
+                    holder_email: format!("h{i}@example.org"),
+                    location: "Loopback".into(),
+                    age_recipient: Some(id.to_public()),
+                })
+            })
+            .collect::<Result<Vec<_>, &str>>()?;
+        let subject = CaSubject {
+            name: format!("Load CA {c}"),
+            org: "nkpki load".into(),
+            country: "FR".into(),
+        };
+        let mut params = CeremonyParams::new(
+            subject,
+            KeyAlgorithm::EcdsaP256,
+            5,
+            None,
+            THRESHOLD,
+            holders,
+        )?;
+        params.delivery = Delivery::Packages(ServerInfo::default());
+        let output = ceremony::perform(&params, time::OffsetDateTime::now_utc())?;
+        let manifest_json = output.manifest.to_json();
+        let mut codes = serde_json::Map::new();
+        for (sealed, identity) in output.shares.iter().zip(identities) {
+            let mut ids = Identities::default();
+            ids.add(identity);
+            let pkg = nkpki::package::open(sealed.armored.as_bytes(), &ids, || None)?;
+            codes.insert(
+                pkg.agent.holder_id.clone(),
+                nkpki::package::sha256_hex(pkg.agent.enrollment_code.as_bytes()).into(),
+            );
+            out.push(Holding {
+                ca_id: pkg.agent.ca_id.clone(),
+                holder_id: pkg.agent.holder_id.clone(),
+                index: pkg.share.index,
+                code: pkg.agent.enrollment_code.clone(),
+                share_json: pkg.share.to_json().as_bytes().to_vec(),
+            });
+        }
+        let enrollment = serde_json::json!({"ca_id": output.manifest.signed.ca_id, "enrollment_code_sha256": codes});
+        nkpki::server::register_ca(data_dir, &manifest_json, Some(&enrollment.to_string()))?;
+    }
+    Ok(out)
+}
+
+/// One agent: enroll, log in, long-poll; record when each session was first seen;
+/// holders 1..=THRESHOLD contribute one second after seeing a session.
+fn agent(
+    url: String,
+    h: Holding,
+    seen: Arc<Mutex<HashMap<(String, String), Instant>>>,
+    stop: Arc<AtomicBool>,
+) -> Res<()> {
+    let mut seed = [0u8; 32];
+    rand::Rng::fill_bytes(&mut rand::rng(), &mut seed);
+    let key = p256::ecdsa::SigningKey::from_slice(&seed)?;
+    let mut client = Client::new(&url, &Trust::System, Duration::from_secs(60))?;
+    let pem = key.verifying_key().to_public_key_pem(Default::default())?;
+    let enroll = proto::Enroll {
+        ca_id: h.ca_id.clone(),
+        holder_id: h.holder_id.clone(),
+        enrollment_code: h.code.clone(),
+        signature: sign(
+            &key,
+            &proto::enroll_signed_bytes(&h.ca_id, &h.holder_id, &pem),
+        ),
+        public_key_pem: pem,
+    };
+    let _: serde_json::Value = client.post("/api/v1/enroll", &enroll)?;
+    let c: proto::Challenge = client.post(
+        "/api/v1/agent/challenge",
+        &proto::ChallengeRequest {
+            ca_id: h.ca_id.clone(),
+            holder_id: h.holder_id.clone(),
+        },
+    )?;
+    let login = proto::Login {
+        ca_id: h.ca_id.clone(),
+        holder_id: h.holder_id.clone(),
+        signature: sign(
+            &key,
+            &proto::login_signed_bytes(&h.ca_id, &h.holder_id, &c.challenge),
+        ),
+        challenge: c.challenge,
+    };
+    let ok: proto::LoginOk = client.post("/api/v1/agent/login", &login)?;
+    client.set_bearer(Some(ok.bearer));
+    let mut answered: Vec<String> = Vec::new();
+    let mut pending: Vec<(Instant, proto::SessionOffer)> = Vec::new();
+    while !stop.load(Ordering::SeqCst) {
+        let wait = if pending.is_empty() { 20 } else { 1 };
+        let poll: proto::Poll = client.get(&format!("/api/v1/agent/poll?wait={wait}"))?;
+        let now = Instant::now();
+        for offer in poll.sessions {
+            if answered.contains(&offer.session_id) {
+                continue;
+            }
+            seen.lock()
+                .map_err(|_| "lock")?
+                .entry((
+                    h.holder_id.clone() + "@" + &h.ca_id,
+                    offer.session_id.clone(),
+                ))
+                .or_insert(now);
+            answered.push(offer.session_id.clone());
+            if u32::from(h.index) <= THRESHOLD {
+                pending.push((now + Duration::from_secs(1), offer));
+            }
+        }
+        let due: Vec<proto::SessionOffer> = {
+            let (due, later): (Vec<_>, Vec<_>) =
+                pending.drain(..).partition(|(t, _)| *t <= Instant::now());
+            pending = later;
+            due.into_iter().map(|(_, o)| o).collect()
+        };
+        for offer in due {
+            let recipient = nkpki::seal::parse_recipient(&offer.recipient)?;
+            let ciphertext = nkpki::seal::to_recipient(&recipient, &h.share_json)?;
+            let envelope = Envelope {
+                ca_id: offer.ca_id.clone(),
+                session_id: offer.session_id.clone(),
+                nonce: offer.nonce.clone(),
+                expires_at: offer.expires_at,
+                holder_id: h.holder_id.clone(),
+                request_sha256: offer.request_sha256.clone(),
+                ciphertext_sha256: nkpki::pki::sha256_hex(ciphertext.as_bytes()),
+            };
+            let signature = sign(&key, &envelope.signed_bytes());
+            let _: SessionStatus = client.post(
+                &format!("/api/v1/sessions/{}/contribute", offer.session_id),
+                &Contribution {
+                    envelope,
+                    ciphertext,
+                    signature,
+                },
+            )?;
+        }
+    }
+    Ok(())
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+fn main() -> Res<()> {
+    let nkpki = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "target/release/nkpki".into());
+    let work = tempfile::tempdir()?;
+    let data = work.path().join("data");
+    println!("setting up {CAS} CAs x {HOLDERS} holders (threshold {THRESHOLD}) ...");
+    let holdings = ceremonies(&data)?;
+    let token = nkpki::server::create_api_token(&data, "load")?;
+    let mut server = std::process::Command::new(&nkpki)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    let mut line = String::new();
+    std::io::BufReader::new(server.stdout.take().ok_or("stdout")?).read_line(&mut line)?;
+    let url = line.trim().trim_start_matches("listening on ").to_owned();
+    let addr = url.trim_start_matches("http://").to_owned();
+
+    // 100 connections that never finish a request, renewed as the server drops them
+    let stop = Arc::new(AtomicBool::new(false));
+    let silent_stop = stop.clone();
+    let silent_addr = addr.clone();
+    let silent = std::thread::spawn(move || {
+        let mut conns: Vec<std::net::TcpStream> = Vec::new();
+        while !silent_stop.load(Ordering::SeqCst) {
+            conns.retain(|c| c.peer_addr().is_ok());
+            while conns.len() < SILENT {
+                match std::net::TcpStream::connect(&silent_addr) {
+                    Ok(mut c) => {
+                        let _ = c.write_all(b"GET /healthz HTTP/1.1\r\nHost: slow");
+                        conns.push(c);
+                    }
+                    Err(_) => break,
+                }
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    });
+
+    let seen = Arc::new(Mutex::new(HashMap::new()));
+    let agents: Vec<_> = holdings
+        .into_iter()
+        .map(|h| {
+            let (url, seen, stop) = (url.clone(), seen.clone(), stop.clone());
+            let who = format!("{}@{}", h.holder_id, h.ca_id);
+            std::thread::spawn(move || agent(url, h, seen, stop).map_err(|e| format!("{who}: {e}")))
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(3));
+
+    let op = Client::new(&url, &Trust::System, Duration::from_secs(60))?.with_bearer(&token);
+    let cas: serde_json::Value = op.get("/api/v1/cas")?;
+    let ca_ids: Vec<String> = cas
+        .as_array()
+        .ok_or("cas")?
+        .iter()
+        .filter_map(|c| c["ca_id"].as_str().map(str::to_owned))
+        .collect();
+    let online = cas
+        .as_array()
+        .ok_or("cas")?
+        .iter()
+        .flat_map(|c| c["holders"].as_array().cloned().unwrap_or_default())
+        .filter(|h| h["online"] == true)
+        .count();
+    println!(
+        "{online} of {} agents online; opening {} sessions",
+        CAS * HOLDERS,
+        CAS * SESSIONS_PER_CA
+    );
+    let mut opened: Vec<(String, String, Instant)> = Vec::new();
+    for round in 0..SESSIONS_PER_CA {
+        for ca in &ca_ids {
+            let _ = round;
+            let status: SessionStatus = op.post(
+                "/api/v1/sessions",
+                &serde_json::json!({"ca_id": ca, "kind": "crl"}),
+            )?;
+            opened.push((ca.clone(), status.session_id, Instant::now()));
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    let mut done: HashMap<String, f64> = HashMap::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while done.len() < opened.len() && Instant::now() < deadline {
+        for (_, id, at) in &opened {
+            if done.contains_key(id) {
+                continue;
+            }
+            let s: SessionStatus = op.get(&format!("/api/v1/sessions/{id}"))?;
+            if s.state == SessionState::Signed {
+                done.insert(id.clone(), at.elapsed().as_secs_f64());
+            } else if s.state != SessionState::Waiting {
+                println!("session {id} ended {:?}: {:?}", s.state, s.detail);
+                done.insert(id.clone(), f64::NAN);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    stop.store(true, Ordering::SeqCst);
+
+    let seen = seen.lock().map_err(|_| "lock")?.clone();
+    let mut latencies = Vec::new();
+    let mut missed = 0;
+    let mut starved_agents = std::collections::HashSet::new();
+    for (ca, id, at) in &opened {
+        for i in 1..=HOLDERS {
+            let agent = format!("NK{i:03}@{ca}");
+            match seen.get(&(agent.clone(), id.clone())) {
+                Some(t) => latencies.push(t.duration_since(*at).as_secs_f64() * 1000.0),
+                None => {
+                    missed += 1;
+                    starved_agents.insert(agent);
+                }
+            }
+        }
+    }
+    latencies.sort_by(|a, b| a.total_cmp(b));
+    let mut completion: Vec<f64> = done.values().copied().filter(|v| v.is_finite()).collect();
+    completion.sort_by(|a, b| a.total_cmp(b));
+    let signed = completion.len();
+    println!(
+        "notifications: {} of {} delivered; {} agents missed at least one",
+        latencies.len(),
+        opened.len() * HOLDERS,
+        starved_agents.len()
+    );
+    println!(
+        "notification latency ms: p50 {:.1}  p95 {:.1}  max {:.1}",
+        percentile(&latencies, 0.5),
+        percentile(&latencies, 0.95),
+        latencies.last().copied().unwrap_or(f64::NAN)
+    );
+    println!(
+        "sessions signed: {signed} of {}; open -> signed s: p50 {:.2}  max {:.2}  (holders wait 1 s before contributing)",
+        opened.len(),
+        percentile(&completion, 0.5),
+        completion.last().copied().unwrap_or(f64::NAN)
+    );
+    println!("silent connections held open during the run: {SILENT}");
+    let _ = server.kill();
+    let _ = server.wait();
+    let _ = silent.join();
+    for a in agents {
+        if let Ok(Err(e)) = a.join() {
+            if !e.contains("error sending request") {
+                println!("agent error: {e}");
+            }
+        }
+    }
+    if missed > 0 || signed < opened.len() {
+        return Err(format!(
+            "load bar NOT met: {missed} missed notifications, {signed}/{} sessions signed",
+            opened.len()
+        )
+        .into());
+    }
+    println!("load bar met");
+    Ok(())
+}
