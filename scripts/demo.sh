@@ -1,13 +1,20 @@
 #!/usr/bin/env bash
-# The main job end to end on one machine: a 3-of-5 key ceremony with deployment packages,
-# five SoftHSM tokens (stand-ins for Nitrokey HSM 2), each holder deploying onto its token
-# and running the fire drill, an OpenSSL CSR signed offline with three tokens, and OpenSSL
-# verifying the result. Everything happens in a temporary directory removed at the end.
+# The whole flow on one machine: a 3-of-5 key ceremony with deployment packages, five
+# SoftHSM tokens (stand-ins for Nitrokey HSM 2), each holder deploying onto its token and
+# running the fire drill, offline signing with three tokens, then the server, three holder
+# agents, online signing of an OpenSSL CSR, OpenSSL verifying, and the audit chain checked.
+# Everything happens in a temporary directory removed at the end, processes included.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 nkpki=${NKPKI:-$root/target/debug/nkpki}
 work=$(mktemp -d "${TMPDIR:-/tmp}/nkpki-demo.XXXXXX")
-trap 'rm -rf "$work"' EXIT
+pids=()
+cleanup() {
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
 cd "$work"
 
 step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
@@ -74,5 +81,47 @@ fi
 step "OpenSSL verifies the certificate against the CA"
 run openssl x509 -in server.crt -noout -subject -issuer -ext subjectAltName,extendedKeyUsage
 run openssl verify -CAfile ca/ca.crt server.crt
+
+step "Online: the server registers the CA, an operator gets an API token"
+run "$nkpki" serve ca add --data-dir data --manifest ca/manifest.json --enrollment ca/enrollment.json
+"$nkpki" serve token create --data-dir data --name operator 2>/dev/null > operator.token
+"$nkpki" serve --listen 127.0.0.1:0 --data-dir data > serve.out 2> serve.log &
+pids+=($!)
+for _ in $(seq 50); do grep -q listening serve.out && break; sleep 0.1; done
+url=$(sed -n 's/^listening on //p' serve.out)
+ca_id=$(python3 -c "import json; print(json.load(open('ca/manifest.json'))['signed']['ca_id'])")
+echo "server at $url, CA $ca_id"
+
+step "Three holders start their agents (each machine sees only its own token)"
+for id in NK002 NK003 NK004; do
+    serial=$("$nkpki" token list --json | python3 -c "import json,sys; print([t['serial'] for t in json.load(sys.stdin) if t['label']=='$id'][0])")
+    mkdir -p "machine-$id/tokens"
+    for d in tokens/*; do
+        if [[ "$(basename "$d" | tr -d -)" == *"$serial" ]]; then cp -a "$d" "machine-$id/tokens/"; fi
+    done
+    printf 'directories.tokendir = %s/machine-%s/tokens\nobjectstore.backend = file\nlog.level = ERROR\nslots.removable = false\n' \
+        "$work" "$id" > "machine-$id/softhsm2.conf"
+    echo "$ nkpki agent --config holder-$id/$ca_id/agent.json --approve-profile server --approve-san-suffix .example.org"
+    SOFTHSM2_CONF=$work/machine-$id/softhsm2.conf "$nkpki" agent --config "holder-$id/$ca_id/agent.json" \
+        --pin-file pin.txt --server "$url" --approve-profile server --approve-san-suffix .example.org 2> "agent-$id.log" &
+    pids+=($!)
+done
+for id in NK002 NK003 NK004; do
+    for _ in $(seq 100); do grep -q 'connected to' "agent-$id.log" && break; sleep 0.1; done
+    tail -1 "agent-$id.log"
+done
+
+step "An operator signs online: the three holders' agents approve that exact CSR"
+run openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout api.key -subj "/CN=api.example.org" \
+    -addext "subjectAltName=DNS:api.example.org" -out api.csr 2>/dev/null
+run "$nkpki" sign --server "$url" --ca "$ca_id" --csr api.csr --profile server --days 30 \
+    --api-token-file operator.token --out api.crt
+run openssl verify -CAfile ca/ca.crt api.crt
+
+step "The audit log: every step recorded, hash-chained"
+run "$nkpki" audit verify --data-dir data
+"$nkpki" audit export --data-dir data | python3 -c "import json,sys
+for l in sys.stdin:
+    e = json.loads(l); print('  %3d %-22s %s %s' % (e['seq'], e['event'], e['holder_id'] or '', e['detail'][:60]))"
 
 printf '\n\033[1mDemo complete.\033[0m (temporary files in %s are removed now)\n' "$work"
