@@ -169,18 +169,20 @@ fn instructions(
          the text). If they differ, do not use the token: call the CA operator.\n\
          The CA certificate's SHA-256 fingerprint is `{cert_fp}`.\n\n\
          ## 3. Run the agent\n\n\
-         `deploy --install-systemd` installs a user service that runs `nkpki agent`\n\
-         (server: {server}). The agent shows you each signing request and asks for your\n\
-         approval and PIN; it never approves by itself unless you configure a rule.\n\n\
+         Run `nkpki agent --config <config dir>/{ca_id}/agent.json` (deploy prints the path;\n\
+         server: {server}). The agent shows you each signing request and asks for your\n\
+         approval and PIN. `deploy --install-systemd` installs a user service for unattended\n\
+         use; read the comments at its top first: a service approves only what an explicit\n\
+         rule allows.\n\n\
          ## 4. Fire drill\n\n\
          Now, and every few months, check that your token and PIN still work:\n\n\
          ```sh\n\
-         nkpki token drill --token {id} --manifest ~/.config/nkpki/{ca_id}/manifest.json\n\
+         nkpki token drill --token {id} --manifest <config dir>/{ca_id}/manifest.json\n\
          ```\n\n\
          ## If something goes wrong\n\n\
          - **Token lost or stolen:** tell the CA operator at once. A token without its PIN is\n\
            useless, and fewer than {threshold} shares cannot sign, but the operator should plan\n\
-           a new ceremony (re-sharing) so that the lost share stops counting.\n\
+           a new ceremony, so that the lost share stops counting.\n\
          - **PIN locked:** do not try to reset the token yourself. The operator, with the\n\
            token's SO PIN, can unblock it, or a new ceremony replaces your share.\n\
          - **Wrong fingerprint or a drill that fails:** stop and call the operator.\n",
@@ -194,12 +196,16 @@ fn instructions(
 
 fn systemd_unit(holder: &str, ca_id: &str) -> String {
     format!(
-        "[Unit]\n\
+        "# A systemd user unit for the nkpki agent of token {holder}, CA {ca_id}.\n\
+         # As a service the agent has no terminal: it reads the PIN from the file below (one\n\
+         # line, mode 0600) and approves only what an explicit rule allows; add the rule you\n\
+         # accept (--approve-profile, --approve-san-suffix) to ExecStart, or run\n\
+         # `nkpki agent --config …` in a terminal to approve each request yourself.\n\
+         [Unit]\n\
          Description=nkpki agent for token {holder} (CA {ca_id})\n\
-         After=network-online.target pcscd.service\n\
          Wants=network-online.target\n\n\
          [Service]\n\
-         ExecStart=nkpki agent --config %h/.config/nkpki/{ca_id}/agent.json\n\
+         ExecStart=nkpki agent --config %h/.config/nkpki/{ca_id}/agent.json --pin-file %h/.config/nkpki/{ca_id}/pin\n\
          Restart=on-failure\n\
          RestartSec=10\n\
          NoNewPrivileges=yes\n\
@@ -351,6 +357,11 @@ pub fn open(
             return Err(PackageError::HostileEntry(raw_name));
         }
         let mut data = Zeroizing::new(Vec::new());
+        if entry.header().size().unwrap_or(u64::MAX) > MAX_ENTRY {
+            return Err(PackageError::Damaged(format!(
+                "{name} is larger than {MAX_ENTRY} bytes"
+            )));
+        }
         entry
             .by_ref()
             .take(MAX_ENTRY)

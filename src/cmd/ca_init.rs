@@ -19,10 +19,10 @@ use zeroize::Zeroizing;
                         \"holder_email\": …, \"location\": …, \"age_recipient\": \"age1…\" (optional)}."
 )]
 pub struct Args {
-    /// CA common name (1–255 characters)
+    /// CA common name (1–64 characters, the X.509 limit)
     #[arg(long)]
     name: String,
-    /// Organisation (1–255 characters)
+    /// Organisation (1–64 characters)
     #[arg(long)]
     org: String,
     /// Country, two upper-case letters (ISO 3166)

@@ -91,7 +91,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 
     let module = Module::load(args.module.as_deref())?;
     let token = module.open(&TokenSelector::parse(&args.token)?)?;
-    if token.label() != holder {
+    if token.holder_label() != holder {
         return Err(hinted(
             format!(
                 "this package is for holder {holder}, but the token is labelled {}",
@@ -130,7 +130,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let manifest_path = config_dir.join("manifest.json");
     write(&manifest_path, pkg.manifest_json.as_bytes(), 0o644, true)?;
     let mut agent = pkg.agent.clone();
-    agent.token = token.label().to_owned();
+    agent.token = token.holder_label().to_owned();
     agent.module = args.module.as_ref().map(|m| m.display().to_string());
     agent.manifest = Some(manifest_path.display().to_string());
     let agent_json = zeroize::Zeroizing::new(serde_json::to_string_pretty(&agent)? + "\n");
@@ -169,14 +169,17 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             .systemd_unit
             .replace("ExecStart=nkpki ", &format!("ExecStart={exe} "))
             .replace(
-                &format!("%h/.config/nkpki/{ca_id}/agent.json"),
-                &agent_path.display().to_string(),
+                &format!("%h/.config/nkpki/{ca_id}/"),
+                &format!("{}/", config_dir.display()),
             );
-        let unit_path = dir.join(format!("nkpki-agent-{holder}.service"));
+        let name = format!("nkpki-agent-{holder}-{}", &ca_id[..8.min(ca_id.len())]);
+        let unit_path = dir.join(format!("{name}.service"));
         write(&unit_path, unit.as_bytes(), 0o644, true)?;
         eprintln!(
-            "systemd:    {} (enable with: systemctl --user enable --now nkpki-agent-{holder})",
-            unit_path.display()
+            "systemd:    {} — put the PIN in {}/pin (0600) and an approval rule in ExecStart, then: \
+             systemctl --user enable --now {name}",
+            unit_path.display(),
+            config_dir.display()
         );
     }
 

@@ -108,24 +108,54 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         );
     }
 
+    // refuse before writing anything: a half-written set of packages helps no one
+    let pkg_path = |holder: &str| args.out.join(format!("{holder}.{}", package::EXTENSION));
+    if let Some(existing) = built
+        .iter()
+        .map(|b| pkg_path(&b.holder))
+        .find(|p| p.exists())
+    {
+        bail!(
+            "{} already exists; packages are never overwritten (choose another --out)",
+            existing.display()
+        );
+    }
+    if let Some(p) = args.passphrases_to.as_ref().filter(|p| p.exists()) {
+        bail!(
+            "{} already exists; refusing to overwrite passphrases",
+            p.display()
+        );
+    }
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("cannot create {}", args.out.display()))?;
-    let mut codes = serde_json::Map::new();
+    // earlier runs' enrollment hashes for other holders are kept
+    let enrollment_path = args.out.join("enrollment.json");
+    let mut codes = match std::fs::read_to_string(&enrollment_path) {
+        Ok(text) => {
+            let v: serde_json::Value = serde_json::from_str(&text)
+                .with_context(|| format!("{} is not valid JSON", enrollment_path.display()))?;
+            if v["ca_id"].as_str() != Some(manifest.ca_id().0.as_str()) {
+                bail!(
+                    "{} belongs to another CA; choose another --out",
+                    enrollment_path.display()
+                );
+            }
+            v["enrollment_code_sha256"]
+                .as_object()
+                .cloned()
+                .unwrap_or_default()
+        }
+        Err(_) => serde_json::Map::new(),
+    };
     for b in &built {
-        let path = args
-            .out
-            .join(format!("{}.{}", b.holder, package::EXTENSION));
-        fsx::write_new(&path, b.armored.as_bytes(), 0o600, false).with_context(|| {
-            format!(
-                "cannot write {} (packages are never overwritten)",
-                path.display()
-            )
-        })?;
+        let path = pkg_path(&b.holder);
+        fsx::write_new(&path, b.armored.as_bytes(), 0o600, false)
+            .with_context(|| format!("cannot write {}", path.display()))?;
         fsx::write_new(
             &args.out.join(format!("{}.png", b.holder)),
             &b.qr_png,
             0o644,
-            false,
+            true,
         )?;
         codes.insert(b.holder.clone(), b.enrollment_code_sha256.clone().into());
         println!("{}  fingerprint {}", path.display(), b.fingerprint);
@@ -136,7 +166,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         "enrollment_code_sha256": codes,
     });
     fsx::write_new(
-        &args.out.join("enrollment.json"),
+        &enrollment_path,
         (serde_json::to_string_pretty(&enrollment)? + "\n").as_bytes(),
         0o644,
         true,

@@ -105,7 +105,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 token.label()
             );
             let card = serde_json::json!({
-                "nitrokey_id": token.label(),
+                "nitrokey_id": token.holder_label(),
                 "token_serial": token.summary().serial,
                 "token_manufacturer": token.summary().manufacturer,
                 "public_key_pem": key.public_key_pem(),
@@ -169,10 +169,10 @@ fn drill(opts: &TokenOpts, manifest_path: &std::path::Path) -> anyhow::Result<()
         manifest.ca_id()
     );
     if let Some(holder) = manifest.holder(share.index)
-        && holder.nitrokey_id != token.label()
+        && holder.nitrokey_id != token.holder_label()
     {
-        println!(
-            "warning:    the manifest gives this share to {}, but the token is labelled {}",
+        eprintln!(
+            "warning: the manifest gives this share to {}, but the token is labelled {}",
             holder.nitrokey_id,
             token.label()
         );

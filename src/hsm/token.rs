@@ -13,7 +13,7 @@ use p256::pkcs8::EncodePublicKey;
 use secrecy::SecretString;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
-use zeroize::Zeroizing;
+use zeroize::{Zeroize, Zeroizing};
 
 /// DER of the prime256v1 OID, for CKA_EC_PARAMS.
 const P256_PARAMS: [u8; 10] = [0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
@@ -221,6 +221,11 @@ impl Token {
         &self.summary.label
     }
 
+    /// The label as holders name the token (`NK001`), without OpenSC's PIN suffix.
+    pub fn holder_label(&self) -> &str {
+        super::uri::holder_label(&self.summary.label)
+    }
+
     fn current_pin_state(&self) -> PinState {
         match self.summary.slot.map(|s| self.ctx.get_token_info(s)) {
             Some(Ok(info)) => PinState {
@@ -310,15 +315,22 @@ impl Token {
             Attribute::Application(APPLICATION.as_bytes().to_vec()),
             Attribute::Value(share_json.to_vec()),
         ];
-        {
+        let created = {
             let _w = Watchdog::arm("CreateObject");
-            self.session.create_object(&template).map_err(|e| match e {
-                CkError::Pkcs11(RvError::DeviceMemory, _) => {
-                    HsmError::DeviceMemory(self.summary.label.clone())
-                }
-                other => ck(other),
-            })?;
+            self.session.create_object(&template)
+        };
+        // the template held a copy of the share: wipe it whatever happened
+        for attribute in template {
+            if let Attribute::Value(mut v) = attribute {
+                v.zeroize();
+            }
         }
+        created.map_err(|e| match e {
+            CkError::Pkcs11(RvError::DeviceMemory, _) => {
+                HsmError::DeviceMemory(self.summary.label.clone())
+            }
+            other => ck(other),
+        })?;
         for old in existing {
             let _w = Watchdog::arm("DestroyObject");
             self.session.destroy_object(old).map_err(ck)?;
@@ -458,6 +470,10 @@ impl Token {
             Attribute::Sensitive(true),
             Attribute::Extractable(false),
             Attribute::Sign(true),
+            // a signing key only: never decrypts, unwraps or derives
+            Attribute::Decrypt(false),
+            Attribute::Unwrap(false),
+            Attribute::Derive(false),
             Attribute::Label(id.clone()),
             Attribute::Id(id),
         ];

@@ -89,23 +89,51 @@ impl TokenSelector {
         Ok(sel)
     }
 
-    /// Whether a token with these attributes is the one meant.
+    /// Whether a token with these attributes is the one meant. A label matches with or
+    /// without the ` (UserPIN)` suffix OpenSC adds to SmartCard-HSM (Nitrokey HSM) tokens.
     pub fn matches(&self, label: &str, serial: &str, manufacturer: &str, model: &str) -> bool {
         let eq = |want: &Option<String>, have: &str| want.as_deref().is_none_or(|w| w == have);
+        let short = holder_label(label);
+        let label_eq = self
+            .label
+            .as_deref()
+            .is_none_or(|w| w == label || w == short);
         let bare = self
             .label_or_serial
             .as_deref()
-            .is_none_or(|w| w == label || w == serial);
-        bare && eq(&self.label, label)
+            .is_none_or(|w| w == label || w == short || w == serial);
+        bare && label_eq
             && eq(&self.serial, serial)
             && eq(&self.manufacturer, manufacturer)
             && eq(&self.model, model)
     }
 }
 
+/// A token's label without the PIN-name suffix OpenSC appends (`NK001 (UserPIN)` → `NK001`).
+pub fn holder_label(label: &str) -> &str {
+    label
+        .strip_suffix(" (UserPIN)")
+        .or_else(|| label.strip_suffix(" (User PIN)"))
+        .unwrap_or(label)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn opensc_pin_suffix_is_ignored() {
+        let s = TokenSelector::parse("NK001").unwrap();
+        assert!(s.matches(
+            "NK001 (UserPIN)",
+            "DENK01",
+            "www.CardContact.de",
+            "PKCS#15 emulated"
+        ));
+        let u = TokenSelector::parse("pkcs11:token=NK001").unwrap();
+        assert!(u.matches("NK001 (UserPIN)", "DENK01", "m", "o"));
+        assert_eq!(holder_label("NK002 (UserPIN)"), "NK002");
+    }
 
     #[test]
     fn bare_names_and_uris() {

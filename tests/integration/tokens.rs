@@ -82,7 +82,10 @@ fn package_deploy_drill_and_sign_with_three_tokens() {
         std::fs::metadata(&agent).unwrap().permissions().mode() & 0o777,
         0o600
     );
-    let unit = String::from_utf8(env.read("units/nkpki-agent-NK001.service")).unwrap();
+    let unit =
+        String::from_utf8(env.read(&format!("units/nkpki-agent-NK001-{}.service", &ca_id[..8])))
+            .unwrap();
+    assert!(unit.contains("--pin-file"), "{unit}");
     assert!(unit.contains(&agent.display().to_string()), "{unit}");
 
     // pkcs11-tool reads the share object nkpki wrote, and sees a non-extractable key
