@@ -456,3 +456,210 @@ fn an_agent_that_loses_the_network_comes_back_and_contributes() {
     assert!(log.contains("share sent"), "{log}");
     env.openssl_verify("ca/ca.crt", "r.crt");
 }
+
+#[test]
+fn tls_with_a_private_ca_a_pinned_certificate_and_an_interactive_holder() {
+    let env = Env::new().with_softhsm(&FIVE);
+    let (_holders, ca_id) = deployed(&env);
+    // the server's TLS certificate from a private CA, made by OpenSSL
+    env.openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        "tlsca.key",
+        "-out",
+        "tlsca.crt",
+        "-subj",
+        "/CN=TLS test CA",
+        "-days",
+        "2",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+    ])
+    .ok();
+    env.openssl(&[
+        "req",
+        "-new",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        "srv.key",
+        "-out",
+        "srv.csr",
+        "-subj",
+        "/CN=localhost",
+    ])
+    .ok();
+    env.write("ext.cnf", "subjectAltName=DNS:localhost,IP:127.0.0.1\n");
+    env.openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "srv.csr",
+        "-CA",
+        "tlsca.crt",
+        "-CAkey",
+        "tlsca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+        "-out",
+        "srv.crt",
+    ])
+    .ok();
+    let server = env.serve(&["--tls-cert", "srv.crt", "--tls-key", "srv.key"]);
+    assert!(server.url.starts_with("https://"), "{}", server.url);
+    let url = server.url.replace("127.0.0.1", "localhost");
+    let der = env
+        .openssl(&["x509", "-in", "srv.crt", "-outform", "DER"])
+        .ok()
+        .output
+        .stdout
+        .clone();
+    let pin = nkpki::pki::sha256_hex(&der);
+
+    let mut rule: Vec<&str> = RULE.to_vec();
+    rule.extend(["--server-ca", "tlsca.crt"]);
+    let _a = env.agent("NK001", &ca_id, &url, &rule);
+    let _b = env.agent("NK002", &ca_id, &url, &rule);
+    // NK003 approves by hand: its agent asks on standard input
+    let conf = env.own_token_conf("NK003");
+    let mut manual = std::process::Command::new(assert_cmd::cargo::cargo_bin("nkpki"))
+        .args([
+            "agent",
+            "--config",
+            &format!("cfg-NK003/{ca_id}/agent.json"),
+            "--pin-file",
+            "pin.txt",
+            "--server",
+            &url,
+            "--server-ca",
+            "tlsca.crt",
+            "--max-sessions",
+            "1",
+        ])
+        .current_dir(env.dir.path())
+        .env("SOFTHSM2_CONF", &conf)
+        .env("NKPKI_PKCS11_MODULE", crate::harness::SOFTHSM_MODULE)
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(env.path("agent-NK003.log")).unwrap())
+        .spawn()
+        .unwrap();
+    for id in ["NK001", "NK002", "NK003"] {
+        let log = env.wait_for(&format!("agent-{id}.log"), 20, |t| {
+            t.contains("connected to")
+        });
+        assert!(log.contains("connected to https://localhost"), "{log}");
+    }
+    let csr = env.csr(
+        "t",
+        &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"],
+        "/CN=t.example.org",
+        &["subjectAltName=DNS:t.example.org"],
+    );
+    let sign = std::process::Command::new(assert_cmd::cargo::cargo_bin("nkpki"))
+        .args([
+            "sign",
+            "--server",
+            &url,
+            "--server-cert-sha256",
+            &pin,
+            "--ca",
+            &ca_id,
+            "--csr",
+            &csr,
+            "--api-token-file",
+            "op.token",
+            "--out",
+            "t.crt",
+            "--json",
+            "--chain",
+        ])
+        .current_dir(env.dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let shown = env.wait_for("agent-NK003.log", 20, |t| {
+        t.contains("Approve this request?")
+    });
+    for field in [
+        "CA:",
+        "Requester:   alice",
+        "Subject:     CN=t.example.org",
+        "SANs:",
+        "Key:         ECDSA P-256",
+        "Profile:     server",
+        "Digest:",
+    ] {
+        assert!(
+            shown.contains(field),
+            "the holder must see {field}: {shown}"
+        );
+    }
+    std::io::Write::write_all(manual.stdin.as_mut().unwrap(), b"y\n").unwrap();
+    let out = sign.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(status["state"], "signed");
+    assert!(
+        status["approved"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|h| h == "NK003"),
+        "{status}"
+    );
+    assert!(manual.wait().unwrap().success());
+    env.openssl_verify("ca/ca.crt", "t.crt");
+    assert_eq!(
+        String::from_utf8(env.read("t.crt"))
+            .unwrap()
+            .matches("BEGIN CERTIFICATE")
+            .count(),
+        2
+    );
+
+    // a wrong pin, or no trust at all, is a server error (exit 6) before anything is sent
+    let wrong_pin = "00".repeat(32);
+    let run = env.nkpki(&[
+        "sign",
+        "--server",
+        &url,
+        "--server-cert-sha256",
+        &wrong_pin,
+        "--ca",
+        &ca_id,
+        "--csr",
+        &csr,
+        "--api-token-file",
+        "op.token",
+        "--out",
+        "u.crt",
+    ]);
+    assert_eq!(run.output.status.code(), Some(6), "{}", run.stderr());
+    let run = env.nkpki(&[
+        "sign",
+        "--server",
+        &url,
+        "--ca",
+        &ca_id,
+        "--csr",
+        &csr,
+        "--api-token-file",
+        "op.token",
+        "--out",
+        "u.crt",
+    ]);
+    assert_eq!(run.output.status.code(), Some(6), "{}", run.stderr());
+}
