@@ -139,26 +139,20 @@ pub fn is_passphrase_encrypted(ciphertext: &[u8]) -> Result<bool, SealError> {
     Ok(decryptor.is_scrypt())
 }
 
-/// Opens an age file with the identities, or with the passphrase `passphrase` gives when
-/// the file is passphrase-encrypted (asked only then).
-pub fn open(
-    ciphertext: &[u8],
-    identities: &Identities,
-    passphrase: impl FnOnce() -> Option<SecretString>,
+type Decryptor<'a> = age::Decryptor<age::armor::ArmoredReader<std::io::BufReader<&'a [u8]>>>;
+
+fn decryptor(ciphertext: &[u8]) -> Result<Decryptor<'_>, SealError> {
+    age::Decryptor::new_buffered(age::armor::ArmoredReader::new(ciphertext))
+        .map_err(|e| SealError::NotAge(e.to_string()))
+}
+
+/// Decrypts with `identities`, mapping age's errors to what the user must hear.
+fn decrypt<'a>(
+    decryptor: Decryptor<'_>,
+    identities: impl Iterator<Item = &'a dyn age::Identity>,
 ) -> Result<Zeroizing<Vec<u8>>, SealError> {
-    let decryptor = age::Decryptor::new_buffered(age::armor::ArmoredReader::new(ciphertext))
-        .map_err(|e| SealError::NotAge(e.to_string()))?;
     let scrypt = decryptor.is_scrypt();
-    let mut reader = if scrypt {
-        let pass = passphrase().ok_or(SealError::NeedPassphrase)?;
-        let identity = age::scrypt::Identity::new(pass);
-        decryptor.decrypt(iter::once(&identity as &dyn age::Identity))
-    } else if identities.keys.is_empty() {
-        return Err(SealError::NeedIdentity);
-    } else {
-        decryptor.decrypt(identities.keys.iter().map(|k| k as &dyn age::Identity))
-    }
-    .map_err(|e| match e {
+    let mut reader = decryptor.decrypt(identities).map_err(|e| match e {
         age::DecryptError::NoMatchingKeys
         | age::DecryptError::DecryptionFailed
         | age::DecryptError::KeyDecryptionFailed
@@ -179,27 +173,37 @@ pub fn open(
     Ok(plaintext)
 }
 
+/// Opens an age file with the identities, or with the passphrase `passphrase` gives when
+/// the file is passphrase-encrypted (asked only then).
+pub fn open(
+    ciphertext: &[u8],
+    identities: &Identities,
+    passphrase: impl FnOnce() -> Option<SecretString>,
+) -> Result<Zeroizing<Vec<u8>>, SealError> {
+    let decryptor = decryptor(ciphertext)?;
+    if decryptor.is_scrypt() {
+        let identity = age::scrypt::Identity::new(passphrase().ok_or(SealError::NeedPassphrase)?);
+        decrypt(decryptor, iter::once(&identity as &dyn age::Identity))
+    } else if identities.keys.is_empty() {
+        Err(SealError::NeedIdentity)
+    } else {
+        decrypt(
+            decryptor,
+            identities.keys.iter().map(|k| k as &dyn age::Identity),
+        )
+    }
+}
+
 /// Opens an age file sealed to one X25519 identity held in memory (a session key).
 pub fn open_with_identity(
     ciphertext: &[u8],
     identity: &age::x25519::Identity,
 ) -> Result<Zeroizing<Vec<u8>>, SealError> {
-    let decryptor = age::Decryptor::new_buffered(age::armor::ArmoredReader::new(ciphertext))
-        .map_err(|e| SealError::NotAge(e.to_string()))?;
+    let decryptor = decryptor(ciphertext)?;
     if decryptor.is_scrypt() {
         return Err(SealError::NoMatchingIdentity);
     }
-    let mut reader = decryptor
-        .decrypt(iter::once(identity as &dyn age::Identity))
-        .map_err(|e| match e {
-            age::DecryptError::NoMatchingKeys => SealError::NoMatchingIdentity,
-            _ => SealError::Corrupt,
-        })?;
-    let mut plaintext = Zeroizing::new(Vec::new());
-    reader
-        .read_to_end(&mut plaintext)
-        .map_err(|_| SealError::Corrupt)?;
-    Ok(plaintext)
+    decrypt(decryptor, iter::once(identity as &dyn age::Identity))
 }
 
 /// Exposes a passphrase for display; kept in one place so uses are easy to audit.
