@@ -46,6 +46,14 @@ enum Sub {
     Enroll(TokenOpts),
     /// List the CA shares the token holds (ids, never values)
     Shares(TokenOpts),
+    /// Delete this token's share of one CA (after a re-keying ceremony, or a test)
+    RemoveShare {
+        #[command(flatten)]
+        token: TokenOpts,
+        /// The CA id whose share to delete
+        #[arg(long = "ca", value_name = "CA_ID")]
+        ca: String,
+    },
     /// Fire drill: log in, read the share, check it against the manifest; reveals nothing
     Drill {
         #[command(flatten)]
@@ -135,6 +143,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             token: opts,
             manifest,
         } => drill(&opts, &manifest)?,
+        Sub::RemoveShare { token: opts, ca } => {
+            let (_module, token) = open_logged_in(&opts)?;
+            if !token.delete_share(&ca)? {
+                anyhow::bail!(
+                    "token {} holds no share of CA {ca} under nkpki's label",
+                    token.label()
+                );
+            }
+            println!("deleted the share of CA {ca} from token {}", token.label());
+        }
     }
     Ok(())
 }

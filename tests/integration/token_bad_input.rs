@@ -152,6 +152,22 @@ fn deploy_refuses_a_second_share_without_force() {
         1,
         "--force must replace, not add: {shares}"
     );
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&env.read("ca/manifest.json")).unwrap();
+    let ca_id = manifest["signed"]["ca_id"].as_str().unwrap();
+    let remove = [
+        "token",
+        "remove-share",
+        "--token",
+        "NK001",
+        "--ca",
+        ca_id,
+        "--pin-file",
+        "pin.txt",
+    ];
+    env.nkpki(&remove).ok();
+    no_share_on(&env, "NK001");
+    env.nkpki(&remove).fails_with(&["holds no share"]);
 }
 
 #[test]
