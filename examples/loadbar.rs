@@ -181,6 +181,8 @@ fn agent(
                 expires_at: offer.expires_at,
                 holder_id: h.holder_id.clone(),
                 request_sha256: offer.request_sha256.clone(),
+                profile: offer.summary.profile.clone(),
+                days: offer.summary.days,
                 ciphertext_sha256: nkpki::pki::sha256_hex(ciphertext.as_bytes()),
             };
             let signature = sign(&key, &envelope.signed_bytes());

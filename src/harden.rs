@@ -27,18 +27,17 @@ pub fn lock_memory() -> Result<(), String> {
     use rustix::process::{Resource, getrlimit, setrlimit};
     let limit = getrlimit(Resource::Memlock);
     if limit.current.is_some() {
-        if limit.maximum.is_some() {
+        // a privileged process (root, CAP_SYS_RESOURCE) may lift even a finite hard limit
+        let unlimited = rustix::process::Rlimit {
+            current: None,
+            maximum: None,
+        };
+        if setrlimit(Resource::Memlock, unlimited).is_err() {
             return Err(format!(
                 "memory not locked: RLIMIT_MEMLOCK is {} bytes (set LimitMEMLOCK=infinity for the service)",
                 limit.current.unwrap_or(0)
             ));
         }
-        let raised = rustix::process::Rlimit {
-            current: None,
-            maximum: None,
-        };
-        setrlimit(Resource::Memlock, raised)
-            .map_err(|e| format!("memory not locked: raising RLIMIT_MEMLOCK: {e}"))?;
     }
     rustix::mm::mlockall(rustix::mm::MlockAllFlags::CURRENT | rustix::mm::MlockAllFlags::FUTURE)
         .map_err(|e| format!("memory not locked: mlockall: {e}"))

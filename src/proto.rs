@@ -148,6 +148,9 @@ pub struct Envelope {
     pub expires_at: i64,
     pub holder_id: String,
     pub request_sha256: String,
+    /// The terms the holder was shown and approves: profile and validity in days.
+    pub profile: String,
+    pub days: u32,
     pub ciphertext_sha256: String,
 }
 

@@ -77,29 +77,35 @@ impl ApprovalRule {
                 )
             });
         }
+        if self.profile.is_none() && self.san_suffix.is_none() {
+            return Some(
+                "the rule names no profile and no SAN suffix: issue requests need a person".into(),
+            );
+        }
         if let Some(p) = &self.profile
             && &offer.summary.profile != p
         {
             return Some(format!("profile {} is not {p}", offer.summary.profile));
         }
         if let Some(suffix) = &self.san_suffix {
-            let csr = Csr::parse(offer.request.as_bytes()).ok()?;
-            for san in &csr.sans {
-                let name = match san {
-                    pki::San::Dns(d) | pki::San::Email(d) => d.clone(),
-                    other => return Some(format!("SAN {other:?} is not covered by the rule")),
-                };
-                // ".example.org" covers example.org itself and every name below it
-                let apex = suffix.strip_prefix('.').unwrap_or(suffix);
-                if !(name.ends_with(suffix.as_str())
-                    || name == apex
-                    || name.ends_with(&format!(".{apex}")))
-                {
-                    return Some(format!("SAN {name} does not end with {suffix}"));
-                }
-            }
+            let csr = match Csr::parse(offer.request.as_bytes()) {
+                Ok(csr) => csr,
+                Err(e) => return Some(format!("the request is not a valid CSR: {e}")),
+            };
             if csr.sans.is_empty() {
                 return Some("the CSR has no SAN to check against the rule".into());
+            }
+            // ".example.org" and "example.org" both cover example.org and the names below it
+            let apex = suffix.trim_start_matches('.');
+            for san in &csr.sans {
+                let domain = match san {
+                    pki::San::Dns(d) => d.as_str(),
+                    pki::San::Email(e) => e.rsplit('@').next().unwrap_or_default(),
+                    other => return Some(format!("SAN {other} is not covered by the rule")),
+                };
+                if !(domain == apex || domain.ends_with(&format!(".{apex}"))) {
+                    return Some(format!("SAN {san} is not under {apex}"));
+                }
             }
         }
         None
@@ -124,18 +130,30 @@ pub fn request_digest(offer: &SessionOffer) -> Result<String, AgentError> {
     }
 }
 
-fn show(offer: &SessionOffer, digest: &str) {
+/// Shows the holder what it is asked to approve, read from the request itself (and the
+/// CA name from the holder's own manifest), never from the server's description.
+fn show(offer: &SessionOffer, digest: &str, ca_name: &str) {
     let s = &offer.summary;
     eprintln!("\n──────── signing request {} ────────", offer.session_id);
-    eprintln!("CA:          {} ({})", offer.ca_name, offer.ca_id);
+    eprintln!("CA:          {ca_name} ({})", offer.ca_id);
     eprintln!("Requester:   {}", offer.requester);
     eprintln!("Kind:        {:?}", offer.kind);
-    eprintln!("Subject:     {}", s.subject);
-    if !s.sans.is_empty() {
-        eprintln!("SANs:        {}", s.sans.join(", "));
-    }
-    if !s.key.is_empty() {
-        eprintln!("Key:         {}", s.key);
+    match Csr::parse(offer.request.as_bytes()) {
+        Ok(csr) if offer.kind == SessionKind::Issue => {
+            eprintln!("Subject:     {}", csr.subject_string());
+            if !csr.sans.is_empty() {
+                eprintln!(
+                    "SANs:        {}",
+                    csr.sans
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+            }
+            eprintln!("Key:         {}", csr.key);
+        }
+        _ => eprintln!("Request:     {}", offer.request),
     }
     eprintln!("Profile:     {}   validity {} days", s.profile, s.days);
     eprintln!("Digest:      SHA-256 {digest}");
@@ -218,10 +236,29 @@ impl Agent {
             },
         )?;
         self.client.set_bearer(Some(ok.bearer));
+        if matches!(self.opts.approval, Approval::Interactive) {
+            self.token.logout()?;
+            self.logged_in_token = false;
+        }
         Ok(())
     }
 
-    fn decide(&mut self, offer: &SessionOffer, digest: &str) -> Result<bool, AgentError> {
+    /// Logs in to the token with a PIN asked now: in interactive mode the PIN is checked
+    /// for every approval, not carried over from an earlier login.
+    fn fresh_token_login(&mut self) -> Result<(), AgentError> {
+        self.token.logout()?;
+        self.logged_in_token = false;
+        self.token_login()?;
+        self.key = self
+            .token
+            .holder_key()?
+            .ok_or_else(|| AgentError::Config("the holder key vanished from the token".into()))?;
+        Ok(())
+    }
+
+    /// Whether to approve; `None` when nobody can be asked (no terminal): the session is
+    /// then left unanswered rather than declined.
+    fn decide(&mut self, offer: &SessionOffer, digest: &str) -> Result<Option<bool>, AgentError> {
         match &self.opts.approval {
             Approval::Rule(rule) => match rule.refuses(offer) {
                 None => {
@@ -229,25 +266,33 @@ impl Agent {
                         "AUTO-APPROVED by rule (non-interactive mode): session {} {}",
                         offer.session_id, offer.summary.subject
                     ));
-                    Ok(true)
+                    Ok(Some(true))
                 }
                 Some(why) => {
                     log(&format!(
                         "declined by rule: session {}: {why}",
                         offer.session_id
                     ));
-                    Ok(false)
+                    Ok(Some(false))
                 }
             },
             Approval::Interactive => {
-                show(offer, digest);
+                show(offer, digest, &self.manifest.body.ca.name);
                 eprint!("Approve this request? [y/N] ");
                 let _ = std::io::stderr().flush();
                 let mut answer = String::new();
-                std::io::stdin()
+                let read = std::io::stdin()
                     .read_line(&mut answer)
                     .map_err(|e| AgentError::Config(e.to_string()))?;
-                Ok(matches!(answer.trim(), "y" | "Y" | "yes"))
+                if read == 0 {
+                    log(&format!(
+                        "no one to ask (standard input closed): session {} left unanswered; \
+                         run the agent in a terminal or give it an approval rule",
+                        offer.session_id
+                    ));
+                    return Ok(None);
+                }
+                Ok(Some(matches!(answer.trim(), "y" | "Y" | "yes")))
             }
         }
     }
@@ -265,7 +310,10 @@ impl Agent {
                 "the server's digest does not match the request it shows".into(),
             ));
         }
-        if !self.decide(offer, &digest)? {
+        let Some(approved) = self.decide(offer, &digest)? else {
+            return Ok(());
+        };
+        if !approved {
             let decline = proto::Decline {
                 holder_id: self.opts.config.holder_id.clone(),
                 reason: "declined by the holder".into(),
@@ -277,11 +325,12 @@ impl Agent {
             log(&format!("declined session {}", offer.session_id));
             return Ok(());
         }
-        if matches!(self.opts.approval, Approval::Interactive) {
-            // the PIN is asked for each approval
-            self.logged_in_token = false;
+        let interactive = matches!(self.opts.approval, Approval::Interactive);
+        if interactive {
+            self.fresh_token_login()?;
+        } else {
+            self.token_login()?;
         }
-        self.token_login()?;
         let share_json = self.token.read_share(&self.opts.config.ca_id)?;
         let share: Share = serde_json::from_slice(&share_json).map_err(|e| {
             AgentError::Refused(format!("the share on the token is unreadable: {e}"))
@@ -303,9 +352,16 @@ impl Agent {
             expires_at: offer.expires_at,
             holder_id: self.opts.config.holder_id.clone(),
             request_sha256: digest,
+            profile: offer.summary.profile.clone(),
+            days: offer.summary.days,
             ciphertext_sha256: pki::sha256_hex(ciphertext.as_bytes()),
         };
         let signature = B64.encode(self.token.sign(&self.key, &envelope.signed_bytes())?);
+        if interactive {
+            // keep the token locked between approvals
+            self.token.logout()?;
+            self.logged_in_token = false;
+        }
         let status: proto::SessionStatus = self.client.post(
             &format!("{API}/sessions/{}/contribute", offer.session_id),
             &Contribution {
@@ -452,4 +508,116 @@ fn backoff(failures: u32, why: &str) {
         "server unreachable ({why}); attempt {failures}, retrying in {secs} s"
     ));
     std::thread::sleep(Duration::from_secs(secs));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::OfferSummary;
+
+    fn offer(kind: SessionKind, profile: &str, request: &str) -> SessionOffer {
+        SessionOffer {
+            session_id: "s".into(),
+            ca_id: "c".into(),
+            ca_name: "CA".into(),
+            kind,
+            requester: "op".into(),
+            request: request.into(),
+            request_sha256: String::new(),
+            summary: OfferSummary {
+                subject: String::new(),
+                sans: vec![],
+                key: String::new(),
+                profile: profile.into(),
+                days: 30,
+                serial: None,
+                reason: None,
+            },
+            nonce: String::new(),
+            expires_at: 0,
+            recipient: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_rule_for_revocations_alone_approves_no_certificate() {
+        let rule = ApprovalRule {
+            allow_revocation: true,
+            ..Default::default()
+        };
+        assert!(
+            rule.refuses(&offer(SessionKind::Issue, "server", ""))
+                .is_some()
+        );
+        assert!(rule.refuses(&offer(SessionKind::Crl, "crl", "")).is_none());
+        assert!(
+            ApprovalRule::default()
+                .refuses(&offer(SessionKind::Revoke, "revoke", ""))
+                .is_some()
+        );
+    }
+
+    #[test]
+    fn a_suffix_covers_the_domain_and_below_only() {
+        let key = p256::ecdsa::SigningKey::from_slice(&[7u8; 32]).unwrap();
+        let csr_for = |name: &str| {
+            let mut params = rcgen::CertificateParams::new(vec![name.to_owned()]).unwrap();
+            params.distinguished_name = rcgen::DistinguishedName::new();
+            let signer = TestKey(key.clone());
+            params.serialize_request(&signer).unwrap().pem().unwrap()
+        };
+        for suffix in ["example.org", ".example.org"] {
+            let rule = ApprovalRule {
+                san_suffix: Some(suffix.into()),
+                ..Default::default()
+            };
+            assert!(
+                rule.refuses(&offer(
+                    SessionKind::Issue,
+                    "server",
+                    &csr_for("www.example.org")
+                ))
+                .is_none()
+            );
+            assert!(
+                rule.refuses(&offer(
+                    SessionKind::Issue,
+                    "server",
+                    &csr_for("example.org")
+                ))
+                .is_none()
+            );
+            assert!(
+                rule.refuses(&offer(
+                    SessionKind::Issue,
+                    "server",
+                    &csr_for("evilexample.org")
+                ))
+                .is_some()
+            );
+            assert!(
+                rule.refuses(&offer(SessionKind::Issue, "server", "not a csr"))
+                    .is_some()
+            );
+        }
+    }
+
+    struct TestKey(p256::ecdsa::SigningKey);
+
+    impl rcgen::PublicKeyData for TestKey {
+        fn der_bytes(&self) -> &[u8] {
+            Box::leak(self.0.verifying_key().to_sec1_bytes())
+        }
+        fn algorithm(&self) -> &'static rcgen::SignatureAlgorithm {
+            &rcgen::PKCS_ECDSA_P256_SHA256
+        }
+    }
+
+    impl rcgen::SigningKey for TestKey {
+        fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, rcgen::Error> {
+            use p256::ecdsa::signature::Signer;
+            let sig: p256::ecdsa::Signature = self.0.sign(msg);
+            Ok(sig.to_der().as_bytes().to_vec())
+        }
+    }
 }

@@ -41,6 +41,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             }
         }
         Sub::Export { data_dir } => {
+            if !data_dir.join("nkpki.sqlite3").exists() {
+                bail!("{} holds no nkpki database", data_dir.display());
+            }
             let store = Store::open(&data_dir)?;
             for entry in store.audit_entries()? {
                 println!("{}", serde_json::to_string(&entry)?);

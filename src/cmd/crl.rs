@@ -35,6 +35,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             reason: None,
         };
         let status = online::run_session(&client, &request, args.server.json)?;
+        if args.server.json {
+            println!("{}", serde_json::to_string_pretty(&status)?);
+        }
         status.crl_pem.context("the server returned no CRL")?
     } else {
         let client = nkpki::client::Client::new(

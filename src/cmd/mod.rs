@@ -28,7 +28,8 @@ use std::fmt;
     long_about = "nkpki runs a certificate authority whose private key never exists whole at rest: \
                   it is wrapped under a key-encryption key split with Feldman-verifiable Shamir \
                   sharing, and any M of its N holders must bring their share to sign.",
-    after_help = "Exit codes: 0 success, 1 the operation failed (the message says why), 2 bad command line."
+    after_help = "Exit codes: 0 success, 1 the operation failed (the message says why), 2 bad command line; \
+                  online operations: 3 refused by policy, 4 declined, 5 expired, 6 server error."
 )]
 pub struct Cli {
     #[command(subcommand)]

@@ -167,14 +167,22 @@ fn run_online(args: &Args) -> anyhow::Result<()> {
         args.days,
         csr.digest()
     );
+    // fetched before the session, so a signed certificate is never lost to a failed fetch
+    let ca_pem = if args.chain {
+        let ca = client
+            .document(&format!("/ca/{}.crt", request.ca_id))
+            .map_err(|e| super::online::Exit(super::online::EXIT_SERVER, e.to_string()))?;
+        Some(String::from_utf8_lossy(&ca).into_owned())
+    } else {
+        None
+    };
     let status = super::online::run_session(&client, &request, args.server.json)?;
     let mut pem = status
         .certificate_pem
         .clone()
         .context("the server returned no certificate")?;
-    if args.chain {
-        let ca = client.document(&format!("/ca/{}.crt", status.ca_id))?;
-        pem.push_str(&String::from_utf8_lossy(&ca));
+    if let Some(ca) = &ca_pem {
+        pem.push_str(ca);
     }
     fsx::write_new(&args.out, pem.as_bytes(), 0o644, args.force)
         .with_context(|| format!("cannot write {}", args.out.display()))?;

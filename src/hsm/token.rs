@@ -269,6 +269,15 @@ impl Token {
         }
     }
 
+    /// Logs the user out (private objects become invisible until the next login).
+    pub fn logout(&self) -> Result<(), HsmError> {
+        let _w = Watchdog::arm("Logout");
+        match self.session.logout() {
+            Ok(()) | Err(CkError::Pkcs11(RvError::UserNotLoggedIn, _)) => Ok(()),
+            Err(e) => Err(ck(e)),
+        }
+    }
+
     fn data_objects(&self, label: Option<&str>) -> Result<Vec<ObjectHandle>, HsmError> {
         let mut template = vec![Attribute::Class(ObjectClass::DATA)];
         if let Some(l) = label {

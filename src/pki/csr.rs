@@ -19,6 +19,17 @@ pub enum San {
     Other(String),
 }
 
+impl std::fmt::Display for San {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            San::Dns(d) => write!(f, "DNS:{d}"),
+            San::Ip(ip) => write!(f, "IP:{ip}"),
+            San::Email(e) => write!(f, "email:{e}"),
+            San::Other(o) => write!(f, "other:{o}"),
+        }
+    }
+}
+
 /// The kind of public key a CSR carries.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CsrKey {

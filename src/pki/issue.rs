@@ -177,7 +177,7 @@ fn plan(
             (Profile::SubCa, _) | (_, San::Other(_)) | (Profile::Server, San::Email(_))
         );
         if !allowed {
-            dropped.push(format!("subjectAltName {san:?}"));
+            dropped.push(format!("subjectAltName {san}"));
             continue;
         }
         sans.push(match san {

@@ -67,6 +67,11 @@ pub fn run(opts: ServeOptions) -> Result<(), ServerError> {
     if let Err(why) = crate::harden::lock_memory() {
         eprintln!("warning: {why}");
     }
+    // configuration errors first, before anything in the store changes
+    let tls = match &opts.tls {
+        Some((cert, key)) => Some(tls_acceptor(cert, key)?),
+        None => None,
+    };
     let mut store = Store::open(&opts.data_dir)?;
     let aborted = store.abort_open_sessions()?;
     if aborted > 0 {
@@ -74,18 +79,7 @@ pub fn run(opts: ServeOptions) -> Result<(), ServerError> {
             "note: {aborted} session(s) left open by the previous run were aborted (their secrets were in memory only)"
         );
     }
-    store.audit(
-        "server-started",
-        None,
-        None,
-        None,
-        &format!("nkpki {} on {}", env!("CARGO_PKG_VERSION"), opts.listen),
-    )?;
     let state = Arc::new(State::new(store, opts.session_ttl));
-    let tls = match &opts.tls {
-        Some((cert, key)) => Some(tls_acceptor(cert, key)?),
-        None => None,
-    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -101,10 +95,12 @@ pub fn run(opts: ServeOptions) -> Result<(), ServerError> {
             addr: opts.listen.clone(),
             reason: e.to_string(),
         })?;
-        println!(
-            "listening on {}://{addr}",
-            if tls.is_some() { "https" } else { "http" }
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        state.note(
+            "server-started",
+            &format!("nkpki {} on {scheme}://{addr}", env!("CARGO_PKG_VERSION")),
         );
+        println!("listening on {scheme}://{addr}");
         let expiry = state.clone();
         tokio::spawn(async move {
             loop {

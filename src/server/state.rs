@@ -143,6 +143,11 @@ impl State {
         self.changed.send_modify(|v| *v = v.wrapping_add(1));
     }
 
+    /// Records an event of the server's own in the audit log.
+    pub fn note(&self, event: &str, detail: &str) {
+        self.audit(event, None, None, None, detail);
+    }
+
     fn audit(
         &self,
         event: &str,
@@ -414,7 +419,7 @@ impl State {
                 .map_err(|e| refuse(e.to_string()))?;
                 let summary = OfferSummary {
                     subject: csr.subject_string(),
-                    sans: csr.sans.iter().map(|s| format!("{s:?}")).collect(),
+                    sans: csr.sans.iter().map(ToString::to_string).collect(),
                     key: csr.key.to_string(),
                     profile: profile.to_string(),
                     days,
@@ -803,6 +808,19 @@ impl State {
                 "the envelope approves another request (CSR digest differs)".into(),
             );
         }
+        if Some(&e.profile) != row.profile.as_ref() || Some(e.days) != row.days {
+            return refuse(
+                409,
+                "wrong-terms",
+                format!(
+                    "the envelope approves profile {} for {} days; the session is {} for {} days",
+                    e.profile,
+                    e.days,
+                    row.profile.as_deref().unwrap_or("-"),
+                    row.days.unwrap_or(0)
+                ),
+            );
+        }
         if pki::sha256_hex(c.ciphertext.as_bytes()) != e.ciphertext_sha256 {
             return refuse(
                 400,
@@ -810,7 +828,10 @@ impl State {
                 "the ciphertext does not match the envelope's digest".into(),
             );
         }
-        let key = self.holder_key(ca_id, holder_id)?;
+        let key = match self.holder_key(ca_id, holder_id) {
+            Ok(k) => k,
+            Err(e) => return refuse(e.status, e.code, e.message),
+        };
         let sig = B64.decode(&c.signature).unwrap_or_default();
         if pki::verify_signature(&key, &e.signed_bytes(), &sig).is_err() {
             return refuse(
@@ -958,6 +979,13 @@ impl State {
         match row.kind.as_str() {
             "issue" => {
                 let csr = Csr::parse(row.request.as_bytes()).map_err(|e| e.to_string())?;
+                // sign only the exact request the holders approved, whatever the store says now
+                if csr.digest() != row.request_sha256 {
+                    return Err(
+                        "the stored request no longer matches the digest the holders approved"
+                            .into(),
+                    );
+                }
                 let profile: Profile = row.profile.as_deref().unwrap_or("server").parse()?;
                 let issued = pki::issue(
                     key,

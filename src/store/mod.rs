@@ -456,10 +456,16 @@ impl Store {
             "INSERT INTO certificates (serial, ca_id, session_id, subject, not_after, pem, issued_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             params![serial, ca_id, session_id, subject, not_after, pem, now()],
         )?;
-        tx.execute(
-            "UPDATE sessions SET state = 'signed', detail = ?2 WHERE session_id = ?1",
+        // only a session still waiting is signed: a cancel that came first wins
+        let changed = tx.execute(
+            "UPDATE sessions SET state = 'signed', detail = ?2 WHERE session_id = ?1 AND state = 'waiting'",
             params![session_id, format!("certificate {serial}")],
         )?;
+        if changed != 1 {
+            return Err(StoreError::Conflict(
+                "the session ended before it was signed".into(),
+            ));
+        }
         audit::append_tx(
             &tx,
             "certificate-issued",
@@ -540,10 +546,16 @@ impl Store {
             "INSERT INTO crls (ca_id, number, der, pem, signed_at) VALUES (?1, ?2, ?3, ?4, ?5)",
             params![ca_id, number, der, pem, now()],
         )?;
-        tx.execute(
-            "UPDATE sessions SET state = 'signed', detail = ?2 WHERE session_id = ?1",
+        // only a session still waiting is signed: a cancel that came first wins
+        let changed = tx.execute(
+            "UPDATE sessions SET state = 'signed', detail = ?2 WHERE session_id = ?1 AND state = 'waiting'",
             params![session_id, format!("CRL {number}")],
         )?;
+        if changed != 1 {
+            return Err(StoreError::Conflict(
+                "the session ended before it was signed".into(),
+            ));
+        }
         audit::append_tx(
             &tx,
             "crl-signed",

@@ -533,6 +533,7 @@ fn tls_with_a_private_ca_a_pinned_certificate_and_an_interactive_holder() {
     let _a = env.agent("NK001", &ca_id, &url, &rule);
     let _b = env.agent("NK002", &ca_id, &url, &rule);
     // NK003 approves by hand: its agent asks on standard input
+    std::fs::copy(env.path("pin.txt"), env.path("pin3.txt")).unwrap();
     let conf = env.own_token_conf("NK003");
     let mut manual = std::process::Command::new(assert_cmd::cargo::cargo_bin("nkpki"))
         .args([
@@ -540,13 +541,13 @@ fn tls_with_a_private_ca_a_pinned_certificate_and_an_interactive_holder() {
             "--config",
             &format!("cfg-NK003/{ca_id}/agent.json"),
             "--pin-file",
-            "pin.txt",
+            "pin3.txt",
             "--server",
             &url,
             "--server-ca",
             "tlsca.crt",
             "--max-sessions",
-            "1",
+            "2",
         ])
         .current_dir(env.dir.path())
         .env("SOFTHSM2_CONF", &conf)
@@ -620,7 +621,52 @@ fn tls_with_a_private_ca_a_pinned_certificate_and_an_interactive_holder() {
             .any(|h| h == "NK003"),
         "{status}"
     );
+
+    // the PIN is checked at every approval: a wrong one sends nothing
+    env.write("pin3.txt", "999999\n");
+    let second = std::process::Command::new(assert_cmd::cargo::cargo_bin("nkpki"))
+        .args([
+            "sign",
+            "--server",
+            &url,
+            "--server-cert-sha256",
+            &pin,
+            "--ca",
+            &ca_id,
+            "--csr",
+            &csr,
+            "--api-token-file",
+            "op.token",
+            "--out",
+            "t2.crt",
+            "--json",
+        ])
+        .current_dir(env.dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    env.wait_for("agent-NK003.log", 20, |t| {
+        t.matches("Approve this request?").count() == 2
+    });
+    std::io::Write::write_all(manual.stdin.as_mut().unwrap(), b"y\n").unwrap();
+    let log = env.wait_for("agent-NK003.log", 20, |t| t.contains("wrong PIN"));
+    assert!(log.contains("wrong PIN"), "{log}");
     assert!(manual.wait().unwrap().success());
+    let _d = env.agent("NK004", &ca_id, &url, &rule);
+    let out = second.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let approved: Vec<&str> = status["approved"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v.as_str())
+        .collect();
+    assert!(
+        !approved.contains(&"NK003") && approved.contains(&"NK004"),
+        "{status}"
+    );
     env.openssl_verify("ca/ca.crt", "t.crt");
     assert_eq!(
         String::from_utf8(env.read("t.crt"))

@@ -126,6 +126,8 @@ impl FakeAgent {
             expires_at: offer.expires_at,
             holder_id: self.id.clone(),
             request_sha256: offer.request_sha256.clone(),
+            profile: offer.summary.profile.clone(),
+            days: offer.summary.days,
             ciphertext_sha256: nkpki::pki::sha256_hex(ciphertext.as_bytes()),
         };
         let signature = sign(&self.key, &envelope.signed_bytes());
@@ -335,6 +337,12 @@ fn http_operators_and_contributions_are_checked() {
         409,
         "wrong-request",
     );
+
+    // the holder's signature covers the terms it was shown: another validity is refused
+    let mut longer = agents[1].contribution(&offer_a, &agents[1].share_json);
+    longer.envelope.days = 3650;
+    agents[1].resign(&mut longer);
+    refused(agents[1].send(&a.session_id, &longer), 409, "wrong-terms");
 
     // a share that fails Feldman verification: refused, and the holder is recorded
     let mut share: serde_json::Value = serde_json::from_slice(&agents[2].share_json).unwrap();
