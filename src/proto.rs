@@ -247,3 +247,14 @@ pub struct ApiError {
     /// A stable, machine-readable code (`policy`, `unauthorized`, `not-found`, …).
     pub code: String,
 }
+
+/// POST /api/v1/cas (operator): register a CA from its ceremony manifest.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterCa {
+    /// manifest.json, as text.
+    pub manifest: String,
+    /// enrollment.json, as text, when the ceremony made packages.
+    #[serde(default)]
+    pub enrollment: Option<String>,
+}

@@ -251,6 +251,15 @@ async fn route(
                 &blocking(move || s.cancel(&operator, &id)).await?,
             ))
         }
+        (&Method::POST, _, ["cas"]) => {
+            let operator = blocking(move || s.operator(token.as_deref())).await?;
+            let req = parse(&body)?;
+            let s = state.clone();
+            Ok(json(
+                201,
+                &blocking(move || s.register_ca(&operator, req)).await?,
+            ))
+        }
         (&Method::GET, _, ["cas"]) => {
             blocking(move || s.operator(token.as_deref())).await?;
             let s = state.clone();

@@ -161,6 +161,15 @@ pub fn register_ca(
     manifest_json: &str,
     enrollment_json: Option<&str>,
 ) -> Result<String, ServerError> {
+    register_into(&mut Store::open(data_dir)?, manifest_json, enrollment_json)
+}
+
+/// [`register_ca`] into an open store (the `POST /api/v1/cas` endpoint uses it too).
+pub fn register_into(
+    store: &mut Store,
+    manifest_json: &str,
+    enrollment_json: Option<&str>,
+) -> Result<String, ServerError> {
     let manifest = Manifest::from_json(manifest_json)?.verify()?;
     let ca_id = manifest.ca_id().0.clone();
     let codes: serde_json::Map<String, serde_json::Value> = match enrollment_json {
@@ -194,7 +203,6 @@ pub fn register_ca(
             )
         })
         .collect();
-    let mut store = Store::open(data_dir)?;
     store.add_ca(&ca_id, &manifest.body.ca.name, manifest_json, &holders)?;
     Ok(ca_id)
 }

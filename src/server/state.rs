@@ -1066,6 +1066,38 @@ impl State {
         })
     }
 
+    /// Registers a CA from its manifest (and enrollment hashes), as `serve ca add` does.
+    pub fn register_ca(
+        &self,
+        operator: &str,
+        req: crate::proto::RegisterCa,
+    ) -> ApiResult<serde_json::Value> {
+        let result = super::register_into(
+            &mut lock(&self.store),
+            &req.manifest,
+            req.enrollment.as_deref(),
+        );
+        match result {
+            Ok(ca_id) => Ok(serde_json::json!({ "ca_id": ca_id, "registered_by": operator })),
+            Err(e) => {
+                let message = e.to_string();
+                self.audit(
+                    "ca-refused",
+                    None,
+                    None,
+                    None,
+                    &format!("{operator}: {message}"),
+                );
+                Err(match e {
+                    super::ServerError::Store(crate::store::StoreError::Conflict(m)) => {
+                        ApiErr::new(409, "conflict", m)
+                    }
+                    _ => ApiErr::new(422, "bad-manifest", message),
+                })
+            }
+        }
+    }
+
     /// CAs and their holders' enrollment and liveness, for operators.
     pub fn cas(&self) -> ApiResult<serde_json::Value> {
         let store = lock(&self.store);
