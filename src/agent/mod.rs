@@ -181,6 +181,10 @@ impl Agent {
             let pin = self.pin()?;
             self.token.login(&pin)?;
             self.logged_in_token = true;
+            // private-object handles do not survive a logout: look the key up again
+            self.key = self.token.holder_key()?.ok_or_else(|| {
+                AgentError::Config("the holder key vanished from the token".into())
+            })?;
         }
         Ok(())
     }
@@ -248,12 +252,7 @@ impl Agent {
     fn fresh_token_login(&mut self) -> Result<(), AgentError> {
         self.token.logout()?;
         self.logged_in_token = false;
-        self.token_login()?;
-        self.key = self
-            .token
-            .holder_key()?
-            .ok_or_else(|| AgentError::Config("the holder key vanished from the token".into()))?;
-        Ok(())
+        self.token_login()
     }
 
     /// Whether to approve; `None` when nobody can be asked (no terminal): the session is

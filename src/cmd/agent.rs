@@ -22,11 +22,13 @@ pub struct Args {
     /// Read the token PIN from the first line of FILE (default: $NKPKI_PIN if set, else a prompt)
     #[arg(long, value_name = "FILE")]
     pin_file: Option<PathBuf>,
-    /// Non-interactive: approve issue requests with this profile (and decline the others)
+    /// Non-interactive rule: approve certificate requests only with this profile (every
+    /// condition given must hold; requests the rule does not cover are declined)
     #[arg(long, value_name = "PROFILE")]
     approve_profile: Option<String>,
-    /// Non-interactive: approve only if every DNS/e-mail SAN ends with SUFFIX
-    #[arg(long, value_name = "SUFFIX")]
+    /// Non-interactive rule: approve only if every DNS name and e-mail domain is DOMAIN or
+    /// below it (`example.org` and `.example.org` both mean example.org and its subdomains)
+    #[arg(long, value_name = "DOMAIN")]
     approve_san_suffix: Option<String>,
     /// Non-interactive: also approve revocations and CRL signing
     #[arg(long)]

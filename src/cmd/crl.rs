@@ -52,6 +52,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     nkpki::fsx::write_new(&args.out, pem.as_bytes(), 0o644, true)
         .with_context(|| format!("cannot write {}", args.out.display()))?;
-    println!("CRL written to {}", args.out.display());
+    if args.server.json {
+        eprintln!("CRL written to {}", args.out.display());
+    } else {
+        println!("CRL written to {}", args.out.display());
+    }
     Ok(())
 }

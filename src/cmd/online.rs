@@ -151,7 +151,12 @@ pub fn run_session(
                 )
                 .into());
             }
-            SessionState::Failed if !status.declined.is_empty() => {
+            SessionState::Failed
+                if status
+                    .detail
+                    .as_deref()
+                    .is_some_and(|d| d.starts_with("declined")) =>
+            {
                 return Err(Exit(
                     EXIT_DECLINED,
                     format!("declined: {}", status.detail.clone().unwrap_or_default()),
