@@ -77,6 +77,21 @@ pub struct SessionRow {
     pub detail: Option<String>,
 }
 
+/// Marks a session signed, in the transaction that records what it signed. Only a session
+/// still waiting is signed: a cancel that came first wins, and the transaction rolls back.
+fn mark_signed(tx: &rusqlite::Transaction<'_>, session_id: &str, detail: &str) -> Result<()> {
+    let changed = tx.execute(
+        "UPDATE sessions SET state = 'signed', detail = ?2 WHERE session_id = ?1 AND state = 'waiting'",
+        params![session_id, detail],
+    )?;
+    if changed != 1 {
+        return Err(StoreError::Conflict(
+            "the session ended before it was signed".into(),
+        ));
+    }
+    Ok(())
+}
+
 impl Store {
     /// Opens (creating if needed) `DIR/nkpki.sqlite3`, migrating the schema.
     pub fn open(dir: &Path) -> Result<Self> {
@@ -456,16 +471,7 @@ impl Store {
             "INSERT INTO certificates (serial, ca_id, session_id, subject, not_after, pem, issued_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             params![serial, ca_id, session_id, subject, not_after, pem, now()],
         )?;
-        // only a session still waiting is signed: a cancel that came first wins
-        let changed = tx.execute(
-            "UPDATE sessions SET state = 'signed', detail = ?2 WHERE session_id = ?1 AND state = 'waiting'",
-            params![session_id, format!("certificate {serial}")],
-        )?;
-        if changed != 1 {
-            return Err(StoreError::Conflict(
-                "the session ended before it was signed".into(),
-            ));
-        }
+        mark_signed(&tx, session_id, &format!("certificate {serial}"))?;
         audit::append_tx(
             &tx,
             "certificate-issued",
@@ -546,16 +552,7 @@ impl Store {
             "INSERT INTO crls (ca_id, number, der, pem, signed_at) VALUES (?1, ?2, ?3, ?4, ?5)",
             params![ca_id, number, der, pem, now()],
         )?;
-        // only a session still waiting is signed: a cancel that came first wins
-        let changed = tx.execute(
-            "UPDATE sessions SET state = 'signed', detail = ?2 WHERE session_id = ?1 AND state = 'waiting'",
-            params![session_id, format!("CRL {number}")],
-        )?;
-        if changed != 1 {
-            return Err(StoreError::Conflict(
-                "the session ended before it was signed".into(),
-            ));
-        }
+        mark_signed(&tx, session_id, &format!("CRL {number}"))?;
         audit::append_tx(
             &tx,
             "crl-signed",
