@@ -71,6 +71,13 @@ enum TokenCmd {
         #[arg(long)]
         name: String,
     },
+    /// Revoke an operator's API token (effective at once, also on a running server)
+    Revoke {
+        #[arg(long, value_name = "DIR", default_value = "/var/lib/nkpki")]
+        data_dir: PathBuf,
+        #[arg(long)]
+        name: String,
+    },
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -112,6 +119,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 "API token for {name} (shown once; store it in a file readable only by its user):"
             );
             println!("{token}");
+        }
+        Some(Admin::Token(TokenCmd::Revoke { data_dir, name })) => {
+            server::revoke_api_token(&data_dir, &name)?;
+            println!("revoked the API token of {name}");
         }
         Some(Admin::Holder(HolderCmd::Reset {
             data_dir,

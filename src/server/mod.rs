@@ -230,6 +230,11 @@ pub fn create_api_token(data_dir: &Path, name: &str) -> Result<String, ServerErr
     Ok(token)
 }
 
+/// Revokes an operator's API token.
+pub fn revoke_api_token(data_dir: &Path, name: &str) -> Result<(), ServerError> {
+    Ok(Store::open(data_dir)?.revoke_api_token(name)?)
+}
+
 /// Operator action: a holder lost its token or must re-enroll. Returns a new one-time code.
 pub fn reset_holder(data_dir: &Path, ca_id: &str, holder_id: &str) -> Result<String, ServerError> {
     let code = crate::package::enrollment_code();

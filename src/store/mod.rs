@@ -286,6 +286,23 @@ impl Store {
         Ok(())
     }
 
+    /// Revokes an operator's API token; it stops working at once, even on a running server.
+    pub fn revoke_api_token(&mut self, name: &str) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        let changed = tx.execute(
+            "UPDATE api_tokens SET revoked = 1 WHERE name = ?1 AND revoked = 0",
+            [name],
+        )?;
+        if changed != 1 {
+            return Err(StoreError::NotFound(format!(
+                "an active API token named {name:?}"
+            )));
+        }
+        audit::append_tx(&tx, "api-token-revoked", None, None, None, name)?;
+        tx.commit()?;
+        Ok(())
+    }
+
     /// The operator name owning a token hash, if any.
     pub fn operator_for(&self, token_sha256: &str) -> Result<Option<String>> {
         Ok(self

@@ -457,5 +457,28 @@ fn http_operators_and_contributions_are_checked() {
             "a silent connection is closed"
         );
     }
+    // a revoked operator token stops working at once, on the running server too
+    env.nkpki(&[
+        "serve",
+        "token",
+        "revoke",
+        "--data-dir",
+        "data",
+        "--name",
+        "alice",
+    ])
+    .ok();
+    let e = op.get::<serde_json::Value>("/api/v1/cas").unwrap_err();
+    assert!(matches!(e, ClientError::Api { status: 401, .. }), "{e:?}");
+    env.nkpki(&[
+        "serve",
+        "token",
+        "revoke",
+        "--data-dir",
+        "data",
+        "--name",
+        "alice",
+    ])
+    .fails_with(&["not found"]);
     env.nkpki(&["audit", "verify", "--data-dir", "data"]).ok();
 }
