@@ -4,6 +4,7 @@
 # nothing.
 set -euo pipefail
 nkpki=$(realpath "${1:-target/release/nkpki}")
+scripts=$(cd "$(dirname "$0")" && pwd)
 work=$(mktemp -d "${TMPDIR:-/tmp}/nkpki-bench.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 cd "$work"
@@ -120,15 +121,9 @@ url=$(sed -n 's/^listening on //p' serve.out)
 ca_id=$(python3 -c "import json; print(json.load(open('ca-pkg/manifest.json'))['signed']['ca_id'])")
 agent_pids=()
 for i in 1 2 3; do
-    mkdir -p "machine$i/tokens"
-    serial=$("$nkpki" token list --json | python3 -c "import json,sys; print([t['serial'] for t in json.load(sys.stdin) if t['label']=='NK00$i'][0])")
-    for d in tokens/*; do
-        # a SoftHSM token directory's name ends with the token's serial
-        if [[ "$(basename "$d" | tr -d -)" == *"$serial" ]]; then cp -a "$d" "machine$i/tokens/"; fi
-    done
-    printf 'directories.tokendir = %s/machine%s/tokens\nobjectstore.backend = file\nlog.level = ERROR\nslots.removable = false\n' "$PWD" "$i" > "machine$i/softhsm2.conf"
+    conf=$("$scripts/holder-machine.sh" "$nkpki" "NK00$i")
     cfg=cfg; [ "$i" != 1 ] && cfg=cfg$i
-    SOFTHSM2_CONF=$PWD/machine$i/softhsm2.conf "$nkpki" agent --config "$cfg/$ca_id/agent.json" --pin-file pin.txt \
+    SOFTHSM2_CONF=$conf "$nkpki" agent --config "$cfg/$ca_id/agent.json" --pin-file pin.txt \
         --server "$url" --approve-profile server >/dev/null 2>&1 &
     agent_pids+=($!)
 done

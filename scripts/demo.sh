@@ -94,15 +94,9 @@ echo "server at $url, CA $ca_id"
 
 step "Three holders start their agents (each machine sees only its own token)"
 for id in NK002 NK003 NK004; do
-    serial=$("$nkpki" token list --json | python3 -c "import json,sys; print([t['serial'] for t in json.load(sys.stdin) if t['label']=='$id'][0])")
-    mkdir -p "machine-$id/tokens"
-    for d in tokens/*; do
-        if [[ "$(basename "$d" | tr -d -)" == *"$serial" ]]; then cp -a "$d" "machine-$id/tokens/"; fi
-    done
-    printf 'directories.tokendir = %s/machine-%s/tokens\nobjectstore.backend = file\nlog.level = ERROR\nslots.removable = false\n' \
-        "$work" "$id" > "machine-$id/softhsm2.conf"
+    conf=$("$root/scripts/holder-machine.sh" "$nkpki" "$id")
     echo "$ nkpki agent --config holder-$id/$ca_id/agent.json --approve-profile server --approve-san-suffix .example.org"
-    SOFTHSM2_CONF=$work/machine-$id/softhsm2.conf "$nkpki" agent --config "holder-$id/$ca_id/agent.json" \
+    SOFTHSM2_CONF=$conf "$nkpki" agent --config "holder-$id/$ca_id/agent.json" \
         --pin-file pin.txt --server "$url" --approve-profile server --approve-san-suffix .example.org 2> "agent-$id.log" &
     pids+=($!)
 done

@@ -572,7 +572,9 @@ impl State {
         } else {
             None
         };
-        let threshold = drop_then(store, || self.manifest(&row.ca_id).map(|m| m.threshold()))?;
+        // the manifest lookup may take the store's lock itself
+        drop(store);
+        let threshold = self.manifest(&row.ca_id)?.threshold();
         Ok(SessionStatus {
             session_id: row.session_id.clone(),
             ca_id: row.ca_id.clone(),
@@ -1120,9 +1122,4 @@ impl State {
         }
         Ok(serde_json::Value::Array(out))
     }
-}
-
-fn drop_then<T, G>(guard: G, f: impl FnOnce() -> T) -> T {
-    drop(guard);
-    f()
 }

@@ -460,26 +460,8 @@ fn sign_wrong_passphrase() {
     let env = Env::new();
     let holders = env.holders(3);
     env.holders_json(&holders, &["NK001"]);
-    env.nkpki(&[
-        "ca-init",
-        "--name",
-        "P",
-        "--org",
-        "O",
-        "--country",
-        "FR",
-        "--key",
-        "ecdsa-p256",
-        "--threshold",
-        "2",
-        "--holders",
-        "holders.json",
-        "--out",
-        "ca",
-        "--passphrases-to",
-        "pass.txt",
-    ])
-    .ok();
+    env.ca_init("ecdsa-p256", 2, &["--passphrases-to", "pass.txt"])
+        .ok();
     env.write("wrong.txt", "NK001: not-the-passphrase\n");
     let csr = env.csr("c", &["-newkey", "ed25519"], "/CN=c", &[]);
     let args = [

@@ -162,26 +162,8 @@ fn holders_without_recipient_get_passphrases_that_open_their_shares() {
     let env = Env::new();
     let holders = env.holders(4);
     env.holders_json(&holders, &["NK002", "NK004"]);
-    env.nkpki(&[
-        "ca-init",
-        "--name",
-        "Pass CA",
-        "--org",
-        "Org",
-        "--country",
-        "DE",
-        "--key",
-        "ecdsa-p384",
-        "--threshold",
-        "3",
-        "--holders",
-        "holders.json",
-        "--out",
-        "ca",
-        "--passphrases-to",
-        "pass.txt",
-    ])
-    .ok();
+    env.ca_init("ecdsa-p384", 3, &["--passphrases-to", "pass.txt"])
+        .ok();
     assert_eq!(mode(&env, "pass.txt"), 0o600);
     let pass = String::from_utf8(env.read("pass.txt")).unwrap();
     let ids: Vec<&str> = pass.lines().map(|l| l.split(':').next().unwrap()).collect();
@@ -227,23 +209,7 @@ fn passphrases_need_a_terminal_or_a_file() {
     let env = Env::new();
     let holders = env.holders(3);
     env.holders_json(&holders, &["NK003"]);
-    env.nkpki(&[
-        "ca-init",
-        "--name",
-        "X",
-        "--org",
-        "Y",
-        "--country",
-        "FR",
-        "--key",
-        "ecdsa-p256",
-        "--threshold",
-        "2",
-        "--holders",
-        "holders.json",
-        "--out",
-        "ca",
-    ])
-    .fails_with(&["no terminal", "hint:", "--passphrases-to"]);
+    env.ca_init("ecdsa-p256", 2, &[])
+        .fails_with(&["no terminal", "hint:", "--passphrases-to"]);
     assert!(!env.path("ca").exists());
 }

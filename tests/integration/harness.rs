@@ -227,11 +227,11 @@ impl Env {
         self.write("holders.json", serde_json::to_vec_pretty(&entries).unwrap())
     }
 
-    /// Runs a ceremony into `ca/` with all holders sealed to age recipients.
-    pub fn ceremony(&self, key: &str, n: usize, threshold: usize) -> Vec<Holder> {
-        let holders = self.holders(n);
-        self.holders_json(&holders, &[]);
-        self.nkpki(&[
+    /// `nkpki ca-init` into `ca/` from the holders.json already written, with the tests'
+    /// usual subject and 5-year validity, plus `extra` flags.
+    pub fn ca_init(&self, key: &str, threshold: usize, extra: &[&str]) -> Run {
+        let threshold = threshold.to_string();
+        let mut args = vec![
             "ca-init",
             "--name",
             "Test Root CA",
@@ -244,13 +244,21 @@ impl Env {
             "--validity-years",
             "5",
             "--threshold",
-            &threshold.to_string(),
+            &threshold,
             "--holders",
             "holders.json",
             "--out",
             "ca",
-        ])
-        .ok();
+        ];
+        args.extend_from_slice(extra);
+        self.nkpki(&args)
+    }
+
+    /// Runs a ceremony into `ca/` with all holders sealed to age recipients.
+    pub fn ceremony(&self, key: &str, n: usize, threshold: usize) -> Vec<Holder> {
+        let holders = self.holders(n);
+        self.holders_json(&holders, &[]);
+        self.ca_init(key, threshold, &[]).ok();
         holders
     }
 
@@ -391,28 +399,11 @@ impl Env {
     pub fn packaged_ceremony(&self, n: usize, threshold: usize) -> Vec<Holder> {
         let holders = self.holders(n);
         self.holders_json(&holders, &[]);
-        self.nkpki(&[
-            "ca-init",
-            "--name",
-            "Token CA",
-            "--org",
-            "nkpki tests",
-            "--country",
-            "FR",
-            "--key",
+        self.ca_init(
             "ecdsa-p256",
-            "--validity-years",
-            "5",
-            "--threshold",
-            &threshold.to_string(),
-            "--holders",
-            "holders.json",
-            "--out",
-            "ca",
-            "--package",
-            "--server-url",
-            "https://pki.example.org:8443",
-        ])
+            threshold,
+            &["--package", "--server-url", "https://pki.example.org:8443"],
+        )
         .ok();
         holders
     }

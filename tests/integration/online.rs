@@ -568,29 +568,29 @@ fn tls_with_a_private_ca_a_pinned_certificate_and_an_interactive_holder() {
         "/CN=t.example.org",
         &["subjectAltName=DNS:t.example.org"],
     );
-    let sign = std::process::Command::new(assert_cmd::cargo::cargo_bin("nkpki"))
-        .args([
-            "sign",
-            "--server",
-            &url,
-            "--server-cert-sha256",
-            &pin,
-            "--ca",
-            &ca_id,
-            "--csr",
-            &csr,
-            "--api-token-file",
-            "op.token",
-            "--out",
-            "t.crt",
-            "--json",
-            "--chain",
-        ])
-        .current_dir(env.dir.path())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    // `sign --server` in the background, trusting the server by its pinned certificate
+    let spawn_sign = |out: &str, extra: &[&str]| {
+        std::process::Command::new(assert_cmd::cargo::cargo_bin("nkpki"))
+            .args([
+                "sign",
+                "--server",
+                &url,
+                "--server-cert-sha256",
+                &pin,
+                "--ca",
+                &ca_id,
+                "--csr",
+                &csr,
+            ])
+            .args(["--api-token-file", "op.token", "--out", out, "--json"])
+            .args(extra)
+            .current_dir(env.dir.path())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let sign = spawn_sign("t.crt", &["--chain"]);
     let shown = env.wait_for("agent-NK003.log", 20, |t| {
         t.contains("Approve this request?")
     });
@@ -624,28 +624,7 @@ fn tls_with_a_private_ca_a_pinned_certificate_and_an_interactive_holder() {
 
     // the PIN is checked at every approval: a wrong one sends nothing
     env.write("pin3.txt", "999999\n");
-    let second = std::process::Command::new(assert_cmd::cargo::cargo_bin("nkpki"))
-        .args([
-            "sign",
-            "--server",
-            &url,
-            "--server-cert-sha256",
-            &pin,
-            "--ca",
-            &ca_id,
-            "--csr",
-            &csr,
-            "--api-token-file",
-            "op.token",
-            "--out",
-            "t2.crt",
-            "--json",
-        ])
-        .current_dir(env.dir.path())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let second = spawn_sign("t2.crt", &[]);
     env.wait_for("agent-NK003.log", 20, |t| {
         t.matches("Approve this request?").count() == 2
     });

@@ -175,26 +175,11 @@ fn passphrase_sealed_package() {
     let env = Env::new().with_softhsm(&["NK002"]);
     let holders = env.holders(3);
     env.holders_json(&holders, &["NK002"]);
-    env.nkpki(&[
-        "ca-init",
-        "--name",
-        "P",
-        "--org",
-        "O",
-        "--country",
-        "FR",
-        "--key",
+    env.ca_init(
         "ecdsa-p256",
-        "--threshold",
-        "2",
-        "--holders",
-        "holders.json",
-        "--out",
-        "ca",
-        "--package",
-        "--passphrases-to",
-        "pass.txt",
-    ])
+        2,
+        &["--package", "--passphrases-to", "pass.txt"],
+    )
     .ok();
     env.write("wrong.txt", "NK002: not-it\n");
     let base = [
