@@ -3,11 +3,10 @@
 //! enough to sign.
 
 use crate::manifest::{ManifestError, VerifiedManifest};
-use crate::pki::{self, CaKey, Csr, Issued, PkiError, Profile};
+use crate::pki::{self, CaKey, Csr, Issued, PkiError, Terms};
 use crate::seal::{self, Identities, SealError};
 use crate::sss::{Share, SssError};
 use age::secrecy::SecretString;
-use time::OffsetDateTime;
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -64,10 +63,8 @@ pub fn open_share(
 pub fn sign(
     manifest: &VerifiedManifest,
     csr: &Csr,
-    profile: Profile,
-    days: u32,
+    terms: &Terms,
     shares: &[(String, Share)],
-    now: OffsetDateTime,
 ) -> Result<Issued, SignError> {
     for (i, (what, share)) in shares.iter().enumerate() {
         if let Some((other, _)) = shares[..i].iter().find(|(_, s)| s.index == share.index) {
@@ -96,7 +93,7 @@ pub fn sign(
     if key.spki_der()? != manifest.ca.spki_der {
         return Err(SignError::KeyMismatch);
     }
-    let issued = pki::issue(&key, &manifest.ca, csr, profile, days, now)?;
+    let issued = pki::issue(&key, &manifest.ca, csr, terms)?;
     drop(key);
     Ok(issued)
 }

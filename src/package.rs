@@ -50,7 +50,7 @@ pub enum PackageError {
 }
 
 /// The agent's configuration, as `deploy` installs it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AgentConfig {
     pub format: String,
@@ -70,6 +70,19 @@ pub struct AgentConfig {
     pub manifest: Option<String>,
     /// One-time code the agent presents when it first enrolls with the server.
     pub enrollment_code: String,
+}
+
+// the enrollment code is a credential: never in `Debug` output
+impl std::fmt::Debug for AgentConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentConfig")
+            .field("server_url", &self.server_url)
+            .field("ca_id", &self.ca_id)
+            .field("holder_id", &self.holder_id)
+            .field("token", &self.token)
+            .field("enrollment_code", &"<redacted>")
+            .finish_non_exhaustive()
+    }
 }
 
 /// Where the server is and how to pin it; the same for every holder of a CA.

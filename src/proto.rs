@@ -93,6 +93,9 @@ pub struct SessionStatus {
     pub seconds_left: i64,
     #[serde(default)]
     pub detail: Option<String>,
+    /// `issue`: the certificate as it will be (or was) issued.
+    #[serde(default)]
+    pub certificate: Option<crate::pki::CertificateView>,
     /// PEM, once signed (`issue`).
     #[serde(default)]
     pub certificate_pem: Option<String>,
@@ -111,7 +114,7 @@ pub struct SessionOffer {
     pub ca_name: String,
     pub kind: SessionKind,
     pub requester: String,
-    /// The exact bytes the holder approves (PEM CSR for `issue`; a description otherwise).
+    /// The request itself (PEM CSR for `issue`; the statement approved otherwise).
     pub request: String,
     /// SHA-256 (hex) of `request`'s DER (CSR) or UTF-8 (otherwise): what the envelope binds.
     pub request_sha256: String,
@@ -123,18 +126,35 @@ pub struct SessionOffer {
     pub recipient: String,
 }
 
-/// What the agent shows the holder.
+/// The terms of a session. For `issue`, the agent recomputes the certificate from the CSR
+/// and these terms with the code that issues, and refuses an offer whose `certificate`
+/// differs from its own result.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OfferSummary {
-    pub subject: String,
-    pub sans: Vec<String>,
-    pub key: String,
     pub profile: String,
     pub days: u32,
+    /// Start of validity, Unix seconds (`issue`).
+    #[serde(default)]
+    pub not_before: i64,
+    /// The serial to be issued (`issue`) or revoked (`revoke`), hex.
     #[serde(default)]
     pub serial: Option<String>,
     #[serde(default)]
     pub reason: Option<String>,
+    /// The certificate as it will be issued (`issue`).
+    #[serde(default)]
+    pub certificate: Option<crate::pki::CertificateView>,
+}
+
+/// What holders approve in a `revoke` session: re-derived from the stored serial and
+/// reason before anything is signed.
+pub fn revoke_statement(ca_id: &str, serial_hex: &str, reason: &str) -> String {
+    format!("revoke serial {serial_hex} of CA {ca_id} ({reason})")
+}
+
+/// What holders approve in a `crl` session.
+pub fn crl_statement(ca_id: &str) -> String {
+    format!("sign a new CRL for CA {ca_id}")
 }
 
 /// The signed statement of a contribution. The holder's token signs the compact JSON of
@@ -151,13 +171,16 @@ pub struct Envelope {
     /// The terms the holder was shown and approves: profile and validity in days.
     pub profile: String,
     pub days: u32,
+    /// SHA-256 of the certificate as it will be issued ([`crate::pki::CertificateView::digest`]),
+    /// for `issue` sessions.
+    pub certificate_sha256: Option<String>,
     pub ciphertext_sha256: String,
 }
 
 impl Envelope {
     /// The bytes the signature covers.
     pub fn signed_bytes(&self) -> Vec<u8> {
-        let mut bytes = b"nkpki contribution v1\n".to_vec();
+        let mut bytes = b"nkpki contribution v2\n".to_vec();
         bytes.extend_from_slice(&serde_json::to_vec(self).unwrap_or_default());
         bytes
     }
@@ -212,7 +235,7 @@ pub struct Login {
     pub signature: String,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 pub struct LoginOk {
     pub bearer: String,
     pub expires_at: i64,
@@ -220,7 +243,7 @@ pub struct LoginOk {
 
 /// POST /api/v1/enroll (agent, once): the one-time code proves the package; the signature
 /// proves possession of the token key being registered.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Enroll {
     pub ca_id: String,
@@ -257,4 +280,49 @@ pub struct RegisterCa {
     /// enrollment.json, as text, when the ceremony made packages.
     #[serde(default)]
     pub enrollment: Option<String>,
+}
+
+// Bearers and enrollment codes are credentials: never in `Debug` output.
+impl std::fmt::Debug for LoginOk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoginOk")
+            .field("bearer", &"<redacted>")
+            .field("expires_at", &self.expires_at)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for Enroll {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Enroll")
+            .field("ca_id", &self.ca_id)
+            .field("holder_id", &self.holder_id)
+            .field("enrollment_code", &"<redacted>")
+            .field("public_key_pem", &self.public_key_pem)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_never_show_in_debug() {
+        let login = LoginOk {
+            bearer: "bearer-secret-1234".into(),
+            expires_at: 1,
+        };
+        let enroll = Enroll {
+            ca_id: "c".into(),
+            holder_id: "NK001".into(),
+            enrollment_code: "CODE-SECRET-5678".into(),
+            public_key_pem: String::new(),
+            signature: String::new(),
+        };
+        let shown = format!("{login:?} {enroll:?}");
+        assert!(!shown.contains("bearer-secret-1234"), "{shown}");
+        assert!(!shown.contains("CODE-SECRET-5678"), "{shown}");
+        assert!(shown.contains("<redacted>"));
+    }
 }

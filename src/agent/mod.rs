@@ -7,7 +7,7 @@ use crate::client::{Client, ClientError, Trust};
 use crate::hsm::{HolderKey, Module, PinSource, Token, TokenSelector, read_pin};
 use crate::manifest::{Manifest, VerifiedManifest};
 use crate::package::AgentConfig;
-use crate::pki::{self, Csr};
+use crate::pki::{self, CertificateView, Csr};
 use crate::proto::{self, API, Contribution, Envelope, SessionKind, SessionOffer};
 use crate::sss::Share;
 use base64::Engine;
@@ -35,16 +35,26 @@ pub enum AgentError {
     Refused(String),
 }
 
-/// What the agent approves on its own, without asking: every condition given must hold.
-/// Used by services, tests and the demo; each use is logged loudly.
+/// What the agent approves on its own, without asking: every condition given must hold,
+/// judged on the certificate as it will be issued (never on the raw CSR). Used by
+/// services, tests and the demo; each use is logged loudly.
 #[derive(Clone, Debug, Default)]
 pub struct ApprovalRule {
     pub profile: Option<String>,
-    /// Every DNS or e-mail SAN must end with this suffix.
+    /// Every DNS name and e-mail domain must be this domain or below it.
     pub san_suffix: Option<String>,
+    /// Subject attributes allowed besides a CN equal to one of the certificate's SANs, as
+    /// (type, value); a value of `*` allows any value of that type.
+    pub subject_attributes: Vec<(String, String)>,
+    /// Longest validity approved; [`DEFAULT_MAX_DAYS`] when not given.
+    pub max_days: Option<u32>,
     /// Approve CRL signing and revocations too.
     pub allow_revocation: bool,
 }
+
+/// The longest validity a rule approves unless it says otherwise (the CA/Browser Forum's
+/// limit for TLS server certificates).
+pub const DEFAULT_MAX_DAYS: u32 = 397;
 
 /// How decisions are made.
 #[derive(Clone, Debug)]
@@ -67,8 +77,9 @@ pub struct AgentOptions {
 }
 
 impl ApprovalRule {
-    /// Why the rule does not cover the offer, if it does not.
-    pub fn refuses(&self, offer: &SessionOffer) -> Option<String> {
+    /// Why the rule does not cover the offer, if it does not. `view` is the certificate
+    /// as it will be issued, computed by this agent (for `issue` sessions).
+    pub fn refuses(&self, offer: &SessionOffer, view: Option<&CertificateView>) -> Option<String> {
         if offer.kind != SessionKind::Issue {
             return (!self.allow_revocation).then(|| {
                 format!(
@@ -77,35 +88,69 @@ impl ApprovalRule {
                 )
             });
         }
+        let Some(view) = view else {
+            return Some("no certificate to judge".into());
+        };
         if self.profile.is_none() && self.san_suffix.is_none() {
             return Some(
                 "the rule names no profile and no SAN suffix: issue requests need a person".into(),
             );
         }
-        if let Some(p) = &self.profile
-            && &offer.summary.profile != p
-        {
-            return Some(format!("profile {} is not {p}", offer.summary.profile));
+        match &self.profile {
+            Some(p) if &view.profile != p => {
+                return Some(format!("profile {} is not {p}", view.profile));
+            }
+            // a sub-CA can issue anything below it: only a rule naming the profile covers it
+            None if view.is_ca || view.profile == "sub-ca" => {
+                return Some(
+                    "a sub-CA certificate needs a person or an explicit --approve-profile sub-ca"
+                        .into(),
+                );
+            }
+            _ => {}
+        }
+        let max_days = self.max_days.unwrap_or(DEFAULT_MAX_DAYS);
+        if view.days > max_days {
+            return Some(format!(
+                "a validity of {} days is over the rule's {max_days}",
+                view.days
+            ));
         }
         if let Some(suffix) = &self.san_suffix {
-            let csr = match Csr::parse(offer.request.as_bytes()) {
-                Ok(csr) => csr,
-                Err(e) => return Some(format!("the request is not a valid CSR: {e}")),
-            };
-            if csr.sans.is_empty() {
-                return Some("the CSR has no SAN to check against the rule".into());
+            if view.sans.is_empty() {
+                return Some("the certificate has no SAN to check against the rule".into());
             }
             // ".example.org" and "example.org" both cover example.org and the names below it
             let apex = suffix.trim_start_matches('.');
-            for san in &csr.sans {
-                let domain = match san {
-                    pki::San::Dns(d) => d.as_str(),
-                    pki::San::Email(e) => e.rsplit('@').next().unwrap_or_default(),
-                    other => return Some(format!("SAN {other} is not covered by the rule")),
+            for san in &view.sans {
+                let domain = if let Some(d) = san.strip_prefix("DNS:") {
+                    d
+                } else if let Some(e) = san.strip_prefix("email:") {
+                    e.rsplit('@').next().unwrap_or_default()
+                } else {
+                    return Some(format!("SAN {san} is not covered by the rule"));
                 };
                 if !(domain == apex || domain.ends_with(&format!(".{apex}"))) {
                     return Some(format!("SAN {san} is not under {apex}"));
                 }
+            }
+        }
+        for (kind, value) in &view.subject {
+            let names_a_san = kind == "CN"
+                && view.sans.iter().any(|san| {
+                    san.split_once(':')
+                        .is_some_and(|(_, name)| name.eq_ignore_ascii_case(value))
+                });
+            let allowed = names_a_san
+                || self
+                    .subject_attributes
+                    .iter()
+                    .any(|(k, v)| k == kind && (v == "*" || v == value));
+            if !allowed {
+                return Some(format!(
+                    "subject {kind}={value} is not covered by the rule (a CN must equal a SAN; \
+                     other attributes need --approve-subject {kind}=VALUE)"
+                ));
             }
         }
         None
@@ -119,44 +164,91 @@ fn log(line: &str) {
     eprintln!("{t} {line}");
 }
 
-/// What the holder approves: the request's own digest, recomputed here, never taken from
-/// the server.
-pub fn request_digest(offer: &SessionOffer) -> Result<String, AgentError> {
+/// What the holder is asked to approve, recomputed here from the request itself, the
+/// holder's own manifest and the session's terms — never taken from the server.
+#[derive(Debug)]
+pub struct Approving {
+    /// SHA-256 of the request (the CSR's DER, or the statement's text).
+    pub request_sha256: String,
+    /// `issue`: the certificate as it will be issued.
+    pub certificate: Option<CertificateView>,
+}
+
+/// Recomputes what `offer` asks the holder to approve, and refuses an offer whose own
+/// description differs from that (a server describing one certificate and issuing another).
+pub fn recompute(
+    offer: &SessionOffer,
+    manifest: &VerifiedManifest,
+) -> Result<Approving, AgentError> {
+    let refused = |why: String| AgentError::Refused(why);
     match offer.kind {
-        SessionKind::Issue => Ok(Csr::parse(offer.request.as_bytes())
-            .map_err(|e| AgentError::Refused(format!("the request is not a valid CSR: {e}")))?
-            .digest()),
-        _ => Ok(pki::sha256_hex(offer.request.as_bytes())),
+        SessionKind::Issue => {
+            let csr = Csr::parse(offer.request.as_bytes())
+                .map_err(|e| refused(format!("the request is not a CSR nkpki can show: {e}")))?;
+            let described = offer.summary.certificate.as_ref().ok_or_else(|| {
+                refused("the offer does not say what certificate it issues".into())
+            })?;
+            let terms = pki::Terms::of_view(described).map_err(|e| refused(e.to_string()))?;
+            if described.profile != offer.summary.profile || described.days != offer.summary.days {
+                return Err(refused(
+                    "the offer's terms and its certificate disagree".into(),
+                ));
+            }
+            let view = pki::check_request(&manifest.ca, &csr, &terms)
+                .map_err(|e| refused(format!("the request cannot be issued: {e}")))?;
+            if &view != described {
+                return Err(refused(
+                    "the server describes another certificate than this request issues".into(),
+                ));
+            }
+            Ok(Approving {
+                request_sha256: csr.digest(),
+                certificate: Some(view),
+            })
+        }
+        SessionKind::Revoke | SessionKind::Crl => {
+            let expected = match offer.kind {
+                SessionKind::Revoke => proto::revoke_statement(
+                    &offer.ca_id,
+                    offer.summary.serial.as_deref().unwrap_or_default(),
+                    offer.summary.reason.as_deref().unwrap_or_default(),
+                ),
+                _ => proto::crl_statement(&offer.ca_id),
+            };
+            if offer.request != expected {
+                return Err(refused(
+                    "the statement does not match the session's terms".into(),
+                ));
+            }
+            Ok(Approving {
+                request_sha256: pki::sha256_hex(offer.request.as_bytes()),
+                certificate: None,
+            })
+        }
     }
 }
 
-/// Shows the holder what it is asked to approve, read from the request itself (and the
-/// CA name from the holder's own manifest), never from the server's description.
-fn show(offer: &SessionOffer, digest: &str, ca_name: &str) {
-    let s = &offer.summary;
-    eprintln!("\n──────── signing request {} ────────", offer.session_id);
-    eprintln!("CA:          {ca_name} ({})", offer.ca_id);
-    eprintln!("Requester:   {}", offer.requester);
+/// Shows the holder what it is asked to approve: the certificate as this agent computed
+/// it (and the CA name from the holder's own manifest); every string escaped.
+fn show(offer: &SessionOffer, approving: &Approving, ca_name: &str) {
+    let esc = pki::text::escape;
+    eprintln!(
+        "\n──────── signing request {} ────────",
+        esc(&offer.session_id)
+    );
+    eprintln!("CA:          {} ({})", esc(ca_name), esc(&offer.ca_id));
+    eprintln!("Requester:   {}", esc(&offer.requester));
     eprintln!("Kind:        {:?}", offer.kind);
-    match Csr::parse(offer.request.as_bytes()) {
-        Ok(csr) if offer.kind == SessionKind::Issue => {
-            eprintln!("Subject:     {}", csr.subject_string());
-            if !csr.sans.is_empty() {
-                eprintln!(
-                    "SANs:        {}",
-                    csr.sans
-                        .iter()
-                        .map(ToString::to_string)
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                );
+    match &approving.certificate {
+        Some(view) => {
+            eprintln!("The certificate, exactly as it will be issued:");
+            for line in view.lines() {
+                eprintln!("  {line}");
             }
-            eprintln!("Key:         {}", csr.key);
         }
-        _ => eprintln!("Request:     {}", offer.request),
+        None => eprintln!("Statement:   {}", esc(&offer.request)),
     }
-    eprintln!("Profile:     {}   validity {} days", s.profile, s.days);
-    eprintln!("Digest:      SHA-256 {digest}");
+    eprintln!("Digest:      SHA-256 {}", approving.request_sha256);
     let left = offer.expires_at - crate::store::now();
     eprintln!("Expires in:  {left} s");
 }
@@ -257,26 +349,40 @@ impl Agent {
 
     /// Whether to approve; `None` when nobody can be asked (no terminal): the session is
     /// then left unanswered rather than declined.
-    fn decide(&mut self, offer: &SessionOffer, digest: &str) -> Result<Option<bool>, AgentError> {
+    fn decide(
+        &mut self,
+        offer: &SessionOffer,
+        approving: &Approving,
+    ) -> Result<Option<bool>, AgentError> {
         match &self.opts.approval {
-            Approval::Rule(rule) => match rule.refuses(offer) {
+            Approval::Rule(rule) => match rule.refuses(offer, approving.certificate.as_ref()) {
                 None => {
                     log(&format!(
                         "AUTO-APPROVED by rule (non-interactive mode): session {} {}",
-                        offer.session_id, offer.summary.subject
+                        offer.session_id,
+                        pki::text::escape(&match &approving.certificate {
+                            Some(view) => format!(
+                                "{} [{}] {} days",
+                                view.subject_string(),
+                                view.sans.join(", "),
+                                view.days
+                            ),
+                            None => offer.request.clone(),
+                        })
                     ));
                     Ok(Some(true))
                 }
                 Some(why) => {
                     log(&format!(
-                        "declined by rule: session {}: {why}",
-                        offer.session_id
+                        "declined by rule: session {}: {}",
+                        offer.session_id,
+                        pki::text::escape(&why)
                     ));
                     Ok(Some(false))
                 }
             },
             Approval::Interactive => {
-                show(offer, digest, &self.manifest.body.ca.name);
+                show(offer, approving, &self.manifest.body.ca.name);
                 eprint!("Approve this request? [y/N] ");
                 let _ = std::io::stderr().flush();
                 let mut answer = String::new();
@@ -303,13 +409,13 @@ impl Agent {
                 offer.ca_id
             )));
         }
-        let digest = request_digest(offer)?;
-        if digest != offer.request_sha256 {
+        let approving = recompute(offer, &self.manifest)?;
+        if approving.request_sha256 != offer.request_sha256 {
             return Err(AgentError::Refused(
                 "the server's digest does not match the request it shows".into(),
             ));
         }
-        let Some(approved) = self.decide(offer, &digest)? else {
+        let Some(approved) = self.decide(offer, &approving)? else {
             return Ok(());
         };
         if !approved {
@@ -350,9 +456,10 @@ impl Agent {
             nonce: offer.nonce.clone(),
             expires_at: offer.expires_at,
             holder_id: self.opts.config.holder_id.clone(),
-            request_sha256: digest,
+            request_sha256: approving.request_sha256,
             profile: offer.summary.profile.clone(),
             days: offer.summary.days,
+            certificate_sha256: approving.certificate.as_ref().map(CertificateView::digest),
             ciphertext_sha256: pki::sha256_hex(ciphertext.as_bytes()),
         };
         let signature = B64.encode(self.token.sign(&self.key, &envelope.signed_bytes())?);
@@ -514,27 +621,55 @@ mod tests {
     use super::*;
     use crate::proto::OfferSummary;
 
-    fn offer(kind: SessionKind, profile: &str, request: &str) -> SessionOffer {
+    fn offer(kind: SessionKind) -> SessionOffer {
         SessionOffer {
             session_id: "s".into(),
             ca_id: "c".into(),
             ca_name: "CA".into(),
             kind,
             requester: "op".into(),
-            request: request.into(),
+            request: String::new(),
             request_sha256: String::new(),
             summary: OfferSummary {
-                subject: String::new(),
-                sans: vec![],
-                key: String::new(),
-                profile: profile.into(),
+                profile: String::new(),
                 days: 30,
+                not_before: 0,
                 serial: None,
                 reason: None,
+                certificate: None,
             },
             nonce: String::new(),
             expires_at: 0,
             recipient: String::new(),
+        }
+    }
+
+    fn view(profile: &str, subject: &[(&str, &str)], sans: &[&str], days: u32) -> CertificateView {
+        CertificateView {
+            profile: profile.into(),
+            serial: "01".into(),
+            subject: subject
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            sans: sans.iter().map(|s| (*s).to_owned()).collect(),
+            key: "ECDSA P-256".into(),
+            not_before: 0,
+            not_after: 0,
+            days,
+            is_ca: profile == "sub-ca",
+            path_len: (profile == "sub-ca").then_some(0),
+            key_usage: vec![],
+            extended_key_usage: vec![],
+            name_constraints: vec![],
+            dropped: vec![],
+        }
+    }
+
+    fn suffix_rule() -> ApprovalRule {
+        ApprovalRule {
+            san_suffix: Some(".example.org".into()),
+            ..Default::default()
         }
     }
 
@@ -544,79 +679,119 @@ mod tests {
             allow_revocation: true,
             ..Default::default()
         };
-        assert!(
-            rule.refuses(&offer(SessionKind::Issue, "server", ""))
-                .is_some()
-        );
-        assert!(rule.refuses(&offer(SessionKind::Crl, "crl", "")).is_none());
+        let v = view("server", &[], &["DNS:www.example.org"], 30);
+        assert!(rule.refuses(&offer(SessionKind::Issue), Some(&v)).is_some());
+        assert!(rule.refuses(&offer(SessionKind::Crl), None).is_none());
         assert!(
             ApprovalRule::default()
-                .refuses(&offer(SessionKind::Revoke, "revoke", ""))
+                .refuses(&offer(SessionKind::Revoke), None)
                 .is_some()
         );
     }
 
     #[test]
     fn a_suffix_covers_the_domain_and_below_only() {
-        let key = p256::ecdsa::SigningKey::from_slice(&[7u8; 32]).unwrap();
-        let csr_for = |name: &str| {
-            let mut params = rcgen::CertificateParams::new(vec![name.to_owned()]).unwrap();
-            params.distinguished_name = rcgen::DistinguishedName::new();
-            let signer = TestKey(key.clone());
-            params.serialize_request(&signer).unwrap().pem().unwrap()
-        };
         for suffix in ["example.org", ".example.org"] {
             let rule = ApprovalRule {
                 san_suffix: Some(suffix.into()),
                 ..Default::default()
             };
-            assert!(
-                rule.refuses(&offer(
-                    SessionKind::Issue,
-                    "server",
-                    &csr_for("www.example.org")
-                ))
-                .is_none()
-            );
-            assert!(
-                rule.refuses(&offer(
-                    SessionKind::Issue,
-                    "server",
-                    &csr_for("example.org")
-                ))
-                .is_none()
-            );
-            assert!(
-                rule.refuses(&offer(
-                    SessionKind::Issue,
-                    "server",
-                    &csr_for("evilexample.org")
-                ))
+            let judge = |san: &str| {
+                rule.refuses(
+                    &offer(SessionKind::Issue),
+                    Some(&view("server", &[], &[san], 30)),
+                )
+            };
+            assert_eq!(judge("DNS:www.example.org"), None);
+            assert_eq!(judge("DNS:example.org"), None);
+            assert!(judge("DNS:evilexample.org").is_some());
+            assert!(judge("IP:192.0.2.1").is_some());
+        }
+    }
+
+    #[test]
+    fn a_suffix_rule_never_approves_a_sub_ca() {
+        // the sub-ca profile drops every SAN: the rule has nothing to check and must refuse
+        let sub_ca = view("sub-ca", &[("CN", "Evil Intermediate")], &[], 30);
+        let why = suffix_rule()
+            .refuses(&offer(SessionKind::Issue), Some(&sub_ca))
+            .unwrap();
+        assert!(why.contains("sub-CA"), "{why}");
+        let explicit = ApprovalRule {
+            profile: Some("sub-ca".into()),
+            subject_attributes: vec![("CN".into(), "Team Intermediate".into())],
+            ..Default::default()
+        };
+        let team = view("sub-ca", &[("CN", "Team Intermediate")], &[], 30);
+        assert_eq!(
+            explicit.refuses(&offer(SessionKind::Issue), Some(&team)),
+            None
+        );
+        assert!(
+            explicit
+                .refuses(&offer(SessionKind::Issue), Some(&sub_ca))
                 .is_some()
-            );
-            assert!(
-                rule.refuses(&offer(SessionKind::Issue, "server", "not a csr"))
-                    .is_some()
-            );
-        }
+        );
     }
 
-    struct TestKey(p256::ecdsa::SigningKey);
-
-    impl rcgen::PublicKeyData for TestKey {
-        fn der_bytes(&self) -> &[u8] {
-            Box::leak(self.0.verifying_key().to_sec1_bytes())
-        }
-        fn algorithm(&self) -> &'static rcgen::SignatureAlgorithm {
-            &rcgen::PKCS_ECDSA_P256_SHA256
-        }
-    }
-
-    impl rcgen::SigningKey for TestKey {
-        fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, rcgen::Error> {
-            use p256::ecdsa::signature::Signer;
-            let sig: p256::ecdsa::Signature = self.0.sign(msg);
-            Ok(sig.to_der().as_bytes().to_vec())
-        }
+    #[test]
+    fn rules_bound_the_subject_and_the_validity() {
+        let rule = suffix_rule();
+        let ok = view(
+            "client",
+            &[("CN", "alice@example.org")],
+            &["email:alice@example.org"],
+            30,
+        );
+        assert_eq!(rule.refuses(&offer(SessionKind::Issue), Some(&ok)), None);
+        // an administrator-style name that is not one of the SANs needs an explicit rule
+        let admin = view(
+            "client",
+            &[("CN", "Administrator")],
+            &["email:alice@example.org"],
+            30,
+        );
+        assert!(
+            rule.refuses(&offer(SessionKind::Issue), Some(&admin))
+                .is_some()
+        );
+        let org = view(
+            "server",
+            &[("CN", "www.example.org"), ("O", "Example")],
+            &["DNS:www.example.org"],
+            30,
+        );
+        assert!(
+            rule.refuses(&offer(SessionKind::Issue), Some(&org))
+                .is_some()
+        );
+        let with_org = ApprovalRule {
+            subject_attributes: vec![("O".into(), "Example".into())],
+            ..suffix_rule()
+        };
+        assert_eq!(
+            with_org.refuses(&offer(SessionKind::Issue), Some(&org)),
+            None
+        );
+        let long = view(
+            "server",
+            &[],
+            &["DNS:www.example.org"],
+            DEFAULT_MAX_DAYS + 1,
+        );
+        assert!(
+            rule.refuses(&offer(SessionKind::Issue), Some(&long))
+                .is_some()
+        );
+        let short = ApprovalRule {
+            max_days: Some(10),
+            ..suffix_rule()
+        };
+        let month = view("server", &[], &["DNS:www.example.org"], 30);
+        assert!(
+            short
+                .refuses(&offer(SessionKind::Issue), Some(&month))
+                .is_some()
+        );
     }
 }

@@ -10,7 +10,8 @@ use std::path::PathBuf;
 #[derive(Debug, clap::Args)]
 #[command(
     after_help = "Examples:\n  nkpki agent --config ~/.config/nkpki/<ca-id>/agent.json\n  \
-    nkpki agent --config agent.json --pin-file pin --approve-profile server --approve-san-suffix .example.org"
+    nkpki agent --config agent.json --pin-file pin --approve-profile server --approve-san-suffix .example.org \\\n    \
+    --approve-max-days 90"
 )]
 pub struct Args {
     /// The configuration written by `nkpki deploy`
@@ -30,6 +31,13 @@ pub struct Args {
     /// below it (`example.org` and `.example.org` both mean example.org and its subdomains)
     #[arg(long, value_name = "DOMAIN")]
     approve_san_suffix: Option<String>,
+    /// Non-interactive rule: allow this subject attribute (TYPE=VALUE, or TYPE=* for any
+    /// value; repeat). Without it only a CN equal to one of the certificate's SANs passes
+    #[arg(long = "approve-subject", value_name = "TYPE=VALUE", value_parser = parse_attribute)]
+    approve_subject: Vec<(String, String)>,
+    /// Non-interactive rule: approve at most this validity in days (default 397)
+    #[arg(long, value_name = "DAYS", value_parser = clap::value_parser!(u32).range(1..=36500))]
+    approve_max_days: Option<u32>,
     /// Non-interactive: also approve revocations and CRL signing
     #[arg(long)]
     approve_revocations: bool,
@@ -59,10 +67,18 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let rule_given = args.approve_profile.is_some()
         || args.approve_san_suffix.is_some()
         || args.approve_revocations;
+    if !rule_given && (!args.approve_subject.is_empty() || args.approve_max_days.is_some()) {
+        return Err(super::hinted(
+            "--approve-subject and --approve-max-days only narrow a rule",
+            "add --approve-profile PROFILE and/or --approve-san-suffix DOMAIN",
+        ));
+    }
     let approval = if rule_given {
         Approval::Rule(ApprovalRule {
             profile: args.approve_profile,
             san_suffix: args.approve_san_suffix,
+            subject_attributes: args.approve_subject,
+            max_days: args.approve_max_days,
             allow_revocation: args.approve_revocations,
         })
     } else {
@@ -81,4 +97,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         max_sessions: args.max_sessions,
     })?;
     Ok(())
+}
+
+/// `O=Example Org` → ("O", "Example Org").
+fn parse_attribute(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((kind, value)) if !kind.trim().is_empty() && !value.is_empty() => {
+            Ok((kind.trim().to_owned(), value.to_owned()))
+        }
+        _ => Err(format!(
+            "{text:?} is not TYPE=VALUE (for example O=Example or OU=*)"
+        )),
+    }
 }

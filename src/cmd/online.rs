@@ -117,6 +117,12 @@ pub fn run_session(
             "session {} opened: {} of the CA's holders must approve within {} s",
             status.session_id, status.threshold, status.seconds_left
         );
+        if let Some(view) = &status.certificate {
+            eprintln!("the holders are shown this certificate, exactly as it will be issued:");
+            for line in view.lines() {
+                eprintln!("  {line}");
+            }
+        }
     }
     let mut last = (usize::MAX, usize::MAX, usize::MAX);
     loop {
@@ -185,6 +191,6 @@ fn list(prefix: &str, items: &[String]) -> String {
     if items.is_empty() {
         String::new()
     } else {
-        format!("{prefix}{}", items.join(", "))
+        format!("{prefix}{}", nkpki::pki::text::escape(&items.join(", ")))
     }
 }

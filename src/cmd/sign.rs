@@ -92,16 +92,17 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .with_context(|| format!("manifest {}", manifest_path.display()))?;
     let csr = Csr::parse(&super::read_file(&args.csr, "CSR")?)
         .with_context(|| format!("CSR {}", args.csr.display()))?;
-    let now = OffsetDateTime::now_utc();
-    pki::check_request(&manifest.ca, &csr, args.profile, args.days, now)?;
-    eprintln!("CA:       {} ({})", manifest.body.ca.name, manifest.ca_id());
+    let terms = pki::Terms::new(args.profile, args.days, OffsetDateTime::now_utc())?;
+    let view = pki::check_request(&manifest.ca, &csr, &terms)?;
     eprintln!(
-        "Request:  {} [{}], profile {}, {} days",
-        csr.subject_string(),
-        csr.key,
-        args.profile,
-        args.days
+        "CA:          {} ({})",
+        pki::text::escape(&manifest.body.ca.name),
+        manifest.ca_id()
     );
+    eprintln!("The certificate to be issued:");
+    for line in view.lines() {
+        eprintln!("  {line}");
+    }
     eprintln!("CSR SHA-256: {}", csr.digest());
 
     let mut unsealer = args.unseal.unsealer()?;
@@ -122,12 +123,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         };
         shares.extend(token_shares);
     }
-    let issued = offline::sign(&manifest, &csr, args.profile, args.days, &shares, now)?;
+    let issued = offline::sign(&manifest, &csr, &terms, &shares)?;
     drop(shares);
     for note in &issued.dropped {
         eprintln!(
-            "note: not copied from the CSR (profile {}): {note}",
-            args.profile
+            "note: not copied from the CSR (profile {}): {}",
+            args.profile,
+            pki::text::escape(note)
         );
     }
     let mut pem = issued.pem();
@@ -161,7 +163,7 @@ fn run_online(args: &Args) -> anyhow::Result<()> {
     };
     eprintln!(
         "Request:  {} [{}], profile {}, {} days; CSR SHA-256 {}",
-        csr.subject_string(),
+        pki::text::escape(&csr.subject_string()),
         csr.key,
         args.profile,
         args.days,

@@ -25,7 +25,7 @@ impl std::fmt::Display for San {
             San::Dns(d) => write!(f, "DNS:{d}"),
             San::Ip(ip) => write!(f, "IP:{ip}"),
             San::Email(e) => write!(f, "email:{e}"),
-            San::Other(o) => write!(f, "other:{o}"),
+            San::Other(o) => f.write_str(o),
         }
     }
 }
@@ -163,7 +163,9 @@ impl Csr {
                         attr.attr_type()
                     ))
                 })?;
-                subject.push((attribute_name(attr.attr_type()), value.to_owned()));
+                let name = attribute_name(attr.attr_type());
+                refuse_unsafe(&format!("subject {name}"), value)?;
+                subject.push((name, value.to_owned()));
             }
         }
         let mut sans = Vec::new();
@@ -173,6 +175,7 @@ impl Csr {
                 match ext {
                     ParsedExtension::SubjectAlternativeName(san) => {
                         for name in &san.general_names {
+                            refuse_unsafe_name(name)?;
                             sans.push(match name {
                                 GeneralName::DNSName(d) => San::Dns((*d).to_owned()),
                                 GeneralName::RFC822Name(e) => San::Email((*e).to_owned()),
@@ -185,7 +188,7 @@ impl Csr {
                                     )),
                                     _ => return Err(malformed("IP address SAN of a bad length")),
                                 },
-                                other => San::Other(format!("{other:?}")),
+                                other => San::Other(other_name(other)),
                             });
                         }
                     }
@@ -218,6 +221,54 @@ impl Csr {
             .map(|(k, v)| format!("{k}={v}"))
             .collect::<Vec<_>>()
             .join(", ")
+    }
+}
+
+/// Refuses text a holder could be deceived by (see [`super::text`]).
+fn refuse_unsafe(field: &str, value: &str) -> Result<(), PkiError> {
+    match super::text::first_unsafe(value) {
+        Some((position, c, why)) => Err(PkiError::UnsafeText {
+            field: field.to_owned(),
+            why,
+            code: c as u32,
+            position: position + 1,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Every string a subjectAltName carries is checked, of every kind, kept or not.
+fn refuse_unsafe_name(name: &GeneralName<'_>) -> Result<(), PkiError> {
+    match name {
+        GeneralName::DNSName(s) => refuse_unsafe("subjectAltName DNS name", s),
+        GeneralName::RFC822Name(s) => refuse_unsafe("subjectAltName e-mail", s),
+        GeneralName::URI(s) => refuse_unsafe("subjectAltName URI", s),
+        GeneralName::DirectoryName(dn) => {
+            for attr in dn.iter_attributes() {
+                let value = attr.as_str().map_err(|_| {
+                    malformed(format!(
+                        "subjectAltName directory name attribute {} is not a string",
+                        attr.attr_type()
+                    ))
+                })?;
+                refuse_unsafe("subjectAltName directory name", value)?;
+            }
+            Ok(())
+        }
+        other => refuse_unsafe("subjectAltName", &format!("{other:?}")),
+    }
+}
+
+/// A subjectAltName kind nkpki never issues, named for the holder and the operator.
+fn other_name(name: &GeneralName<'_>) -> String {
+    match name {
+        GeneralName::URI(s) => format!("URI:{s}"),
+        GeneralName::DirectoryName(dn) => format!("dirName:{dn}"),
+        GeneralName::OtherName(oid, _) => format!("otherName:{oid}"),
+        GeneralName::RegisteredID(oid) => format!("registeredID:{oid}"),
+        GeneralName::X400Address(_) => "x400Address".into(),
+        GeneralName::EDIPartyName(_) => "ediPartyName".into(),
+        _ => "unknown name".into(),
     }
 }
 

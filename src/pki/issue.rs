@@ -8,6 +8,7 @@ use rcgen::{
     ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyUsagePurpose, SanType,
     SubjectPublicKeyInfo,
 };
+use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
 use time::{Duration, OffsetDateTime};
@@ -59,6 +60,8 @@ pub struct Issued {
     pub not_after: OffsetDateTime,
     /// Human-readable notes on CSR content the profile dropped.
     pub dropped: Vec<String>,
+    /// What was shown before signing; the certificate carries exactly this.
+    pub view: CertificateView,
 }
 
 impl Issued {
@@ -94,50 +97,179 @@ fn valid_email(addr: &str) -> bool {
     }
 }
 
-/// Checks `csr` against `profile` and the CA without signing anything: the same rules as
-/// [`issue`], so a request can be refused before any holder is asked.
-pub fn check(
-    ca: &CaCertificate,
-    csr: &Csr,
-    profile: Profile,
-    days: u32,
-    now: OffsetDateTime,
-) -> Result<(), PkiError> {
-    plan(ca, csr, profile, days, now).map(|_| ())
+/// What the operator asks for and the holders approve, besides the CSR itself. Fixing the
+/// serial and the start of validity when the request is made means the certificate the
+/// holders are shown is, field for field, the one that is signed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Terms {
+    pub profile: Profile,
+    pub days: u32,
+    pub not_before: OffsetDateTime,
+    /// The serial number's bytes, as encoded in the certificate (positive, no leading zero).
+    pub serial: Vec<u8>,
+}
+
+impl Terms {
+    /// Terms for a certificate starting now, with a fresh random serial.
+    pub fn new(profile: Profile, days: u32, now: OffsetDateTime) -> Result<Self, PkiError> {
+        Ok(Terms {
+            profile,
+            days,
+            not_before: now
+                .replace_nanosecond(0)
+                .map_err(|e| PkiError::Build(e.to_string()))?,
+            serial: random_serial().to_bytes(),
+        })
+    }
+
+    /// The terms that make exactly `view` again (with the same CSR and CA).
+    pub fn of_view(view: &CertificateView) -> Result<Self, PkiError> {
+        let bad = |what: &str| PkiError::Build(format!("certificate view: {what}"));
+        Ok(Terms {
+            profile: view.profile.parse().map_err(|e: String| bad(&e))?,
+            days: view.days,
+            not_before: OffsetDateTime::from_unix_timestamp(view.not_before)
+                .map_err(|_| bad("start of validity out of range"))?,
+            serial: hex::decode(&view.serial).map_err(|_| bad("serial is not hex"))?,
+        })
+    }
+
+    pub fn serial_hex(&self) -> String {
+        hex::encode(&self.serial)
+    }
+}
+
+/// The certificate as it will be issued, field by field, after the profile has applied:
+/// what a holder is shown and approves. [`plan`] makes it, and [`issue`] signs exactly it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateView {
+    pub profile: String,
+    pub serial: String,
+    /// Subject attributes in certificate order, as (short name, value).
+    pub subject: Vec<(String, String)>,
+    /// `DNS:…`, `IP:…`, `email:…`.
+    pub sans: Vec<String>,
+    pub key: String,
+    /// Unix seconds.
+    pub not_before: i64,
+    pub not_after: i64,
+    pub days: u32,
+    pub is_ca: bool,
+    pub path_len: Option<u8>,
+    pub key_usage: Vec<String>,
+    pub extended_key_usage: Vec<String>,
+    /// Permitted subtrees of a constrained sub-CA; empty when none are set.
+    pub name_constraints: Vec<String>,
+    /// What the CSR asked for that the certificate will not carry.
+    pub dropped: Vec<String>,
+}
+
+impl CertificateView {
+    /// SHA-256 (hex) of the view's canonical JSON: what a holder's envelope binds.
+    pub fn digest(&self) -> String {
+        super::sha256_hex(&serde_json::to_vec(self).unwrap_or_default())
+    }
+
+    /// The view as lines for a terminal, every CSR-derived string escaped.
+    pub fn lines(&self) -> Vec<String> {
+        let esc = super::text::escape;
+        let when = |t: i64| {
+            OffsetDateTime::from_unix_timestamp(t)
+                .ok()
+                .and_then(|t| {
+                    t.format(&time::format_description::well_known::Rfc3339)
+                        .ok()
+                })
+                .unwrap_or_else(|| t.to_string())
+        };
+        let list = |items: &[String]| {
+            if items.is_empty() {
+                "(none)".to_owned()
+            } else {
+                esc(&items.join(", "))
+            }
+        };
+        let mut lines = vec![
+            format!("Profile:     {}", esc(&self.profile)),
+            format!("Subject:     {}", esc(&self.subject_string())),
+            format!("SANs:        {}", list(&self.sans)),
+            format!("Key:         {}", esc(&self.key)),
+            format!(
+                "Validity:    {} days, {} to {}",
+                self.days,
+                when(self.not_before),
+                when(self.not_after)
+            ),
+            format!(
+                "CA:          {}",
+                match (self.is_ca, self.path_len) {
+                    (false, _) => "no (end entity)".to_owned(),
+                    (true, Some(n)) => format!("YES, path length {n}"),
+                    (true, None) => "YES, no path length limit".to_owned(),
+                }
+            ),
+            format!("Key usage:   {}", list(&self.key_usage)),
+            format!("Ext. usage:  {}", list(&self.extended_key_usage)),
+            format!("Name constr: {}", list(&self.name_constraints)),
+            format!("Serial:      {}", esc(&self.serial)),
+        ];
+        for d in &self.dropped {
+            lines.push(format!("Dropped:     {} (in the CSR, not issued)", esc(d)));
+        }
+        lines
+    }
+
+    /// The subject as `CN=…, O=…`.
+    pub fn subject_string(&self) -> String {
+        self.subject
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// Checks `csr` against the terms and the CA without signing anything, and returns the
+/// certificate that [`issue`] would make: the same code decides both.
+pub fn check(ca: &CaCertificate, csr: &Csr, terms: &Terms) -> Result<CertificateView, PkiError> {
+    plan(ca, csr, terms).map(|p| p.view)
 }
 
 struct Plan {
     params: CertificateParams,
-    dropped: Vec<String>,
+    view: CertificateView,
 }
 
-fn plan(
-    ca: &CaCertificate,
-    csr: &Csr,
-    profile: Profile,
-    days: u32,
-    now: OffsetDateTime,
-) -> Result<Plan, PkiError> {
+fn plan(ca: &CaCertificate, csr: &Csr, terms: &Terms) -> Result<Plan, PkiError> {
+    let (profile, days) = (terms.profile, terms.days);
+    let now = terms
+        .not_before
+        .replace_nanosecond(0)
+        .map_err(|e| PkiError::Build(e.to_string()))?;
     if days == 0 {
         return Err(PkiError::ZeroValidity);
     }
-    let now = now
-        .replace_nanosecond(0)
-        .map_err(|e| PkiError::Build(e.to_string()))?;
-    let not_after = now + Duration::days(i64::from(days));
-    if not_after > ca.not_after {
-        return Err(PkiError::ValidityPastCa {
+    let not_after = now
+        .checked_add(Duration::days(i64::from(days)))
+        .filter(|end| *end <= ca.not_after)
+        .ok_or_else(|| PkiError::ValidityPastCa {
             days,
             max_days: (ca.not_after - now).whole_days().max(0),
             ca_not_after: ca.not_after.to_string(),
-        });
-    }
+        })?;
     if profile == Profile::SubCa && ca.path_len == Some(0) {
         return Err(PkiError::PathLenExhausted);
+    }
+    if terms.serial.is_empty() || terms.serial.len() > 20 || terms.serial[0] & 0x80 != 0 {
+        return Err(PkiError::Build(
+            "the serial number must be 1 to 20 bytes and positive".into(),
+        ));
     }
     let mut dropped = Vec::new();
 
     let mut dn = DistinguishedName::new();
+    let mut subject = Vec::new();
     for (kind, value) in &csr.subject {
         let ty = match kind.as_str() {
             "CN" => DnType::CommonName,
@@ -145,32 +277,41 @@ fn plan(
             "OU" => DnType::OrganizationalUnitName,
             "L" => DnType::LocalityName,
             "ST" => DnType::StateOrProvinceName,
-            "C" => {
-                let printable = rcgen::string::PrintableString::try_from(value.as_str())
-                    .ok()
-                    .filter(|_| value.len() == 2 && value.bytes().all(|b| b.is_ascii_uppercase()))
-                    .ok_or_else(|| {
-                        PkiError::MalformedCsr(format!(
-                            "subject country {value:?} is not two letters"
-                        ))
-                    })?;
-                dn.push(DnType::CountryName, DnValue::PrintableString(printable));
-                continue;
-            }
+            "C" => DnType::CountryName,
             other => {
                 dropped.push(format!("subject attribute {other}={value}"));
                 continue;
             }
         };
-        if value.is_empty() || value.chars().count() > 64 {
+        // a certificate carries each attribute once here: a request repeating one would be
+        // shown with two values and issued with one
+        if subject.iter().any(|(k, _): &(String, String)| k == kind) {
             return Err(PkiError::MalformedCsr(format!(
-                "subject {kind} must be 1 to 64 characters"
+                "subject attribute {kind} appears more than once; nkpki issues one value per \
+                 attribute (hint: make the request with a single {kind})"
             )));
         }
-        dn.push(ty, value.as_str());
+        if ty == DnType::CountryName {
+            let printable = rcgen::string::PrintableString::try_from(value.as_str())
+                .ok()
+                .filter(|_| value.len() == 2 && value.bytes().all(|b| b.is_ascii_uppercase()))
+                .ok_or_else(|| {
+                    PkiError::MalformedCsr(format!("subject country {value:?} is not two letters"))
+                })?;
+            dn.push(DnType::CountryName, DnValue::PrintableString(printable));
+        } else {
+            if value.is_empty() || value.chars().count() > 64 {
+                return Err(PkiError::MalformedCsr(format!(
+                    "subject {kind} must be 1 to 64 characters"
+                )));
+            }
+            dn.push(ty, value.as_str());
+        }
+        subject.push((kind.clone(), value.clone()));
     }
 
     let mut sans = Vec::new();
+    let mut shown_sans = Vec::new();
     for san in &csr.sans {
         let allowed = !matches!(
             (profile, san),
@@ -188,6 +329,7 @@ fn plan(
             San::Ip(ip) => SanType::IpAddress(*ip),
             San::Other(_) => continue,
         });
+        shown_sans.push(san.to_string());
     }
     for ext in &csr.ignored_extensions {
         dropped.push(format!("requested extension {ext}"));
@@ -196,8 +338,9 @@ fn plan(
     let mut params = CertificateParams::default();
     params.not_before = now;
     params.not_after = not_after;
-    params.serial_number = Some(random_serial());
+    params.serial_number = Some(rcgen::SerialNumber::from_slice(&terms.serial));
     params.use_authority_key_identifier_extension = true;
+    let mut path_len = None;
     match profile {
         Profile::Server => {
             if sans.is_empty() {
@@ -223,28 +366,61 @@ fn plan(
             if dn.iter().next().is_none() {
                 return Err(PkiError::EmptySubject(profile));
             }
+            path_len = Some(0);
             params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
             params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
         }
     }
+    let view = CertificateView {
+        profile: profile.to_string(),
+        serial: terms.serial_hex(),
+        subject,
+        sans: shown_sans,
+        key: csr.key.to_string(),
+        not_before: now.unix_timestamp(),
+        not_after: not_after.unix_timestamp(),
+        days,
+        is_ca: profile == Profile::SubCa,
+        path_len,
+        key_usage: params.key_usages.iter().map(key_usage_name).collect(),
+        extended_key_usage: params.extended_key_usages.iter().map(eku_name).collect(),
+        name_constraints: Vec::new(),
+        dropped,
+    };
     params.distinguished_name = dn;
     params.subject_alt_names = sans;
-    Ok(Plan { params, dropped })
+    Ok(Plan { params, view })
 }
 
-/// Issues a certificate for `csr` under `profile`, valid `days` from `now`.
+fn key_usage_name(usage: &KeyUsagePurpose) -> String {
+    match usage {
+        KeyUsagePurpose::DigitalSignature => "digitalSignature",
+        KeyUsagePurpose::KeyEncipherment => "keyEncipherment",
+        KeyUsagePurpose::KeyCertSign => "keyCertSign",
+        KeyUsagePurpose::CrlSign => "cRLSign",
+        _ => "other",
+    }
+    .to_owned()
+}
+
+fn eku_name(usage: &ExtendedKeyUsagePurpose) -> String {
+    match usage {
+        ExtendedKeyUsagePurpose::ServerAuth => "serverAuth",
+        ExtendedKeyUsagePurpose::ClientAuth => "clientAuth",
+        _ => "other",
+    }
+    .to_owned()
+}
+
+/// Issues the certificate [`check`] describes for `csr` under `terms`.
 pub fn issue(
     ca_key: &CaKey,
     ca: &CaCertificate,
     csr: &Csr,
-    profile: Profile,
-    days: u32,
-    now: OffsetDateTime,
+    terms: &Terms,
 ) -> Result<Issued, PkiError> {
-    let Plan {
-        mut params,
-        dropped,
-    } = plan(ca, csr, profile, days, now)?;
+    let Plan { mut params, view } = plan(ca, csr, terms)?;
+    let profile = terms.profile;
     let subject_key = SubjectPublicKeyInfo::from_der(&csr.spki_der)
         .map_err(|e| PkiError::UnsupportedCsrKey(e.to_string()))?;
     let ski = key_identifier(rcgen::PublicKeyData::der_bytes(&subject_key));
@@ -259,17 +435,13 @@ pub fn issue(
     }
     params.key_identifier_method = KeyIdMethod::PreSpecified(ski);
     let issuer = Issuer::from_ca_cert_der(&ca.der.as_slice().into(), ca_key)?;
-    let serial_hex = params
-        .serial_number
-        .as_ref()
-        .map(|s| hex::encode(s.to_bytes()))
-        .unwrap_or_default();
     let not_after = params.not_after;
     let cert = params.signed_by(&subject_key, &issuer)?;
     Ok(Issued {
         der: cert.der().to_vec(),
-        serial_hex,
+        serial_hex: view.serial.clone(),
         not_after,
-        dropped,
+        dropped: view.dropped.clone(),
+        view,
     })
 }

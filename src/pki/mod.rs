@@ -7,11 +7,12 @@ mod crl;
 mod csr;
 mod issue;
 mod key;
+pub mod text;
 
 pub use ca::{CaCertificate, CaSubject, self_signed};
 pub use crl::{CRL_VALIDITY_DAYS, REASONS, Revoked, parse_reason, sign_crl};
 pub use csr::{Csr, CsrKey, San};
-pub use issue::{Issued, Profile, check as check_request, issue};
+pub use issue::{CertificateView, Issued, Profile, Terms, check as check_request, issue};
 pub use key::{CaKey, KeyAlgorithm, verify_signature};
 
 use sha2::{Digest, Sha256};
@@ -31,6 +32,15 @@ pub enum PkiError {
     BadSignature,
     #[error("malformed certificate signing request: {0}")]
     MalformedCsr(String),
+    #[error(
+        "the CSR's {field} contains {why} (U+{code:04X}) at character {position}: such text can make a holder read another name than the one issued (hint: make the request again without it)"
+    )]
+    UnsafeText {
+        field: String,
+        why: &'static str,
+        code: u32,
+        position: usize,
+    },
     #[error("the CSR's signature does not verify: it was altered or not signed by its key")]
     CsrSignatureInvalid,
     #[error("the CSR's RSA key has {bits} bits; at least 2048 are required")]

@@ -4,8 +4,8 @@
 use crate::manifest::{Manifest, VerifiedManifest};
 use crate::pki::{self, CaKey, Csr, Profile, Revoked};
 use crate::proto::{
-    Challenge, ChallengeRequest, Contribution, CreateSession, Decline, Enroll, Login, LoginOk,
-    OfferSummary, SessionKind, SessionOffer, SessionState, SessionStatus,
+    self, Challenge, ChallengeRequest, Contribution, CreateSession, Decline, Enroll, Login,
+    LoginOk, OfferSummary, SessionKind, SessionOffer, SessionState, SessionStatus,
 };
 use crate::sss::Share;
 use crate::store::{self, SessionRow, Store, now};
@@ -95,6 +95,12 @@ impl std::fmt::Debug for State {
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// A stored certificate view.
+fn view_of(json: &str) -> Result<pki::CertificateView, String> {
+    serde_json::from_str(json)
+        .map_err(|e| format!("the stored certificate view is unreadable: {e}"))
 }
 
 fn random_hex(bytes: usize) -> String {
@@ -409,22 +415,17 @@ impl State {
                     .parse()
                     .map_err(refuse)?;
                 let days = req.days.unwrap_or(90);
-                pki::check_request(
-                    &manifest.ca,
-                    &csr,
-                    profile,
-                    days,
-                    time::OffsetDateTime::now_utc(),
-                )
-                .map_err(|e| refuse(e.to_string()))?;
+                let terms = pki::Terms::new(profile, days, time::OffsetDateTime::now_utc())
+                    .map_err(|e| refuse(e.to_string()))?;
+                let view = pki::check_request(&manifest.ca, &csr, &terms)
+                    .map_err(|e| refuse(e.to_string()))?;
                 let summary = OfferSummary {
-                    subject: csr.subject_string(),
-                    sans: csr.sans.iter().map(ToString::to_string).collect(),
-                    key: csr.key.to_string(),
                     profile: profile.to_string(),
                     days,
-                    serial: None,
+                    not_before: view.not_before,
+                    serial: Some(view.serial.clone()),
                     reason: None,
+                    certificate: Some(view),
                 };
                 (
                     pki::pem_encode("CERTIFICATE REQUEST", &csr.der),
@@ -459,28 +460,26 @@ impl State {
                 if revoked {
                     return Err(refuse(format!("serial {serial} is already revoked")));
                 }
-                let text = format!("revoke serial {serial} of CA {} ({reason})", req.ca_id);
+                let text = proto::revoke_statement(&req.ca_id, &serial, reason);
                 let summary = OfferSummary {
-                    subject: text.clone(),
-                    sans: vec![],
-                    key: String::new(),
                     profile: "revoke".into(),
                     days: 0,
+                    not_before: 0,
                     serial: Some(serial.clone()),
                     reason: Some(reason.to_owned()),
+                    certificate: None,
                 };
                 (text.clone(), pki::sha256_hex(text.as_bytes()), summary)
             }
             SessionKind::Crl => {
-                let text = format!("sign a new CRL for CA {}", req.ca_id);
+                let text = proto::crl_statement(&req.ca_id);
                 let summary = OfferSummary {
-                    subject: text.clone(),
-                    sans: vec![],
-                    key: String::new(),
                     profile: "crl".into(),
                     days: pki::CRL_VALIDITY_DAYS as u32,
+                    not_before: 0,
                     serial: None,
                     reason: None,
+                    certificate: None,
                 };
                 (text.clone(), pki::sha256_hex(text.as_bytes()), summary)
             }
@@ -490,7 +489,7 @@ impl State {
         let session_id = random_hex(16);
         let nonce = random_hex(32);
         let created_at = now();
-        let expires_at = created_at + self.session_ttl;
+        let expires_at = created_at.saturating_add(self.session_ttl);
         let kind = serde_json::to_value(req.kind)
             .ok()
             .and_then(|v| v.as_str().map(str::to_owned))
@@ -512,6 +511,10 @@ impl State {
             created_at,
             expires_at,
             detail: None,
+            certificate_view: summary
+                .certificate
+                .as_ref()
+                .and_then(|v| serde_json::to_string(v).ok()),
         };
         lock(&self.store).insert_session(&row)?;
         let offer = SessionOffer {
@@ -589,6 +592,10 @@ impl State {
             expires_at: row.expires_at,
             seconds_left: (row.expires_at - now()).max(0),
             detail: row.detail.clone(),
+            certificate: row
+                .certificate_view
+                .as_deref()
+                .and_then(|v| view_of(v).ok()),
             certificate_pem,
             serial,
             crl_pem,
@@ -823,6 +830,18 @@ impl State {
                 ),
             );
         }
+        let certificate_sha256 = match row.certificate_view.as_deref().map(view_of) {
+            Some(Ok(view)) => Some(view.digest()),
+            Some(Err(why)) => return refuse(500, "internal", why),
+            None => None,
+        };
+        if e.certificate_sha256 != certificate_sha256 {
+            return refuse(
+                409,
+                "wrong-certificate",
+                "the envelope approves another certificate than the session issues".into(),
+            );
+        }
         if pki::sha256_hex(c.ciphertext.as_bytes()) != e.ciphertext_sha256 {
             return refuse(
                 400,
@@ -988,22 +1007,22 @@ impl State {
                             .into(),
                     );
                 }
-                let profile: Profile = row.profile.as_deref().unwrap_or("server").parse()?;
-                let issued = pki::issue(
-                    key,
-                    &manifest.ca,
-                    &csr,
-                    profile,
-                    row.days.unwrap_or(90),
-                    now_t,
-                )
-                .map_err(|e| e.to_string())?;
+                let approved = view_of(row.certificate_view.as_deref().unwrap_or_default())?;
+                let terms = pki::Terms::of_view(&approved).map_err(|e| e.to_string())?;
+                let issued =
+                    pki::issue(key, &manifest.ca, &csr, &terms).map_err(|e| e.to_string())?;
+                if issued.view != approved {
+                    return Err(
+                        "the certificate issuance would make differs from the one the holders approved"
+                            .into(),
+                    );
+                }
                 lock(&self.store)
                     .record_certificate(
                         &row.session_id,
                         &row.ca_id,
                         &issued.serial_hex,
-                        &csr.subject_string(),
+                        &issued.view.subject_string(),
                         issued.not_after.unix_timestamp(),
                         &issued.pem(),
                     )
@@ -1022,11 +1041,25 @@ impl State {
                         revoked_at,
                     })
                     .collect();
-                let new = (kind == "revoke").then(|| Revoked {
-                    serial_hex: row.serial.clone().unwrap_or_default(),
-                    reason: row.reason.clone().unwrap_or_else(|| "unspecified".into()),
-                    revoked_at: now(),
-                });
+                // re-derive what the holders approved from what is about to be signed
+                let (statement, new) = if kind == "revoke" {
+                    let n = Revoked {
+                        serial_hex: row.serial.clone().unwrap_or_default(),
+                        reason: row.reason.clone().unwrap_or_else(|| "unspecified".into()),
+                        revoked_at: now(),
+                    };
+                    (
+                        proto::revoke_statement(&row.ca_id, &n.serial_hex, &n.reason),
+                        Some(n),
+                    )
+                } else {
+                    (proto::crl_statement(&row.ca_id), None)
+                };
+                if pki::sha256_hex(statement.as_bytes()) != row.request_sha256 {
+                    return Err(
+                        "the stored revocation no longer matches what the holders approved".into(),
+                    );
+                }
                 if let Some(n) = &new {
                     revoked.push(n.clone());
                 }

@@ -75,6 +75,9 @@ pub struct SessionRow {
     pub created_at: i64,
     pub expires_at: i64,
     pub detail: Option<String>,
+    /// `issue`: the certificate as it will be issued (JSON of [`crate::pki::CertificateView`]),
+    /// which the holders approve.
+    pub certificate_view: Option<String>,
 }
 
 /// Marks a session signed, in the transaction that records what it signed. Only a session
@@ -321,11 +324,11 @@ impl Store {
         let tx = self.conn.transaction()?;
         tx.execute(
             "INSERT INTO sessions (session_id, ca_id, kind, state, requester, request, request_sha256, profile, days, \
-             serial, reason, nonce, recipient, created_at, expires_at, detail) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+             serial, reason, nonce, recipient, created_at, expires_at, detail, certificate_view) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
             params![
                 s.session_id, s.ca_id, s.kind, s.state, s.requester, s.request, s.request_sha256, s.profile, s.days,
-                s.serial, s.reason, s.nonce, s.recipient, s.created_at, s.expires_at, s.detail
+                s.serial, s.reason, s.nonce, s.recipient, s.created_at, s.expires_at, s.detail, s.certificate_view
             ],
         )?;
         audit::append_tx(
@@ -361,11 +364,12 @@ impl Store {
             created_at: r.get(13)?,
             expires_at: r.get(14)?,
             detail: r.get(15)?,
+            certificate_view: r.get(16)?,
         })
     }
 
     const SESSION_COLUMNS: &'static str = "session_id, ca_id, kind, state, requester, request, request_sha256, \
-        profile, days, serial, reason, nonce, recipient, created_at, expires_at, detail";
+        profile, days, serial, reason, nonce, recipient, created_at, expires_at, detail, certificate_view";
 
     pub fn session(&self, session_id: &str) -> Result<Option<SessionRow>> {
         Ok(self

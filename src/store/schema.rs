@@ -30,6 +30,8 @@ const MIGRATIONS: &[&str] = &[
         pem TEXT NOT NULL, signed_at INTEGER NOT NULL, PRIMARY KEY (ca_id, number));
      CREATE TABLE audit (seq INTEGER PRIMARY KEY, at INTEGER NOT NULL, event TEXT NOT NULL, ca_id TEXT,
         session_id TEXT, holder_id TEXT, detail TEXT NOT NULL, prev_hash TEXT NOT NULL, hash TEXT NOT NULL);",
+    // 2: issue sessions keep the certificate the holders are shown and approve
+    "ALTER TABLE sessions ADD COLUMN certificate_view TEXT;",
 ];
 
 pub fn migrate(conn: &mut Connection) -> Result<()> {

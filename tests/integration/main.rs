@@ -9,6 +9,7 @@ mod harness;
 mod bad_input;
 mod ceremony;
 mod nitrokey;
+mod offer;
 mod online;
 mod online_attacks;
 mod sign;

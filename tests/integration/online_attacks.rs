@@ -128,6 +128,7 @@ impl FakeAgent {
             request_sha256: offer.request_sha256.clone(),
             profile: offer.summary.profile.clone(),
             days: offer.summary.days,
+            certificate_sha256: offer.summary.certificate.as_ref().map(|v| v.digest()),
             ciphertext_sha256: nkpki::pki::sha256_hex(ciphertext.as_bytes()),
         };
         let signature = sign(&self.key, &envelope.signed_bytes());
