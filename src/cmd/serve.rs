@@ -46,6 +46,16 @@ enum Admin {
     /// Holders
     #[command(subcommand)]
     Holder(HolderCmd),
+    /// Write a consistent copy of the database (safe while the server runs)
+    #[command(after_help = "Example:\n  \
+        nkpki serve backup --data-dir /var/lib/nkpki --out /backup/nkpki-$(date +%F).sqlite3")]
+    Backup {
+        #[arg(long, value_name = "DIR", default_value = "/var/lib/nkpki")]
+        data_dir: PathBuf,
+        /// The backup file to create (it must not exist)
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -134,6 +144,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 "new one-time enrollment code for {holder} (give it to the holder; put it in agent.json):"
             );
             println!("{code}");
+        }
+        Some(Admin::Backup { data_dir, out }) => {
+            server::backup(&data_dir, &out)
+                .with_context(|| format!("backing up {}", data_dir.display()))?;
+            println!("backup written to {} (integrity checked)", out.display());
         }
         None => server::run(ServeOptions {
             listen: args.listen,

@@ -72,6 +72,8 @@ pub fn run(opts: ServeOptions) -> Result<(), ServerError> {
         Some((cert, key)) => Some(tls_acceptor(cert, key)?),
         None => None,
     };
+    // before anything in the data directory is read or written: one server per directory
+    let _lock = crate::store::DataDirLock::acquire(&opts.data_dir)?;
     let mut store = Store::open(&opts.data_dir)?;
     let aborted = store.abort_open_sessions()?;
     if aborted > 0 {
@@ -228,6 +230,11 @@ pub fn create_api_token(data_dir: &Path, name: &str) -> Result<String, ServerErr
     let token = random_token("nkpki_op_");
     Store::open(data_dir)?.add_api_token(name, &token_hash(&token))?;
     Ok(token)
+}
+
+/// Writes a consistent copy of the server's database to `out`; safe while a server runs.
+pub fn backup(data_dir: &Path, out: &Path) -> Result<(), ServerError> {
+    Ok(Store::open(data_dir)?.backup(out)?)
 }
 
 /// Revokes an operator's API token.

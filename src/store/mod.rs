@@ -3,11 +3,13 @@
 //! hash-chained audit log. Nothing secret is ever stored here.
 
 mod audit;
+mod lock;
 mod schema;
 
 pub use audit::{AuditEntry, AuditProblem, verify_chain};
+pub use lock::DataDirLock;
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
@@ -17,6 +19,14 @@ pub enum StoreError {
     Sql(#[from] rusqlite::Error),
     #[error("cannot use data directory {path}: {reason}")]
     DataDir { path: String, reason: String },
+    #[error(
+        "data directory {path} is in use by another nkpki serve (PID {pid}); stop it first, or give this one another --data-dir"
+    )]
+    InUse { path: String, pid: String },
+    #[error(
+        "the database {path} is damaged ({problem}); nkpki will not serve from it (hint: stop, keep a copy of the damaged file, and restore the latest `nkpki serve backup` as docs/operator-guide.md#backups-and-restore explains)"
+    )]
+    Corrupt { path: String, problem: String },
     #[error("the database schema version {found} is newer than this nkpki knows ({known})")]
     TooNew { found: i64, known: i64 },
     #[error("{0}")]
@@ -107,14 +117,64 @@ impl Store {
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
             .map_err(|e| fail(e.to_string()))?;
         let path = dir.join("nkpki.sqlite3");
+        let corrupt = |problem: String| StoreError::Corrupt {
+            path: path.display().to_string(),
+            problem,
+        };
         let conn = Connection::open(&path)?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(|e| corrupt(e.to_string()))?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
+        // a damaged page is found now, not when a session needs it
+        let problems: Vec<String> = conn
+            .prepare("PRAGMA quick_check")
+            .and_then(|mut q| {
+                q.query_map([], |r| r.get::<_, String>(0))?
+                    .collect::<rusqlite::Result<Vec<_>>>()
+            })
+            .map_err(|e| corrupt(e.to_string()))?;
+        if problems.iter().any(|p| p != "ok") {
+            return Err(corrupt(problems.join("; ")));
+        }
         let mut store = Store { conn, path };
         schema::migrate(&mut store.conn)?;
         Ok(store)
+    }
+
+    /// A transaction that writes: it takes the database's write lock at once, so two
+    /// writers wait for each other (up to the busy timeout) instead of one failing
+    /// half-way with SQLITE_BUSY.
+    fn write_tx(&mut self) -> Result<rusqlite::Transaction<'_>> {
+        Ok(self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?)
+    }
+
+    /// A consistent copy of the whole database at `out` (which must not exist), safe while
+    /// a server runs; the copy is verified before it is reported done.
+    pub fn backup(&self, out: &Path) -> Result<()> {
+        let text = out.to_str().ok_or_else(|| StoreError::DataDir {
+            path: out.display().to_string(),
+            reason: "the backup path is not UTF-8".into(),
+        })?;
+        if out.exists() {
+            return Err(StoreError::Conflict(format!(
+                "{} already exists; choose a new file for the backup",
+                out.display()
+            )));
+        }
+        self.conn.execute("VACUUM INTO ?1", [text])?;
+        let copy = Connection::open(out)?;
+        let check: String = copy.query_row("PRAGMA integrity_check", [], |r| r.get(0))?;
+        if check != "ok" {
+            return Err(StoreError::Corrupt {
+                path: out.display().to_string(),
+                problem: check,
+            });
+        }
+        Ok(())
     }
 
     pub fn conn(&self) -> &Connection {
@@ -130,7 +190,7 @@ impl Store {
         manifest_json: &str,
         holders: &[(String, u8, Option<String>)],
     ) -> Result<()> {
-        let tx = self.conn.transaction()?;
+        let tx = self.write_tx()?;
         let exists: Option<String> = tx
             .query_row("SELECT ca_id FROM cas WHERE ca_id = ?1", [ca_id], |r| {
                 r.get(0)
@@ -208,7 +268,7 @@ impl Store {
 
     /// Registers a holder's token key, consuming the one-time code (checked by the caller).
     pub fn enroll(&mut self, ca_id: &str, holder_id: &str, public_key_pem: &str) -> Result<()> {
-        let tx = self.conn.transaction()?;
+        let tx = self.write_tx()?;
         let changed = tx.execute(
             "UPDATE holders SET code_used = 1, public_key_pem = ?3, enrolled_at = ?4 \
              WHERE ca_id = ?1 AND holder_id = ?2 AND code_used = 0",
@@ -236,7 +296,7 @@ impl Store {
 
     /// Operator action: forget the holder's key and set a new one-time code (hash).
     pub fn reset_holder(&mut self, ca_id: &str, holder_id: &str, code_sha256: &str) -> Result<()> {
-        let tx = self.conn.transaction()?;
+        let tx = self.write_tx()?;
         let changed = tx.execute(
             "UPDATE holders SET code_used = 0, public_key_pem = NULL, enrollment_code_sha256 = ?3 WHERE ca_id = ?1 AND holder_id = ?2",
             params![ca_id, holder_id, code_sha256],
@@ -269,7 +329,7 @@ impl Store {
     // ---- operators' API tokens ----------------------------------------------------
 
     pub fn add_api_token(&mut self, name: &str, token_sha256: &str) -> Result<()> {
-        let tx = self.conn.transaction()?;
+        let tx = self.write_tx()?;
         let exists: Option<String> = tx
             .query_row("SELECT name FROM api_tokens WHERE name = ?1", [name], |r| {
                 r.get(0)
@@ -291,7 +351,7 @@ impl Store {
 
     /// Revokes an operator's API token; it stops working at once, even on a running server.
     pub fn revoke_api_token(&mut self, name: &str) -> Result<()> {
-        let tx = self.conn.transaction()?;
+        let tx = self.write_tx()?;
         let changed = tx.execute(
             "UPDATE api_tokens SET revoked = 1 WHERE name = ?1 AND revoked = 0",
             [name],
@@ -321,7 +381,7 @@ impl Store {
     // ---- sessions -----------------------------------------------------------------
 
     pub fn insert_session(&mut self, s: &SessionRow) -> Result<()> {
-        let tx = self.conn.transaction()?;
+        let tx = self.write_tx()?;
         tx.execute(
             "INSERT INTO sessions (session_id, ca_id, kind, state, requester, request, request_sha256, profile, days, \
              serial, reason, nonce, recipient, created_at, expires_at, detail, certificate_view) \
@@ -393,7 +453,7 @@ impl Store {
         detail: &str,
         audit_event: &str,
     ) -> Result<bool> {
-        let tx = self.conn.transaction()?;
+        let tx = self.write_tx()?;
         let row: Option<(String, String)> = tx
             .query_row(
                 "SELECT ca_id, state FROM sessions WHERE session_id = ?1",
@@ -451,7 +511,7 @@ impl Store {
         outcome: &str,
         detail: &str,
     ) -> Result<()> {
-        let tx = self.conn.transaction()?;
+        let tx = self.write_tx()?;
         tx.execute(
             "INSERT INTO session_events (session_id, holder_id, outcome, detail, at) VALUES (?1, ?2, ?3, ?4, ?5)",
             params![session_id, holder_id, outcome, detail, now()],
@@ -487,7 +547,7 @@ impl Store {
         not_after: i64,
         pem: &str,
     ) -> Result<()> {
-        let tx = self.conn.transaction()?;
+        let tx = self.write_tx()?;
         tx.execute(
             "INSERT INTO certificates (serial, ca_id, session_id, subject, not_after, pem, issued_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             params![serial, ca_id, session_id, subject, not_after, pem, now()],
@@ -554,7 +614,7 @@ impl Store {
         pem: &str,
         revoked: Option<(&str, &str, i64)>,
     ) -> Result<()> {
-        let tx = self.conn.transaction()?;
+        let tx = self.write_tx()?;
         if let Some((serial, reason, at)) = revoked {
             tx.execute(
                 "INSERT INTO revocations (serial, ca_id, reason, revoked_at, session_id) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -609,7 +669,7 @@ impl Store {
         holder_id: Option<&str>,
         detail: &str,
     ) -> Result<()> {
-        let tx = self.conn.transaction()?;
+        let tx = self.write_tx()?;
         audit::append_tx(&tx, event, ca_id, session_id, holder_id, detail)?;
         tx.commit()?;
         Ok(())

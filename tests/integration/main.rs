@@ -14,5 +14,6 @@ mod online;
 mod online_attacks;
 mod sign;
 mod split_combine;
+mod store_faults;
 mod token_bad_input;
 mod tokens;
