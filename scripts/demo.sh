@@ -97,7 +97,7 @@ for id in NK002 NK003 NK004; do
     conf=$("$root/scripts/holder-machine.sh" "$nkpki" "$id")
     echo "$ nkpki agent --config holder-$id/$ca_id/agent.json --approve-profile server --approve-san-suffix .example.org"
     SOFTHSM2_CONF=$conf "$nkpki" agent --config "holder-$id/$ca_id/agent.json" \
-        --pin-file pin.txt --server "$url" --approve-profile server --approve-san-suffix .example.org 2> "agent-$id.log" &
+        --pin-file pin.txt --server "$url" --insecure-http --approve-profile server --approve-san-suffix .example.org 2> "agent-$id.log" &
     pids+=($!)
 done
 for id in NK002 NK003 NK004; do

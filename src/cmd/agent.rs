@@ -42,6 +42,9 @@ pub struct Args {
     /// Exit after answering N sessions (for scripts and tests)
     #[arg(long, value_name = "N")]
     max_sessions: Option<usize>,
+    /// Accept a plain http:// server URL (loopback, a test bench); refused otherwise
+    #[arg(long)]
+    insecure_http: bool,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -79,6 +82,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         approval,
         trust,
         max_sessions: args.max_sessions,
+        insecure_http: args.insecure_http,
     })?;
     Ok(())
 }

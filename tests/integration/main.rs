@@ -14,4 +14,6 @@ mod online_attacks;
 mod sign;
 mod split_combine;
 mod token_bad_input;
+mod token_hardening;
+mod token_login;
 mod tokens;
