@@ -465,3 +465,36 @@ pub fn open(
         fingerprint,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_http_is_recognised_in_any_case() {
+        assert!(is_plain_http("http://127.0.0.1:8080"));
+        assert!(is_plain_http("HTTP://pki.example.org"));
+        assert!(!is_plain_http("https://pki.example.org"));
+        assert!(!is_plain_http("http"));
+    }
+
+    #[test]
+    fn the_unit_quotes_local_paths_and_checks_package_ids() {
+        let unit = agent_unit(
+            Path::new("/opt/nk pki/bin/nkpki"),
+            Path::new("/home/a%b/$HOME/\"x\"/cfg"),
+            "NK001",
+            "0a3ab9b8",
+        )
+        .unwrap();
+        assert!(unit.contains(
+            "ExecStart=\"/opt/nk pki/bin/nkpki\" agent --config \"/home/a%%b/$$HOME/\\\"x\\\"/cfg/agent.json\""
+        ));
+        assert!(!unit.contains("ExecStartPre"));
+        let exe = Path::new("/usr/bin/nkpki");
+        let dir = Path::new("/home/a/.config/nkpki/0a3a");
+        assert!(agent_unit(exe, dir, "NK001\nExecStartPre=/bin/sh", "0a3a").is_err());
+        assert!(agent_unit(exe, dir, "NK001", "0a3a\nExecStartPre=x").is_err());
+        assert!(agent_unit(exe, Path::new("/home/a\n[Service]"), "NK001", "0a3a").is_err());
+    }
+}

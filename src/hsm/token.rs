@@ -633,3 +633,16 @@ fn spki_from_ec_point(point: &[u8]) -> Result<Vec<u8>, HsmError> {
         .map(|d| d.into_vec())
         .map_err(|e| HsmError::BadPublicKey(e.to_string()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_application_keeps_its_length_with_a_nul_behind_it() {
+        let bytes = nul_terminated(APPLICATION);
+        assert_eq!(bytes, b"nkpki");
+        // the NUL lives in the spare capacity that OpenSC's C-string read reaches
+        assert!(bytes.capacity() > bytes.len());
+    }
+}
