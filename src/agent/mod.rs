@@ -255,10 +255,19 @@ impl Agent {
     /// card (`pkcs11-tool -L`, `nkpki token list`) drops it, and the share read would fail.
     /// A login lost even so is logged and recovered once.
     fn read_share_freshly_logged_in(&mut self) -> Result<zeroize::Zeroizing<Vec<u8>>, AgentError> {
+        let label = self.token.label().to_owned();
+        let state = self.token.pin_state();
+        if matches!(self.opts.approval, Approval::Rule(_)) && (state.count_low || state.final_try) {
+            // a wrong PIN file would otherwise spend one try per session until the PIN locks
+            return Err(AgentError::Refused(format!(
+                "token {label} reports its PIN {}: an agent with a rule spends no PIN tries \
+                 unattended; check the PIN file, then restart the agent",
+                state.describe()
+            )));
+        }
         let pin = self.pin()?;
         self.logged_in_token = false;
         let ca_id = self.opts.config.ca_id.clone();
-        let label = self.token.label().to_owned();
         let share_json = self.token.with_fresh_login(
             &pin,
             |token| token.read_share(&ca_id),

@@ -238,6 +238,11 @@ impl Token {
         super::uri::holder_label(&self.summary.label)
     }
 
+    /// What the token's flags say about the user PIN now.
+    pub fn pin_state(&self) -> PinState {
+        self.current_pin_state()
+    }
+
     fn current_pin_state(&self) -> PinState {
         match self.summary.slot.map(|s| self.ctx.get_token_info(s)) {
             Some(Ok(info)) => PinState {
