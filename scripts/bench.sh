@@ -124,7 +124,7 @@ for i in 1 2 3; do
     conf=$("$scripts/holder-machine.sh" "$nkpki" "NK00$i")
     cfg=cfg; [ "$i" != 1 ] && cfg=cfg$i
     SOFTHSM2_CONF=$conf "$nkpki" agent --config "$cfg/$ca_id/agent.json" --pin-file pin.txt \
-        --server "$url" --approve-profile server >/dev/null 2>&1 &
+        --server "$url" --insecure-http --approve-profile server >/dev/null 2>&1 &
     agent_pids+=($!)
 done
 sleep 2

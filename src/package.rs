@@ -7,8 +7,10 @@
 //! | `manifest.json` | the CA's signed public manifest |
 //! | `agent.json` | the agent's configuration, with the one-time enrollment code |
 //! | `INSTRUCTIONS.md` | what this is and what to do, in plain words |
-//! | `fingerprint.png` | QR code of the fingerprint the holder compares after deploying |
-//! | `nkpki-agent.service` | a systemd user unit for the agent |
+//! | `fingerprint.png` | QR code of the fingerprint (the one that counts is handed over apart) |
+//!
+//! Nothing executable comes from a package: `deploy --install-systemd` writes its unit from
+//! [`agent_unit`], and the `nkpki-agent.service` that older packages carried is ignored.
 
 use crate::manifest::{Manifest, ManifestError, VerifiedManifest};
 use crate::seal::{self, Identities, SealError};
@@ -17,17 +19,20 @@ use age::secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::io::Read;
+use std::path::Path;
 use zeroize::Zeroizing;
 
 pub const EXTENSION: &str = "nkpkg";
 const MAX_ENTRY: u64 = 4 << 20;
+/// A systemd unit that older packages carried: accepted, never used (see [`agent_unit`]).
+const IGNORED_UNIT: &str = "nkpki-agent.service";
 const ENTRIES: [&str; 6] = [
     "share.json",
     "manifest.json",
     "agent.json",
     "INSTRUCTIONS.md",
     "fingerprint.png",
-    "nkpki-agent.service",
+    IGNORED_UNIT,
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -123,6 +128,13 @@ pub fn enrollment_code() -> Zeroizing<String> {
     code
 }
 
+/// Whether `url` is plain `http://` (any case): refused for agents unless the holder
+/// passes `--insecure-http`.
+pub fn is_plain_http(url: &str) -> bool {
+    url.get(..7)
+        .is_some_and(|scheme| scheme.eq_ignore_ascii_case("http://"))
+}
+
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
@@ -150,12 +162,7 @@ pub fn fingerprint(manifest: &VerifiedManifest, share: &Share) -> Result<String,
     ))
 }
 
-fn instructions(
-    manifest: &VerifiedManifest,
-    share: &Share,
-    fp: &str,
-    server: &ServerInfo,
-) -> String {
+fn instructions(manifest: &VerifiedManifest, share: &Share, server: &ServerInfo) -> String {
     let holder = manifest.holder(share.index);
     let name = holder.map(|h| h.holder_name.as_str()).unwrap_or("holder");
     let id = share.holder.as_deref().unwrap_or("NK???");
@@ -167,19 +174,22 @@ fn instructions(
          **{ca}** (CA id `{ca_id}`). Its signing key is split so that any {threshold} of the\n\
          {total} holders must approve before a certificate is signed. This package carries\n\
          your share of that key. Keep it secret until it is deployed, then delete it.\n\n\
-         ## 1. Deploy the share onto your Nitrokey\n\n\
-         Plug in your token (labelled `{id}`) and run:\n\n\
+         ## 1. Read the fingerprint you were handed\n\n\
+         At the ceremony you were handed a QR code apart from this package (on paper, or by\n\
+         another channel). Read its text with any QR reader (`zbarimg --raw {id}.png`, a\n\
+         phone): one line starting with `nkpki1:`. Take it from that QR code, never from a\n\
+         file that came with this package: a fingerprint travelling with the package proves\n\
+         nothing.\n\n\
+         ## 2. Deploy the share onto your Nitrokey\n\n\
+         Plug in your token (labelled `{id}`) and run, with that text:\n\n\
          ```sh\n\
-         nkpki deploy {id}.nkpkg --token {id}\n\
+         nkpki deploy {id}.nkpkg --token {id} --expect-fingerprint 'nkpki1:…'\n\
          ```\n\n\
-         You will be asked for the package's passphrase (or give `--identity` with your age\n\
-         key) and for your token PIN. The share is written to the token as a private object;\n\
-         it is never stored as a file on your computer.\n\n\
-         ## 2. Check the fingerprint\n\n\
-         `deploy` prints a fingerprint. It must be exactly:\n\n\
-         ```\n{fp}\n```\n\n\
-         Compare it with the QR code you were handed at the ceremony (any QR reader shows\n\
-         the text). If they differ, do not use the token: call the CA operator.\n\
+         `deploy` compares the package's fingerprint with yours before it touches the token\n\
+         or writes any file, and refuses a package that does not match: then do not use it,\n\
+         and call the CA operator. You will be asked for the package's passphrase (or give\n\
+         `--identity` with your age key) and for your token PIN. The share is written to the\n\
+         token as a private object; it is never stored as a file on your computer.\n\
          The CA certificate's SHA-256 fingerprint is `{cert_fp}`.\n\n\
          ## 3. Run the agent\n\n\
          Run `nkpki agent --config <config dir>/{ca_id}/agent.json` (deploy prints the path;\n\
@@ -207,18 +217,67 @@ fn instructions(
     )
 }
 
-fn systemd_unit(holder: &str, ca_id: &str) -> String {
-    format!(
-        "# A systemd user unit for the nkpki agent of token {holder}, CA {ca_id}.\n\
-         # As a service the agent has no terminal: it reads the PIN from the file below (one\n\
-         # line, mode 0600) and approves only what an explicit rule allows; add the rule you\n\
-         # accept (--approve-profile, --approve-san-suffix) to ExecStart, or run\n\
+/// Quotes `path` as one word of a systemd `ExecStart=` line: in double quotes, with `\\`,
+/// `"`, `%` (specifiers) and `$` (variables) escaped; control characters are refused.
+fn unit_word(path: &Path) -> Result<String, PackageError> {
+    let text = path
+        .to_str()
+        .filter(|t| !t.chars().any(char::is_control))
+        .ok_or_else(|| {
+            PackageError::Inconsistent(format!(
+                "{} cannot appear in a systemd unit",
+                path.display()
+            ))
+        })?;
+    let mut word = String::from("\"");
+    for c in text.chars() {
+        match c {
+            '"' => word.push_str("\\\""),
+            '\\' => word.push_str("\\\\"),
+            '%' => word.push_str("%%"),
+            '$' => word.push_str("$$"),
+            c => word.push(c),
+        }
+    }
+    word.push('"');
+    Ok(word)
+}
+
+/// The systemd user unit `deploy --install-systemd` writes, from this fixed template:
+/// the binary and the configuration directory are local; only the holder and CA ids come
+/// from the package, and they are checked first. Nothing executable comes from a package.
+pub fn agent_unit(
+    exe: &Path,
+    config_dir: &Path,
+    holder: &str,
+    ca_id: &str,
+) -> Result<String, PackageError> {
+    if crate::ceremony::NitrokeyId::parse(holder).is_none() {
+        return Err(PackageError::Inconsistent(format!(
+            "holder id {holder:?} is not NK followed by three digits"
+        )));
+    }
+    if ca_id.is_empty() || !ca_id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return Err(PackageError::Inconsistent(format!(
+            "CA id {ca_id:?} is not alphanumeric"
+        )));
+    }
+    let exe = unit_word(exe)?;
+    let config = unit_word(&config_dir.join("agent.json"))?;
+    let pin = unit_word(&config_dir.join("pin"))?;
+    Ok(format!(
+        "# A systemd user unit for the nkpki agent of token {holder}, CA {ca_id}, written by\n\
+         # `nkpki deploy` from its own template.\n\
+         # As a service the agent has no terminal: it reads the PIN from the file `pin` beside\n\
+         # agent.json (one line, mode 0600) and approves only what an explicit rule allows; add\n\
+         # the rule you accept (--approve-profile, --approve-san-suffix) to ExecStart, or run\n\
          # `nkpki agent --config …` in a terminal to approve each request yourself.\n\
          [Unit]\n\
          Description=nkpki agent for token {holder} (CA {ca_id})\n\
-         Wants=network-online.target\n\n\
+         Wants=network-online.target\n\
+         After=network-online.target\n\n\
          [Service]\n\
-         ExecStart=nkpki agent --config %h/.config/nkpki/{ca_id}/agent.json --pin-file %h/.config/nkpki/{ca_id}/pin\n\
+         ExecStart={exe} agent --config {config} --pin-file {pin}\n\
          Restart=on-failure\n\
          RestartSec=10\n\
          NoNewPrivileges=yes\n\
@@ -226,7 +285,7 @@ fn systemd_unit(holder: &str, ca_id: &str) -> String {
          LimitCORE=0\n\n\
          [Install]\n\
          WantedBy=default.target\n"
-    )
+    ))
 }
 
 fn append(
@@ -295,16 +354,10 @@ pub fn build(
         append(
             &mut builder,
             "INSTRUCTIONS.md",
-            instructions(manifest, share, &fp, server).as_bytes(),
+            instructions(manifest, share, server).as_bytes(),
             0o644,
         )?;
         append(&mut builder, "fingerprint.png", &qr_png, 0o644)?;
-        append(
-            &mut builder,
-            "nkpki-agent.service",
-            systemd_unit(&holder, &manifest.ca_id().0).as_bytes(),
-            0o644,
-        )?;
         builder
             .finish()
             .map_err(|e| PackageError::Damaged(e.to_string()))?;
@@ -335,7 +388,6 @@ pub struct OpenedPackage {
     pub agent: AgentConfig,
     pub instructions: String,
     pub qr_png: Vec<u8>,
-    pub systemd_unit: String,
     pub fingerprint: String,
 }
 
@@ -399,7 +451,8 @@ pub fn open(
         .map_err(|e| PackageError::Damaged(format!("agent.json: {e}")))?;
     let instructions = text("INSTRUCTIONS.md", take("INSTRUCTIONS.md")?.to_vec())?;
     let qr_png = take("fingerprint.png")?.to_vec();
-    let systemd_unit = text("nkpki-agent.service", take("nkpki-agent.service")?.to_vec())?;
+    // packages before 0.2 carried a unit; `deploy` writes its own, so it is ignored
+    let _ = take(IGNORED_UNIT);
 
     manifest.check_share(&share, "the package's share")?;
     let expected = manifest.holder(share.index).ok_or_else(|| {
@@ -422,7 +475,39 @@ pub fn open(
         agent,
         instructions,
         qr_png,
-        systemd_unit,
         fingerprint,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_http_is_recognised_in_any_case() {
+        assert!(is_plain_http("http://127.0.0.1:8080"));
+        assert!(is_plain_http("HTTP://pki.example.org"));
+        assert!(!is_plain_http("https://pki.example.org"));
+        assert!(!is_plain_http("http"));
+    }
+
+    #[test]
+    fn the_unit_quotes_local_paths_and_checks_package_ids() {
+        let unit = agent_unit(
+            Path::new("/opt/nk pki/bin/nkpki"),
+            Path::new("/home/a%b/$HOME/\"x\"/cfg"),
+            "NK001",
+            "0a3ab9b8",
+        )
+        .unwrap();
+        assert!(unit.contains(
+            "ExecStart=\"/opt/nk pki/bin/nkpki\" agent --config \"/home/a%%b/$$HOME/\\\"x\\\"/cfg/agent.json\""
+        ));
+        assert!(!unit.contains("ExecStartPre"));
+        let exe = Path::new("/usr/bin/nkpki");
+        let dir = Path::new("/home/a/.config/nkpki/0a3a");
+        assert!(agent_unit(exe, dir, "NK001\nExecStartPre=/bin/sh", "0a3a").is_err());
+        assert!(agent_unit(exe, dir, "NK001", "0a3a\nExecStartPre=x").is_err());
+        assert!(agent_unit(exe, Path::new("/home/a\n[Service]"), "NK001", "0a3a").is_err());
+    }
 }

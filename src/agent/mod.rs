@@ -74,6 +74,8 @@ pub struct AgentOptions {
     pub trust: Trust,
     /// Stop after this many sessions answered (tests); None runs for ever.
     pub max_sessions: Option<usize>,
+    /// Accept a plain `http://` server URL (`--insecure-http`), with a warning.
+    pub insecure_http: bool,
 }
 
 impl ApprovalRule {
@@ -339,12 +341,43 @@ impl Agent {
         Ok(())
     }
 
-    /// Logs in to the token with a PIN asked now: in interactive mode the PIN is checked
-    /// for every approval, not carried over from an earlier login.
-    fn fresh_token_login(&mut self) -> Result<(), AgentError> {
-        self.token.logout()?;
+    /// Reads the share right after a fresh login, with the PIN read now (asked again in
+    /// interactive mode; the file or NKPKI_PIN with a rule). A login kept since the last
+    /// session is not trusted: on a Nitrokey through OpenSC, any other program opening the
+    /// card (`pkcs11-tool -L`, `nkpki token list`) drops it, and the share read would fail.
+    /// A login lost even so is logged and recovered once.
+    fn read_share_freshly_logged_in(&mut self) -> Result<zeroize::Zeroizing<Vec<u8>>, AgentError> {
+        let label = self.token.label().to_owned();
+        let state = self.token.pin_state();
+        if matches!(self.opts.approval, Approval::Rule(_)) && (state.count_low || state.final_try) {
+            // a wrong PIN file would otherwise spend one try per session until the PIN locks
+            return Err(AgentError::Refused(format!(
+                "token {label} reports its PIN {}: an agent with a rule spends no PIN tries \
+                 unattended; check the PIN file, then restart the agent",
+                state.describe()
+            )));
+        }
+        let pin = self.pin()?;
         self.logged_in_token = false;
-        self.token_login()
+        let ca_id = self.opts.config.ca_id.clone();
+        let share_json = self.token.with_fresh_login(
+            &pin,
+            |token| token.read_share(&ca_id),
+            |e| {
+                log(&format!(
+                    "token {label}: the login was lost before the share was read ({e}); \
+                     another program may have opened the token; logging in again once"
+                ))
+            },
+        )?;
+        drop(pin);
+        self.logged_in_token = true;
+        // private-object handles do not survive a logout: look the key up again
+        self.key = self
+            .token
+            .holder_key()?
+            .ok_or_else(|| AgentError::Config("the holder key vanished from the token".into()))?;
+        Ok(share_json)
     }
 
     /// Whether to approve; `None` when nobody can be asked (no terminal): the session is
@@ -431,12 +464,7 @@ impl Agent {
             return Ok(());
         }
         let interactive = matches!(self.opts.approval, Approval::Interactive);
-        if interactive {
-            self.fresh_token_login()?;
-        } else {
-            self.token_login()?;
-        }
-        let share_json = self.token.read_share(&self.opts.config.ca_id)?;
+        let share_json = self.read_share_freshly_logged_in()?;
         let share: Share = serde_json::from_slice(&share_json).map_err(|e| {
             AgentError::Refused(format!("the share on the token is unreadable: {e}"))
         })?;
@@ -495,6 +523,18 @@ pub fn run(opts: AgentOptions) -> Result<(), AgentError> {
         .server_url
         .clone()
         .ok_or_else(|| AgentError::Config("no server_url in the configuration".into()))?;
+    if crate::package::is_plain_http(&url) {
+        if !opts.insecure_http {
+            return Err(AgentError::Config(format!(
+                "the server URL {url} is plain http: refused; use the server's https:// URL, \
+                 or pass --insecure-http on a network you trust (loopback, a test bench)"
+            )));
+        }
+        log(&format!(
+            "WARNING: plain http to {url} (--insecure-http): anyone on the path can read and \
+             alter what the server and this agent say, including the requests shown to you"
+        ));
+    }
     let manifest_path = cfg
         .manifest
         .clone()

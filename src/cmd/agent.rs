@@ -50,6 +50,9 @@ pub struct Args {
     /// Exit after answering N sessions (for scripts and tests)
     #[arg(long, value_name = "N")]
     max_sessions: Option<usize>,
+    /// Accept a plain http:// server URL (loopback, a test bench); refused otherwise
+    #[arg(long)]
+    insecure_http: bool,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -95,6 +98,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         approval,
         trust,
         max_sessions: args.max_sessions,
+        insecure_http: args.insecure_http,
     })?;
     Ok(())
 }

@@ -62,6 +62,9 @@ pub struct Args {
     /// With --package: SHA-256 (hex) of the server's TLS certificate, pinned by the agents
     #[arg(long, value_name = "HEX", requires = "package")]
     server_cert_sha256: Option<String>,
+    /// With --package: accept a plain http:// --server-url (loopback, a test bench)
+    #[arg(long, requires = "server_url")]
+    insecure_http: bool,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -84,8 +87,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         holders,
     )?;
     if args.package {
-        let server =
-            super::package::server_info(args.server_url.clone(), args.server_cert_sha256.clone())?;
+        let server = super::package::server_info(
+            args.server_url.clone(),
+            args.server_cert_sha256.clone(),
+            args.insecure_http,
+        )?;
         params.delivery = ceremony::Delivery::Packages(server);
     }
 

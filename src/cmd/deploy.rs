@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Example:\n  nkpki deploy NK001.nkpkg --token NK001 --install-systemd\n\n\
-                        Then compare the printed fingerprint with the QR code handed over at the ceremony."
+    after_help = "Example:\n  nkpki deploy NK001.nkpkg --token NK001 --expect-fingerprint 'nkpki1:…' --install-systemd\n\n\
+                        The fingerprint is the text of the QR code handed over at the ceremony, apart from the package."
 )]
 pub struct Args {
     /// The package (NK001.nkpkg)
@@ -36,6 +36,10 @@ pub struct Args {
     /// Where the systemd unit goes (default: ~/.config/systemd/user)
     #[arg(long, value_name = "DIR", requires = "install_systemd")]
     systemd_dir: Option<PathBuf>,
+    /// The fingerprint handed over at the ceremony (the QR code's text, `nkpki1:…`): a
+    /// package with another one is refused before the token or any file is touched
+    #[arg(long, value_name = "FP")]
+    expect_fingerprint: Option<String>,
     /// Replace a share of this CA already on the token, and an existing configuration
     #[arg(long)]
     force: bool,
@@ -69,6 +73,37 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         args.package.display(),
         pkg.manifest.body.ca.name
     );
+    // before any side effect: no share write, no key generation, no file
+    match &args.expect_fingerprint {
+        Some(expected) if expected.trim() != pkg.fingerprint => {
+            return Err(hinted(
+                format!(
+                    "the package's fingerprint is {}, not the {} you expect: \
+                     nothing was written",
+                    pkg.fingerprint,
+                    expected.trim()
+                ),
+                "do not use this package; call the CA operator (a package with another \
+                 fingerprint was not made for you at the ceremony)",
+            ));
+        }
+        Some(_) => eprintln!("fingerprint: matches the one you expect"),
+        None => eprintln!(
+            "warning: no --expect-fingerprint; compare the fingerprint printed below with the \
+             QR code handed over at the ceremony before you use the token"
+        ),
+    }
+    if let Some(url) = pkg
+        .agent
+        .server_url
+        .as_deref()
+        .filter(|u| package::is_plain_http(u))
+    {
+        eprintln!(
+            "warning: the package's server URL {url} is plain http: the agent refuses it \
+             unless started with --insecure-http"
+        );
+    }
 
     let config_dir = match &args.config_dir {
         Some(d) => d.clone(),
@@ -124,6 +159,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     drop(stored);
     let (key, created) = token.ensure_holder_key()?;
+    // its public key is what the server will know this holder by: prove it is this key's
+    token.prove_holder_key(&key)?;
 
     std::fs::create_dir_all(&config_dir)
         .with_context(|| format!("cannot create {}", config_dir.display()))?;
@@ -162,16 +199,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         };
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("cannot create {}", dir.display()))?;
-        let exe = std::env::current_exe()
-            .map(|p| p.display().to_string())
-            .unwrap_or_else(|_| "nkpki".into());
-        let unit = pkg
-            .systemd_unit
-            .replace("ExecStart=nkpki ", &format!("ExecStart={exe} "))
-            .replace(
-                &format!("%h/.config/nkpki/{ca_id}/"),
-                &format!("{}/", config_dir.display()),
-            );
+        let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("nkpki"));
+        // from nkpki's own template: a package never supplies anything executable
+        let unit = package::agent_unit(&exe, &config_dir, &holder, &ca_id)?;
         let name = format!("nkpki-agent-{holder}-{}", &ca_id[..8.min(ca_id.len())]);
         let unit_path = dir.join(format!("{name}.service"));
         write(&unit_path, unit.as_bytes(), 0o644, true)?;

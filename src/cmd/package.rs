@@ -32,6 +32,9 @@ pub struct Args {
     /// SHA-256 (hex) of the server's TLS certificate, pinned by the agents
     #[arg(long, value_name = "HEX")]
     server_cert_sha256: Option<String>,
+    /// Accept a plain http:// --server-url (loopback, a test bench); refused otherwise
+    #[arg(long, requires = "server_url")]
+    insecure_http: bool,
     /// Directory for NK001.nkpkg, NK001.png and enrollment.json
     #[arg(long, value_name = "DIR")]
     out: PathBuf,
@@ -40,12 +43,33 @@ pub struct Args {
     passphrases_to: Option<PathBuf>,
 }
 
-/// Validates the server options shared by `package` and `ca-init --package`.
-pub fn server_info(url: Option<String>, cert_sha256: Option<String>) -> anyhow::Result<ServerInfo> {
-    if let Some(u) = &url
-        && !(u.starts_with("https://") || u.starts_with("http://"))
-    {
-        bail!("--server-url {u:?} must start with https:// (or http:// on a trusted network)");
+/// Validates the server options shared by `package` and `ca-init --package`: https, or
+/// plain http only with `--insecure-http` (and a loud warning).
+pub fn server_info(
+    url: Option<String>,
+    cert_sha256: Option<String>,
+    insecure_http: bool,
+) -> anyhow::Result<ServerInfo> {
+    if let Some(u) = &url {
+        if package::is_plain_http(u) {
+            if !insecure_http {
+                return Err(super::hinted(
+                    format!("--server-url {u:?} is plain http: the agents would refuse it"),
+                    "give the server's https:// URL, or pass --insecure-http for a network you \
+                     trust (loopback, a test bench); the agents then need --insecure-http too",
+                ));
+            }
+            eprintln!(
+                "WARNING: --server-url {u} is plain http (--insecure-http): anyone on the path \
+                 between the agents and the server can read and alter what they say; the \
+                 agents must be started with --insecure-http"
+            );
+        } else if !u
+            .get(..8)
+            .is_some_and(|s| s.eq_ignore_ascii_case("https://"))
+        {
+            bail!("--server-url {u:?} must start with https://");
+        }
     }
     if let Some(h) = &cert_sha256
         && (h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()))
@@ -61,7 +85,7 @@ pub fn server_info(url: Option<String>, cert_sha256: Option<String>) -> anyhow::
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let server = server_info(args.server_url, args.server_cert_sha256)?;
+    let server = server_info(args.server_url, args.server_cert_sha256, args.insecure_http)?;
     let manifest_path = args.ceremony.join("manifest.json");
     let manifest_json = std::fs::read_to_string(&manifest_path)
         .with_context(|| format!("cannot read {}", manifest_path.display()))?;

@@ -103,6 +103,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Sub::Enroll(opts) => {
             let (_module, token) = open_logged_in(&opts)?;
             let (key, created) = token.ensure_holder_key()?;
+            token.prove_holder_key(&key)?;
             eprintln!(
                 "{} holder key on token {}",
                 if created {
@@ -186,6 +187,9 @@ fn drill(opts: &TokenOpts, manifest_path: &std::path::Path) -> anyhow::Result<()
         manifest.body.ca.name,
         manifest.ca_id()
     );
+    // OpenSC keeps data objects modifiable whatever nkpki asks: check the object's label
+    // and application too, as the agent finds it
+    object_check(&token, &manifest.ca_id().0)?;
     if let Some(holder) = manifest.holder(share.index)
         && holder.nitrokey_id != token.holder_label()
     {
@@ -203,5 +207,45 @@ fn drill(opts: &TokenOpts, manifest_path: &std::path::Path) -> anyhow::Result<()
         ),
     }
     println!("Drill OK in {:.2} s", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// Reports the share object's label and application; warns about what differs from what
+/// nkpki writes (another tool's label, an application OpenSC stored with garbage after it,
+/// several objects holding a share of this CA).
+fn object_check(token: &nkpki::hsm::Token, ca_id: &str) -> anyhow::Result<()> {
+    let label = nkpki::hsm::share_label(ca_id);
+    let objects: Vec<_> = token
+        .list_shares()?
+        .into_iter()
+        .filter(|s| s.ca_id == ca_id)
+        .collect();
+    for o in &objects {
+        println!(
+            "Object:     label {:?}, application {:?}",
+            o.label, o.application
+        );
+    }
+    if objects.len() > 1 {
+        eprintln!(
+            "warning: {} objects on token {} hold a share of this CA; the agent reads the one \
+             labelled {label:?}; remove the others (pkcs11-tool --delete-object)",
+            objects.len(),
+            token.label()
+        );
+    }
+    match objects.iter().find(|o| o.label == label) {
+        Some(o) if o.application != nkpki::hsm::APPLICATION => eprintln!(
+            "warning: the share object's CKA_APPLICATION reads {:?}, not {:?} (nkpki before \
+             0.2 let OpenSC read past the name); the share itself is checked above",
+            o.application,
+            nkpki::hsm::APPLICATION
+        ),
+        Some(_) => {}
+        None => eprintln!(
+            "note: the share object is not labelled {label:?} (another tool wrote it); the \
+             agent finds it by its content"
+        ),
+    }
     Ok(())
 }

@@ -67,6 +67,23 @@ pub enum HsmError {
     BadUri { uri: String, reason: String },
     #[error("no PIN available: {0}")]
     NoPin(String),
+    #[error("token {token} holds {what} labelled nkpki-holder-key; nkpki makes one pair")]
+    AmbiguousHolderKey { token: String, what: String },
+}
+
+impl HsmError {
+    /// Whether the error is what a read of a private object gives once the login is gone:
+    /// `CKR_USER_NOT_LOGGED_IN`, OpenSC's `CKR_GENERAL_ERROR` after another program
+    /// selected the card, or (SoftHSM) the private object no longer found.
+    pub fn may_be_lost_login(&self) -> bool {
+        match self {
+            HsmError::Pkcs11 { rv, .. } => {
+                rv == "CKR_USER_NOT_LOGGED_IN" || rv == "CKR_GENERAL_ERROR"
+            }
+            HsmError::NoShare { .. } => true,
+            _ => false,
+        }
+    }
 }
 
 /// Maps a cryptoki error to one naming the failing PKCS#11 function.

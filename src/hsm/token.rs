@@ -203,6 +203,18 @@ impl std::fmt::Debug for Token {
     }
 }
 
+/// `text`'s bytes with a NUL after them that the attribute's length does not count: OpenSC
+/// reads `CKA_APPLICATION` as a C string and, without the NUL, copies whatever follows the
+/// buffer onto the card (`nkpkiU…`). The NUL stays in the vector's spare capacity, so the
+/// length passed is still `text.len()`.
+fn nul_terminated(text: &str) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(text.len() + 1);
+    bytes.extend_from_slice(text.as_bytes());
+    bytes.push(0);
+    bytes.pop();
+    bytes
+}
+
 fn text(attr: &Attribute) -> Option<String> {
     match attr {
         Attribute::Label(v) | Attribute::Application(v) => {
@@ -224,6 +236,11 @@ impl Token {
     /// The label as holders name the token (`NK001`), without OpenSC's PIN suffix.
     pub fn holder_label(&self) -> &str {
         super::uri::holder_label(&self.summary.label)
+    }
+
+    /// What the token's flags say about the user PIN now.
+    pub fn pin_state(&self) -> PinState {
+        self.current_pin_state()
     }
 
     fn current_pin_state(&self) -> PinState {
@@ -278,6 +295,29 @@ impl Token {
         }
     }
 
+    /// Logs out and in again, then runs `op`. If `op` fails as it does when the login was
+    /// lost meanwhile (OpenSC drops every session's PIN state whenever another program
+    /// selects the card), calls `on_lost`, logs in once more and runs `op` once more.
+    pub fn with_fresh_login<T>(
+        &self,
+        pin: &SecretString,
+        mut op: impl FnMut(&Token) -> Result<T, HsmError>,
+        on_lost: impl FnOnce(&HsmError),
+    ) -> Result<T, HsmError> {
+        // a login OpenSC has already dropped may not log out cleanly; the login says
+        let _ = self.logout();
+        self.login(pin)?;
+        match op(self) {
+            Err(e) if e.may_be_lost_login() => {
+                on_lost(&e);
+                let _ = self.logout();
+                self.login(pin)?;
+                op(self)
+            }
+            other => other,
+        }
+    }
+
     fn data_objects(&self, label: Option<&str>) -> Result<Vec<ObjectHandle>, HsmError> {
         let mut template = vec![Attribute::Class(ObjectClass::DATA)];
         if let Some(l) = label {
@@ -320,8 +360,8 @@ impl Token {
             Attribute::Token(true),
             Attribute::Private(true),
             Attribute::Modifiable(false),
-            Attribute::Label(label.into_bytes()),
-            Attribute::Application(APPLICATION.as_bytes().to_vec()),
+            Attribute::Label(nul_terminated(&label)),
+            Attribute::Application(nul_terminated(APPLICATION)),
             Attribute::Value(share_json.to_vec()),
         ];
         let created = {
@@ -419,32 +459,58 @@ impl Token {
         Ok(!objects.is_empty())
     }
 
-    /// The holder key, if the token has one.
+    /// The holder key, if the token has one: the private key labelled
+    /// `nkpki-holder-key` and the public key with the same label **and** the same `CKA_ID`.
+    /// A public key that only borrows the label (anyone may create public objects on some
+    /// tokens, without the PIN) is never paired with the private key; two candidates are
+    /// refused rather than guessed between.
     pub fn holder_key(&self) -> Result<Option<HolderKey>, HsmError> {
-        let find = |class| {
+        let label = || Attribute::Label(HOLDER_KEY_LABEL.as_bytes().to_vec());
+        let find = |template: &[Attribute]| {
             let _w = Watchdog::arm("FindObjects");
-            self.session
-                .find_objects(&[
-                    Attribute::Class(class),
-                    Attribute::Label(HOLDER_KEY_LABEL.as_bytes().to_vec()),
-                ])
-                .map_err(ck)
+            self.session.find_objects(template).map_err(ck)
         };
-        let (Some(private), Some(public)) = (
-            find(ObjectClass::PRIVATE_KEY)?.first().copied(),
-            find(ObjectClass::PUBLIC_KEY)?.first().copied(),
-        ) else {
-            return Ok(None);
+        let privates = find(&[Attribute::Class(ObjectClass::PRIVATE_KEY), label()])?;
+        let private = match privates.as_slice() {
+            [] => return Ok(None),
+            [one] => *one,
+            many => {
+                return Err(HsmError::AmbiguousHolderKey {
+                    token: self.summary.label.clone(),
+                    what: format!("{} private keys", many.len()),
+                });
+            }
         };
-        let attrs = {
-            let _w = Watchdog::arm("GetAttributeValue");
-            self.session
-                .get_attributes(public, &[AttributeType::EcPoint])
-                .map_err(ck)?
+        let id = self.attribute(private, AttributeType::Id)?.and_then(|a| {
+            if let Attribute::Id(id) = a {
+                Some(id)
+            } else {
+                None
+            }
+        });
+        let Some(id) = id else {
+            return Err(HsmError::BadPublicKey(
+                "the holder's private key has no CKA_ID to find its public key by".into(),
+            ));
         };
-        let point = attrs
-            .into_iter()
-            .find_map(|a| {
+        let publics = find(&[
+            Attribute::Class(ObjectClass::PUBLIC_KEY),
+            label(),
+            Attribute::Id(id),
+        ])?;
+        let public = match publics.as_slice() {
+            [] => return Ok(None),
+            [one] => *one,
+            many => {
+                return Err(HsmError::AmbiguousHolderKey {
+                    token: self.summary.label.clone(),
+                    what: format!("{} public keys with the private key's CKA_ID", many.len()),
+                });
+            }
+        };
+        let point = self
+            .attribute(public, AttributeType::EcPoint)?
+            .and_then(|a| {
                 if let Attribute::EcPoint(p) = a {
                     Some(p)
                 } else {
@@ -456,6 +522,31 @@ impl Token {
             private,
             spki_der: spki_from_ec_point(&point)?,
         }))
+    }
+
+    /// One attribute of an object; `None` when the token does not return it.
+    fn attribute(
+        &self,
+        object: ObjectHandle,
+        kind: AttributeType,
+    ) -> Result<Option<Attribute>, HsmError> {
+        let _w = Watchdog::arm("GetAttributeValue");
+        let attrs = self.session.get_attributes(object, &[kind]).map_err(ck)?;
+        Ok(attrs.into_iter().next())
+    }
+
+    /// Proves that `key`'s private half on the token matches the public key it reports:
+    /// signs a fresh message on the token and verifies it here. Run before a public key is
+    /// handed to anyone (deploy, enroll).
+    pub fn prove_holder_key(&self, key: &HolderKey) -> Result<(), HsmError> {
+        let mut message = [0u8; 32];
+        rand::Rng::fill_bytes(&mut rand::rng(), &mut message);
+        let signature = self.sign(key, &message)?;
+        crate::pki::verify_signature(&key.spki_der, &message, &signature).map_err(|_| {
+            HsmError::BadPublicKey(
+                "the holder's public key does not verify a signature of its private key".into(),
+            )
+        })
     }
 
     /// The holder key, generated on the token (sensitive, never extractable) if absent.
@@ -546,4 +637,17 @@ fn spki_from_ec_point(point: &[u8]) -> Result<Vec<u8>, HsmError> {
     key.to_public_key_der()
         .map(|d| d.into_vec())
         .map_err(|e| HsmError::BadPublicKey(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_application_keeps_its_length_with_a_nul_behind_it() {
+        let bytes = nul_terminated(APPLICATION);
+        assert_eq!(bytes, b"nkpki");
+        // the NUL lives in the spare capacity that OpenSC's C-string read reaches
+        assert!(bytes.capacity() > bytes.len());
+    }
 }

@@ -534,7 +534,7 @@ impl Env {
     }
 
     /// Starts holder `id`'s agent (deployed with [`Env::deploy`]) with an approval rule, on
-    /// a "machine" that sees only its own token.
+    /// a "machine" that sees only its own token (`--insecure-http` for a loopback server).
     pub fn agent(&self, id: &str, ca_id: &str, url: &str, rule: &[&str]) -> Proc {
         let conf = self.own_token_conf(id);
         let config = format!("cfg-{id}/{ca_id}/agent.json");
@@ -547,6 +547,9 @@ impl Env {
             "--server",
             url,
         ];
+        if url.starts_with("http://") {
+            args.push("--insecure-http");
+        }
         args.extend_from_slice(rule);
         self.spawn_with(
             &args,

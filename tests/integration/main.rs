@@ -16,4 +16,6 @@ mod sign;
 mod split_combine;
 mod store_faults;
 mod token_bad_input;
+mod token_hardening;
+mod token_login;
 mod tokens;

@@ -5,7 +5,7 @@ use crate::harness::{Env, Holder};
 
 /// Re-packs holder `h`'s package after `edit` changes its extracted files, and seals it
 /// with the age CLI to the holder again: what a tamperer with the holder's key could do.
-fn repack(env: &Env, h: &Holder, name: &str, edit: &str) {
+pub(crate) fn repack(env: &Env, h: &Holder, name: &str, edit: &str) {
     let key = h.key_file.to_str().unwrap();
     env.tool(
         "age",

@@ -37,7 +37,6 @@ fn package_deploy_drill_and_sign_with_three_tokens() {
         "agent.json",
         "INSTRUCTIONS.md",
         "fingerprint.png",
-        "nkpki-agent.service",
     ] {
         assert!(
             list.lines().any(|l| l == entry),
