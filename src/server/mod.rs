@@ -244,14 +244,17 @@ pub fn register_ca(
     enrollment_json: Option<&str>,
     expected_fingerprint: &str,
 ) -> Result<String, ServerError> {
-    let registration = prepare_registration(manifest_json, enrollment_json, expected_fingerprint)?;
-    register_prepared(
-        &mut Store::open(data_dir)?,
-        manifest_json,
-        &registration,
-        "the server host's administrator (serve ca add)",
-    )?;
-    Ok(registration.ca_id)
+    const BY: &str = "the server host's administrator (serve ca add)";
+    let mut store = Store::open(data_dir)?;
+    let result = prepare_registration(manifest_json, enrollment_json, expected_fingerprint)
+        .and_then(|r| register_prepared(&mut store, manifest_json, &r, BY).map(|()| r));
+    match result {
+        Ok(registration) => Ok(registration.ca_id),
+        Err(e) => {
+            store.audit("ca-refused", None, None, None, &format!("{BY}: {e}"))?;
+            Err(e)
+        }
+    }
 }
 
 fn random_token(prefix: &str) -> String {

@@ -324,6 +324,14 @@ fn registering_a_ca_needs_its_fingerprint_and_an_administrator() {
     assert_eq!(registered.len(), 1, "{export}");
     assert!(registered[0].contains(&fingerprint), "{export}");
     assert!(registered[0].contains("server host"), "{export}");
+    let refused: Vec<&str> = export
+        .lines()
+        .filter(|l| l.contains("ca-refused"))
+        .collect();
+    assert_eq!(refused.len(), 5, "{export}");
+    assert!(refused[1].contains("not the expected"), "{export}");
+    assert!(refused[2].contains("substituted"), "{export}");
+    env.nkpki(&["audit", "verify", "--data-dir", "data"]).ok();
 }
 
 #[test]
