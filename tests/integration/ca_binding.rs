@@ -76,7 +76,29 @@ fn a_substituted_certificate_is_refused_offline() {
     );
     let genuine: serde_json::Value = serde_json::from_slice(&env.read("ca/manifest.json")).unwrap();
     assert_eq!(genuine["signed"]["version"], 2);
-    assert!(genuine["signed"]["share_set"]["binding"].is_string());
+    // the binding is the SHA-256 of the certificate's SubjectPublicKeyInfo, as OpenSSL sees it
+    env.openssl(&[
+        "x509",
+        "-in",
+        "ca/ca.crt",
+        "-noout",
+        "-pubkey",
+        "-out",
+        "ca.pub",
+    ])
+    .ok();
+    env.openssl(&[
+        "pkey", "-pubin", "-in", "ca.pub", "-outform", "DER", "-out", "spki.der",
+    ])
+    .ok();
+    let spki_sha256 = env
+        .openssl(&["dgst", "-sha256", "-r", "spki.der"])
+        .ok()
+        .stdout();
+    assert_eq!(
+        genuine["signed"]["share_set"]["binding"].as_str().unwrap(),
+        spki_sha256.split_whitespace().next().unwrap()
+    );
 
     // same id, swapped certificate: the manifest itself is refused
     forge(&env, "ca", false);
