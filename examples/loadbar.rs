@@ -78,15 +78,16 @@ fn ceremonies(data_dir: &std::path::Path) -> Res<Vec<Holding>> {
         params.delivery = Delivery::Packages(ServerInfo::default());
         let output = ceremony::perform(&params, time::OffsetDateTime::now_utc())?;
         let manifest_json = output.manifest.to_json();
-        let mut codes = serde_json::Map::new();
+        let mut enrollment = nkpki::enrollment::EnrollmentFile::new(&output.manifest.signed.ca_id);
         for (sealed, identity) in output.shares.iter().zip(identities) {
             let mut ids = Identities::default();
             ids.add(identity);
             let pkg = nkpki::package::open(sealed.armored.as_bytes(), &ids, || None)?;
-            codes.insert(
-                pkg.agent.holder_id.clone(),
-                nkpki::package::sha256_hex(pkg.agent.enrollment_code.as_bytes()).into(),
-            );
+            if let Some(extras) = &sealed.package {
+                enrollment
+                    .holders
+                    .insert(pkg.agent.holder_id.clone(), extras.enrollment.clone());
+            }
             out.push(Holding {
                 ca_id: pkg.agent.ca_id.clone(),
                 holder_id: pkg.agent.holder_id.clone(),
@@ -95,8 +96,12 @@ fn ceremonies(data_dir: &std::path::Path) -> Res<Vec<Holding>> {
                 share_json: pkg.share.to_json().as_bytes().to_vec(),
             });
         }
-        let enrollment = serde_json::json!({"ca_id": output.manifest.signed.ca_id, "enrollment_code_sha256": codes});
-        nkpki::server::register_ca(data_dir, &manifest_json, Some(&enrollment.to_string()))?;
+        nkpki::server::register_ca(
+            data_dir,
+            &manifest_json,
+            Some(&enrollment.to_json()),
+            &output.manifest.signed.certificate_sha256,
+        )?;
     }
     Ok(out)
 }
@@ -215,7 +220,7 @@ fn main() -> Res<()> {
     let data = work.path().join("data");
     println!("setting up {CAS} CAs x {HOLDERS} holders (threshold {THRESHOLD}) ...");
     let holdings = ceremonies(&data)?;
-    let token = nkpki::server::create_api_token(&data, "load")?;
+    let token = nkpki::server::create_api_token(&data, "load", nkpki::store::ApiRole::Operator)?;
     let mut server = std::process::Command::new(&nkpki)
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(&data)

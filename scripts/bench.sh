@@ -112,7 +112,8 @@ printf '%-52s %10s %10s %8s\n' "sign --offline with 3 SoftHSM tokens" "$ours" "-
 
 # Online: server + three agents on SoftHSM tokens (each agent sees only a copy of its own
 # token, as on a holder's machine); the time from `nkpki sign --server` to the certificate.
-"$nkpki" serve ca add --data-dir data --manifest ca-pkg/manifest.json --enrollment ca-pkg/enrollment.json >/dev/null
+"$nkpki" serve ca add --data-dir data --manifest ca-pkg/manifest.json --enrollment ca-pkg/enrollment.json \
+    --expect-fingerprint "$(openssl x509 -in ca-pkg/ca.crt -noout -fingerprint -sha256 | cut -d= -f2)" >/dev/null
 "$nkpki" serve token create --data-dir data --name bench 2>/dev/null > op.token
 "$nkpki" serve --listen 127.0.0.1:0 --data-dir data > serve.out 2>/dev/null &
 serve_pid=$!

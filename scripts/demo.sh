@@ -85,7 +85,9 @@ run openssl x509 -in server.crt -noout -subject -issuer -ext subjectAltName,exte
 run openssl verify -CAfile ca/ca.crt server.crt
 
 step "Online: the server registers the CA, an operator gets an API token"
-run "$nkpki" serve ca add --data-dir data --manifest ca/manifest.json --enrollment ca/enrollment.json
+fingerprint=$(openssl x509 -in ca/ca.crt -noout -fingerprint -sha256 | cut -d= -f2)
+run "$nkpki" serve ca add --data-dir data --manifest ca/manifest.json --enrollment ca/enrollment.json \
+    --expect-fingerprint "$fingerprint"
 "$nkpki" serve token create --data-dir data --name operator 2>/dev/null > operator.token
 "$nkpki" serve --listen 127.0.0.1:0 --data-dir data > serve.out 2> serve.log &
 pids+=($!)

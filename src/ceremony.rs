@@ -29,6 +29,8 @@ pub enum CeremonyError {
     Manifest(#[from] ManifestError),
     #[error(transparent)]
     Package(#[from] crate::package::PackageError),
+    #[error(transparent)]
+    Enrollment(#[from] crate::enrollment::EnrollmentError),
 }
 
 fn invalid(field: impl Into<String>, reason: impl Into<String>) -> CeremonyError {
@@ -258,8 +260,9 @@ pub struct SealedShare {
 pub struct PackageExtras {
     /// QR code of the fingerprint, to print and hand over apart from the package.
     pub qr_png: Vec<u8>,
-    /// SHA-256 of the holder's one-time enrollment code (the server's record).
-    pub enrollment_code_sha256: String,
+    /// The holder's `enrollment.json` entry: SHA-256 of the one-time enrollment code
+    /// (the server's record), signed with the holder's share.
+    pub enrollment: crate::enrollment::EnrollmentEntry,
 }
 
 /// How shares leave the ceremony.
@@ -334,14 +337,21 @@ pub fn perform(
         .iter()
         .map(|h| h.nitrokey_id.to_string())
         .collect();
+    let spki = pki::CaCertificate::from_der(&cert_der)?.spki_der;
     let pkcs8 = key.to_pkcs8_der()?;
-    let (set, shares) = sss::split(&pkcs8, params.threshold, params.holders.len() as u8, &ids)?;
+    let (set, shares) = sss::split_bound(
+        &pkcs8,
+        params.threshold,
+        params.holders.len() as u8,
+        &ids,
+        &spki,
+    )?;
     drop(pkcs8);
     let ca_id = set.id();
     stamp(
         &mut log,
         &format!(
-            "CA key wrapped; KEK split {}-of-{}; CA id {ca_id}",
+            "CA key wrapped and bound to the certificate's key; KEK split {}-of-{}; CA id {ca_id}",
             params.threshold,
             ids.len()
         ),
@@ -433,7 +443,12 @@ pub fn perform(
                     fingerprint,
                     package: Some(PackageExtras {
                         qr_png: built.qr_png,
-                        enrollment_code_sha256: built.enrollment_code_sha256,
+                        enrollment: crate::enrollment::sign_entry(
+                            &verified,
+                            share,
+                            &built.enrollment_code_sha256,
+                        )?
+                        .1,
                     }),
                 }
             }
@@ -504,7 +519,8 @@ impl CeremonyOutput {
         if packaged {
             let qr_dir = dir.join("qr");
             std::fs::create_dir(&qr_dir)?;
-            let mut codes = serde_json::Map::new();
+            let mut enrollment =
+                crate::enrollment::EnrollmentFile::new(&self.manifest.signed.ca_id);
             for share in &self.shares {
                 if let Some(extras) = &share.package {
                     write_new(
@@ -513,19 +529,17 @@ impl CeremonyOutput {
                         0o644,
                         false,
                     )?;
-                    codes.insert(
-                        share.nitrokey_id.to_string(),
-                        extras.enrollment_code_sha256.clone().into(),
-                    );
+                    enrollment
+                        .holders
+                        .insert(share.nitrokey_id.to_string(), extras.enrollment.clone());
                 }
             }
-            let enrollment = serde_json::json!({
-                "format": "nkpki-enrollment/1",
-                "ca_id": self.manifest.signed.ca_id,
-                "enrollment_code_sha256": codes,
-            });
-            let text = serde_json::to_string_pretty(&enrollment).unwrap_or_default() + "\n";
-            write_new(&dir.join("enrollment.json"), text.as_bytes(), 0o644, false)?;
+            write_new(
+                &dir.join("enrollment.json"),
+                enrollment.to_json().as_bytes(),
+                0o644,
+                false,
+            )?;
         }
         write_new(&dir.join("ceremony.log"), self.log.as_bytes(), 0o644, false)
     }

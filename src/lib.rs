@@ -9,6 +9,7 @@
 pub mod agent;
 pub mod ceremony;
 pub mod client;
+pub mod enrollment;
 pub mod fsx;
 pub mod harden;
 pub mod hsm;

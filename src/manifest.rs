@@ -2,8 +2,10 @@
 //! holders. Signed with the CA key, so any later edit is detected by whoever reads it.
 //!
 //! The manifest proves its own integrity, not its origin: an attacker can make a whole new
-//! manifest with a new CA. Operators pin the CA certificate fingerprint printed at the
-//! ceremony (see docs/threat-model.md).
+//! manifest with a new CA. What an attacker cannot do (version 2) is keep a genuine CA's id
+//! and shares under another certificate: the share set is bound to the certificate's
+//! SubjectPublicKeyInfo, and the CA id is the bound set's id. Operators pin the CA
+//! certificate fingerprint printed at the ceremony (see docs/threat-model.md).
 
 use crate::pki::{self, CaCertificate, PkiError};
 use crate::sss::{SetId, Share, ShareSet, SssError};
@@ -12,15 +14,29 @@ use base64::engine::general_purpose::STANDARD as B64;
 use serde::{Deserialize, Serialize};
 
 pub const FORMAT: &str = "nkpki-manifest";
-pub const VERSION: u32 = 1;
+/// Version 2: the share set is bound to the certificate's key (the CA id commits to it).
+pub const VERSION: u32 = 2;
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ManifestError {
     #[error("not an nkpki manifest: {0}")]
     Malformed(String),
-    #[error("unsupported manifest version {0} (this nkpki reads version 1)")]
+    #[error("unsupported manifest version {0} (this nkpki reads version {VERSION})")]
     UnknownVersion(u32),
+    #[error(
+        "manifest format version 1 (made by nkpki 0.1.0) is not accepted: its CA id does not bind \
+         the CA certificate, so a copy with a substituted certificate would pass under the same id\n\
+         hint: run the ceremony again with this nkpki (`nkpki ca-init`), deploy the new packages \
+         and register the new CA; a version-1 CA cannot be upgraded in place, because its id is \
+         written into every share and token and its wrapped key can only be re-bound with M shares"
+    )]
+    Version1,
+    #[error(
+        "the manifest's CA certificate is not the key its shares were made for: the certificate \
+         was substituted (the share set is bound to another public key)"
+    )]
+    CertificateNotBound,
     #[error("the manifest's signature does not verify: it was changed after the ceremony")]
     BadSignature,
     #[error("the manifest is inconsistent: {0}")]
@@ -71,7 +87,7 @@ pub struct ManifestHolder {
 pub struct ManifestBody {
     pub format: String,
     pub version: u32,
-    /// The CA id, equal to the share set's id.
+    /// The CA id, equal to the share set's id (which commits to the certificate's key).
     pub ca_id: SetId,
     pub ca: CaInfo,
     /// The CA certificate, PEM.
@@ -134,6 +150,9 @@ impl Manifest {
                 body.format
             )));
         }
+        if body.version == 1 {
+            return Err(ManifestError::Version1);
+        }
         if body.version != VERSION {
             return Err(ManifestError::UnknownVersion(body.version));
         }
@@ -149,6 +168,9 @@ impl Manifest {
             return Err(ManifestError::Inconsistent(
                 "certificate fingerprint".into(),
             ));
+        }
+        if !body.share_set.is_bound_to(&ca.spki_der) {
+            return Err(ManifestError::CertificateNotBound);
         }
         if body.share_set.id() != body.ca_id {
             return Err(ManifestError::Inconsistent(
@@ -191,6 +213,26 @@ impl Manifest {
             ca,
         })
     }
+}
+
+/// A SHA-256 fingerprint as `AA:BB:…` (what [`pki::fingerprint`] writes and `ca-init`
+/// prints), from any of `AA:BB:…`, `aabb…` or either prefixed with `SHA256:`; `None` if it
+/// is not 32 bytes of hex.
+pub fn normalize_fingerprint(text: &str) -> Option<String> {
+    let text = text.trim();
+    let bare = text
+        .strip_prefix("SHA256:")
+        .or_else(|| text.strip_prefix("sha256:"))
+        .unwrap_or(text);
+    let hex: String = bare.chars().filter(|c| *c != ':').collect();
+    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let upper = hex.to_ascii_uppercase();
+    let pairs: Vec<&str> = (0..32)
+        .filter_map(|i| upper.get(2 * i..2 * i + 2))
+        .collect();
+    Some(pairs.join(":"))
 }
 
 impl VerifiedManifest {
@@ -236,5 +278,23 @@ impl VerifiedManifest {
             });
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::normalize_fingerprint;
+
+    #[test]
+    fn fingerprints_compare_in_any_common_spelling() {
+        let colons = "E0:C0:25:85:45:DB:12:F8:FB:F1:F3:92:7A:7F:18:9C:7D:32:CD:34:21:56:93:7B:CF:23:58:E8:5F:41:FB:F9";
+        let bare = colons.replace(':', "").to_lowercase();
+        assert_eq!(normalize_fingerprint(colons).as_deref(), Some(colons));
+        assert_eq!(normalize_fingerprint(&bare).as_deref(), Some(colons));
+        let prefixed = format!("SHA256:{bare}");
+        assert_eq!(normalize_fingerprint(&prefixed).as_deref(), Some(colons));
+        assert_eq!(normalize_fingerprint(&bare[2..]), None);
+        assert_eq!(normalize_fingerprint(&format!("{bare}00")), None);
+        assert_eq!(normalize_fingerprint(&bare.replace('e', "g")), None);
     }
 }

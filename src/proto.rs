@@ -271,12 +271,16 @@ pub struct ApiError {
     pub code: String,
 }
 
-/// POST /api/v1/cas (operator): register a CA from its ceremony manifest.
+/// POST /api/v1/cas (operator whose token has role `ca-admin`): register a CA from its
+/// ceremony manifest.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterCa {
     /// manifest.json, as text.
     pub manifest: String,
+    /// The CA certificate's SHA-256 fingerprint as `ca-init` printed it (`AA:BB:…`, or 64
+    /// hex digits); a manifest whose certificate has another is refused.
+    pub expected_fingerprint: String,
     /// enrollment.json, as text, when the ceremony made packages.
     #[serde(default)]
     pub enrollment: Option<String>,

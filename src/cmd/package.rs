@@ -2,6 +2,7 @@
 
 use super::unseal::UnsealArgs;
 use anyhow::{Context, bail};
+use nkpki::enrollment::{self, EnrollmentFile};
 use nkpki::manifest::Manifest;
 use nkpki::package::{self, ServerInfo};
 use nkpki::{fsx, offline, seal};
@@ -106,6 +107,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         )?);
     }
     let mut built = Vec::new();
+    let mut entries = Vec::new();
     for share in &shares {
         let holder = manifest
             .holder(share.index)
@@ -114,13 +116,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             Some(r) => Some(seal::parse_recipient(r)?),
             None => None,
         };
-        built.push(package::build(
+        let b = package::build(
             &manifest_json,
             &manifest,
             share,
             &server,
             recipient.as_ref(),
-        )?);
+        )?;
+        entries.push(enrollment::sign_entry(&manifest, share, &b.enrollment_code_sha256)?.1);
+        built.push(b);
     }
     drop(shares);
     if built.iter().any(|b| b.passphrase.is_some())
@@ -152,26 +156,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("cannot create {}", args.out.display()))?;
-    // earlier runs' enrollment hashes for other holders are kept
+    // earlier runs' entries for other holders are kept (each is checked: a tampered file
+    // must not pass through this run unnoticed)
     let enrollment_path = args.out.join("enrollment.json");
-    let mut codes = match std::fs::read_to_string(&enrollment_path) {
-        Ok(text) => {
-            let v: serde_json::Value = serde_json::from_str(&text)
-                .with_context(|| format!("{} is not valid JSON", enrollment_path.display()))?;
-            if v["ca_id"].as_str() != Some(manifest.ca_id().0.as_str()) {
-                bail!(
-                    "{} belongs to another CA; choose another --out",
-                    enrollment_path.display()
-                );
-            }
-            v["enrollment_code_sha256"]
-                .as_object()
-                .cloned()
-                .unwrap_or_default()
-        }
-        Err(_) => serde_json::Map::new(),
+    let mut enrollment = match std::fs::read_to_string(&enrollment_path) {
+        Ok(text) => EnrollmentFile::verify(&text, &manifest)
+            .with_context(|| format!("{} (choose another --out)", enrollment_path.display()))?,
+        Err(_) => EnrollmentFile::new(manifest.ca_id()),
     };
-    for b in &built {
+    for (b, entry) in built.iter().zip(entries) {
         let path = pkg_path(&b.holder);
         fsx::write_new(&path, b.armored.as_bytes(), 0o600, false)
             .with_context(|| format!("cannot write {}", path.display()))?;
@@ -181,17 +174,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             0o644,
             true,
         )?;
-        codes.insert(b.holder.clone(), b.enrollment_code_sha256.clone().into());
+        enrollment.holders.insert(b.holder.clone(), entry);
         println!("{}  fingerprint {}", path.display(), b.fingerprint);
     }
-    let enrollment = serde_json::json!({
-        "format": "nkpki-enrollment/1",
-        "ca_id": manifest.ca_id(),
-        "enrollment_code_sha256": codes,
-    });
     fsx::write_new(
         &enrollment_path,
-        (serde_json::to_string_pretty(&enrollment)? + "\n").as_bytes(),
+        enrollment.to_json().as_bytes(),
         0o644,
         true,
     )?;

@@ -2,14 +2,17 @@
 
 use anyhow::Context;
 use nkpki::server::{self, ServeOptions};
+use nkpki::store::ApiRole;
 use std::path::PathBuf;
 
 #[derive(Debug, clap::Args)]
 #[command(
     args_conflicts_with_subcommands = true,
     after_help = "Examples:\n  \
-    nkpki serve ca add --data-dir /var/lib/nkpki --manifest ca/manifest.json --enrollment ca/enrollment.json\n  \
+    nkpki serve ca add --data-dir /var/lib/nkpki --manifest ca/manifest.json --enrollment ca/enrollment.json \\\n      \
+    --expect-fingerprint 3A:5F:…:C2\n  \
     nkpki serve token create --data-dir /var/lib/nkpki --name alice\n  \
+    nkpki serve token create --data-dir /var/lib/nkpki --name bob --role ca-admin\n  \
     nkpki serve --listen 0.0.0.0:8443 --data-dir /var/lib/nkpki --tls-cert server.crt --tls-key server.key"
 )]
 pub struct Args {
@@ -69,6 +72,10 @@ enum CaCmd {
         /// enrollment.json from `ca-init --package` or `nkpki package`
         #[arg(long, value_name = "FILE")]
         enrollment: Option<PathBuf>,
+        /// The CA certificate's SHA-256 fingerprint, as `ca-init` printed it (AA:BB:… or 64
+        /// hex digits): a manifest whose certificate has another is refused
+        #[arg(long, value_name = "SHA256")]
+        expect_fingerprint: String,
     },
 }
 
@@ -80,6 +87,10 @@ enum TokenCmd {
         data_dir: PathBuf,
         #[arg(long)]
         name: String,
+        /// `operator` (sessions, revocations, CRLs) or `ca-admin` (also registers CAs over
+        /// the API)
+        #[arg(long, value_enum, default_value_t = Role::Operator)]
+        role: Role,
     },
     /// Revoke an operator's API token (effective at once, also on a running server)
     Revoke {
@@ -88,6 +99,21 @@ enum TokenCmd {
         #[arg(long)]
         name: String,
     },
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum Role {
+    Operator,
+    CaAdmin,
+}
+
+impl From<Role> for ApiRole {
+    fn from(role: Role) -> Self {
+        match role {
+            Role::Operator => ApiRole::Operator,
+            Role::CaAdmin => ApiRole::CaAdmin,
+        }
+    }
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -109,6 +135,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             data_dir,
             manifest,
             enrollment,
+            expect_fingerprint,
         })) => {
             let text = std::fs::read_to_string(&manifest)
                 .with_context(|| format!("cannot read {}", manifest.display()))?;
@@ -119,12 +146,17 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 ),
                 None => None,
             };
-            let ca_id = server::register_ca(&data_dir, &text, codes.as_deref())
-                .with_context(|| format!("manifest {}", manifest.display()))?;
+            let ca_id =
+                server::register_ca(&data_dir, &text, codes.as_deref(), &expect_fingerprint)
+                    .with_context(|| format!("manifest {}", manifest.display()))?;
             println!("registered CA {ca_id}");
         }
-        Some(Admin::Token(TokenCmd::Create { data_dir, name })) => {
-            let token = server::create_api_token(&data_dir, &name)?;
+        Some(Admin::Token(TokenCmd::Create {
+            data_dir,
+            name,
+            role,
+        })) => {
+            let token = server::create_api_token(&data_dir, &name, role.into())?;
             eprintln!(
                 "API token for {name} (shown once; store it in a file readable only by its user):"
             );

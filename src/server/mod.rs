@@ -30,6 +30,14 @@ pub enum ServerError {
     Invalid(String),
     #[error(transparent)]
     Manifest(#[from] crate::manifest::ManifestError),
+    #[error(transparent)]
+    Enrollment(#[from] crate::enrollment::EnrollmentError),
+    #[error(
+        "the manifest's CA certificate has fingerprint {found}, not the expected {expected}\n\
+         hint: compare with the fingerprint `nkpki ca-init` printed at the ceremony; a different \
+         one means this is not that CA"
+    )]
+    FingerprintMismatch { expected: String, found: String },
 }
 
 /// How `serve` runs.
@@ -156,41 +164,42 @@ pub fn run(opts: ServeOptions) -> Result<(), ServerError> {
     })
 }
 
-/// Registers a CA from its ceremony manifest (signature checked) and, when given, the
-/// enrollment codes' hashes from `enrollment.json`.
-pub fn register_ca(
-    data_dir: &Path,
-    manifest_json: &str,
-    enrollment_json: Option<&str>,
-) -> Result<String, ServerError> {
-    register_into(&mut Store::open(data_dir)?, manifest_json, enrollment_json)
+/// A CA ready to be stored: manifest verified, fingerprint matched, enrollment checked.
+#[derive(Debug)]
+pub struct Registration {
+    pub ca_id: String,
+    pub name: String,
+    pub fingerprint: String,
+    holders: Vec<(String, u8, Option<String>)>,
 }
 
-/// [`register_ca`] into an open store (the `POST /api/v1/cas` endpoint uses it too).
-pub fn register_into(
-    store: &mut Store,
+/// Checks what registering a CA needs, touching no store: the manifest verifies (signature,
+/// certificate bound to the shares), its certificate's SHA-256 fingerprint is the one the
+/// operator expects (as `ca-init` printed it), and every `enrollment.json` entry is signed
+/// with its holder's share.
+pub fn prepare_registration(
     manifest_json: &str,
     enrollment_json: Option<&str>,
-) -> Result<String, ServerError> {
+    expected_fingerprint: &str,
+) -> Result<Registration, ServerError> {
+    let expected = crate::manifest::normalize_fingerprint(expected_fingerprint).ok_or_else(|| {
+        ServerError::Invalid(format!(
+            "{expected_fingerprint:?} is not a SHA-256 fingerprint (64 hex digits, colons allowed)"
+        ))
+    })?;
     let manifest = Manifest::from_json(manifest_json)?.verify()?;
-    let ca_id = manifest.ca_id().0.clone();
-    let codes: serde_json::Map<String, serde_json::Value> = match enrollment_json {
-        Some(text) => {
-            let v: serde_json::Value = serde_json::from_str(text)
-                .map_err(|e| ServerError::Invalid(format!("enrollment.json: {e}")))?;
-            if v["ca_id"].as_str() != Some(ca_id.as_str()) {
-                return Err(ServerError::Invalid(
-                    "enrollment.json belongs to another CA".into(),
-                ));
-            }
-            v["enrollment_code_sha256"]
-                .as_object()
-                .cloned()
-                .unwrap_or_default()
-        }
-        None => serde_json::Map::new(),
+    let found = &manifest.body.certificate_sha256;
+    if crate::manifest::normalize_fingerprint(found).as_deref() != Some(expected.as_str()) {
+        return Err(ServerError::FingerprintMismatch {
+            expected,
+            found: found.clone(),
+        });
+    }
+    let codes = match enrollment_json {
+        Some(text) => crate::enrollment::EnrollmentFile::verify(text, &manifest)?.holders,
+        None => Default::default(),
     };
-    let holders: Vec<(String, u8, Option<String>)> = manifest
+    let holders = manifest
         .body
         .holders
         .iter()
@@ -200,13 +209,54 @@ pub fn register_into(
                 h.index,
                 codes
                     .get(&h.nitrokey_id)
-                    .and_then(|c| c.as_str())
-                    .map(str::to_owned),
+                    .map(|e| e.enrollment_code_sha256.clone()),
             )
         })
         .collect();
-    store.add_ca(&ca_id, &manifest.body.ca.name, manifest_json, &holders)?;
-    Ok(ca_id)
+    Ok(Registration {
+        ca_id: manifest.ca_id().0.clone(),
+        name: manifest.body.ca.name.clone(),
+        fingerprint: found.clone(),
+        holders,
+    })
+}
+
+/// Stores a prepared registration; `by` names who registered it, for the audit log.
+pub fn register_prepared(
+    store: &mut Store,
+    manifest_json: &str,
+    registration: &Registration,
+    by: &str,
+) -> Result<(), ServerError> {
+    store.add_ca(
+        &registration.ca_id,
+        &registration.name,
+        manifest_json,
+        &registration.holders,
+        &format!("fingerprint {}; by {by}", registration.fingerprint),
+    )?;
+    Ok(())
+}
+
+/// Registers a CA from its ceremony manifest, as an administrator on the server host (who
+/// can write the data directory): see [`prepare_registration`]. Returns the CA id.
+pub fn register_ca(
+    data_dir: &Path,
+    manifest_json: &str,
+    enrollment_json: Option<&str>,
+    expected_fingerprint: &str,
+) -> Result<String, ServerError> {
+    const BY: &str = "the server host's administrator (serve ca add)";
+    let mut store = Store::open(data_dir)?;
+    let result = prepare_registration(manifest_json, enrollment_json, expected_fingerprint)
+        .and_then(|r| register_prepared(&mut store, manifest_json, &r, BY).map(|()| r));
+    match result {
+        Ok(registration) => Ok(registration.ca_id),
+        Err(e) => {
+            store.audit("ca-refused", None, None, None, &format!("{BY}: {e}"))?;
+            Err(e)
+        }
+    }
 }
 
 fn random_token(prefix: &str) -> String {
@@ -215,8 +265,13 @@ fn random_token(prefix: &str) -> String {
     format!("{prefix}{}", hex::encode(bytes))
 }
 
-/// Creates an operator API token; only its hash is stored. Returns the token (shown once).
-pub fn create_api_token(data_dir: &Path, name: &str) -> Result<String, ServerError> {
+/// Creates an operator API token with `role`; only its hash is stored. Returns the token
+/// (shown once).
+pub fn create_api_token(
+    data_dir: &Path,
+    name: &str,
+    role: crate::store::ApiRole,
+) -> Result<String, ServerError> {
     if name.is_empty()
         || name.len() > 64
         || !name
@@ -228,7 +283,7 @@ pub fn create_api_token(data_dir: &Path, name: &str) -> Result<String, ServerErr
         ));
     }
     let token = random_token("nkpki_op_");
-    Store::open(data_dir)?.add_api_token(name, &token_hash(&token))?;
+    Store::open(data_dir)?.add_api_token(name, &token_hash(&token), role)?;
     Ok(token)
 }
 

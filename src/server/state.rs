@@ -1101,33 +1101,65 @@ impl State {
         })
     }
 
-    /// Registers a CA from its manifest (and enrollment hashes), as `serve ca add` does.
+    /// Registers a CA from its manifest (and enrollment hashes), as `serve ca add` does, for
+    /// an operator whose token has role `ca-admin`. Refusals are audited; nothing is stored.
     pub fn register_ca(
         &self,
         operator: &str,
         req: crate::proto::RegisterCa,
     ) -> ApiResult<serde_json::Value> {
-        let result = super::register_into(
-            &mut lock(&self.store),
+        let refuse = |status: u16, code: &'static str, message: String| {
+            self.audit(
+                "ca-refused",
+                None,
+                None,
+                None,
+                &format!("{operator}: {message}"),
+            );
+            ApiErr::new(status, code, message)
+        };
+        let role = lock(&self.store).api_role(operator)?;
+        if role != Some(crate::store::ApiRole::CaAdmin) {
+            return Err(refuse(
+                403,
+                "forbidden",
+                "registering a CA needs an API token with role ca-admin (`nkpki serve token \
+                 create --role ca-admin`), or `nkpki serve ca add` on the server host"
+                    .into(),
+            ));
+        }
+        // verification (signatures, fingerprints) runs outside the store's lock
+        let prepared = super::prepare_registration(
             &req.manifest,
             req.enrollment.as_deref(),
+            &req.expected_fingerprint,
         );
+        let result = prepared.and_then(|r| {
+            super::register_prepared(
+                &mut lock(&self.store),
+                &req.manifest,
+                &r,
+                &format!("operator {operator}"),
+            )
+            .map(|()| r)
+        });
         match result {
-            Ok(ca_id) => Ok(serde_json::json!({ "ca_id": ca_id, "registered_by": operator })),
+            Ok(r) => Ok(serde_json::json!({
+                "ca_id": r.ca_id,
+                "certificate_sha256": r.fingerprint,
+                "registered_by": operator,
+            })),
             Err(e) => {
                 let message = e.to_string();
-                self.audit(
-                    "ca-refused",
-                    None,
-                    None,
-                    None,
-                    &format!("{operator}: {message}"),
-                );
                 Err(match e {
-                    super::ServerError::Store(crate::store::StoreError::Conflict(m)) => {
-                        ApiErr::new(409, "conflict", m)
+                    super::ServerError::Store(crate::store::StoreError::Conflict(_)) => {
+                        refuse(409, "conflict", message)
                     }
-                    _ => ApiErr::new(422, "bad-manifest", message),
+                    super::ServerError::FingerprintMismatch { .. } => {
+                        refuse(422, "fingerprint-mismatch", message)
+                    }
+                    super::ServerError::Enrollment(_) => refuse(422, "bad-enrollment", message),
+                    _ => refuse(422, "bad-manifest", message),
                 })
             }
         }

@@ -130,3 +130,45 @@ pub(super) fn public_point(value: &ShareValue) -> Result<Vec<u8>, SssError> {
     s.zeroize();
     Ok(point.to_bytes().to_vec())
 }
+
+/// The public image g^f(index) of share `index`, from the commitments alone:
+/// Σ C_j · index^j.
+fn expected_point(commitments: &[ProjectivePoint], index: u8) -> ProjectivePoint {
+    let x = Scalar::from(u64::from(index));
+    let mut power = Scalar::ONE;
+    let mut sum = ProjectivePoint::IDENTITY;
+    for c in commitments {
+        sum += *c * power;
+        power *= x;
+    }
+    sum
+}
+
+/// An ECDSA P-256 signature (DER) over `msg` with the share value as the private key. Its
+/// public key g^value is public already (the commitments yield it), and ECDSA reveals no
+/// more about the key than that.
+pub(super) fn sign_with_share(value: &ShareValue, msg: &[u8]) -> Result<Vec<u8>, SssError> {
+    use p256::ecdsa::signature::Signer;
+    let key = p256::ecdsa::SigningKey::from_slice(value.as_bytes())
+        .map_err(|_| SssError::MalformedValue)?;
+    let sig: p256::ecdsa::Signature = key.sign(msg);
+    Ok(sig.to_der().as_bytes().to_vec())
+}
+
+/// Checks a [`sign_with_share`] signature of share `index` against the commitments.
+pub(super) fn verify_share_signature(
+    commitments: &[ProjectivePoint],
+    index: u8,
+    msg: &[u8],
+    signature: &[u8],
+) -> bool {
+    use p256::ecdsa::signature::Verifier;
+    let point = expected_point(commitments, index);
+    let Ok(key) = p256::ecdsa::VerifyingKey::from_sec1_bytes(&point.to_bytes()) else {
+        return false;
+    };
+    let Ok(sig) = p256::ecdsa::Signature::from_der(signature) else {
+        return false;
+    };
+    key.verify(msg, &sig).is_ok()
+}

@@ -57,6 +57,8 @@ pub enum SssError {
     NotEnoughShares { got: usize, needed: u8 },
     #[error("the public share set is malformed: {0}")]
     MalformedSet(String),
+    #[error("the signature is not share {index}'s")]
+    BadShareSignature { index: u8 },
     #[error("the share value is malformed")]
     MalformedValue,
     #[error("the recovered key does not open the wrapped secret (shares or set tampered with)")]
@@ -75,16 +77,33 @@ pub struct ShareSet {
     pub total: u8,
     /// Feldman commitments g^a_0 … g^a_{t-1}, SEC1 compressed points in hex.
     pub commitments: Vec<String>,
+    /// SHA-256 (hex) of the public value the wrapped secret belongs to — for a CA, the DER
+    /// of its certificate's SubjectPublicKeyInfo. It enters the set's id and the AEAD's
+    /// associated data, so the same shares cannot be presented under another public key.
+    /// Absent for a plain `nkpki split` secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub binding: Option<String>,
     pub wrapped: Wrapped,
 }
 
 impl ShareSet {
-    /// The set's identity: the first 128 bits of SHA-256 over its canonical JSON. Any change
-    /// to the commitments, parameters or wrapped payload changes it.
+    /// The set's identity: the first 128 bits of SHA-256 over its canonical (compact) JSON,
+    /// prefixed with [`BOUND_ID_DOMAIN`] when the set is bound to a public key. Any change to
+    /// the commitments, parameters, binding or wrapped payload changes it. Unbound sets keep
+    /// the 0.1.0 derivation, so `nkpki split` files made by 0.1.0 still combine.
     pub fn id(&self) -> SetId {
         let canonical = serde_json::to_vec(self).unwrap_or_default();
-        let digest = Sha256::digest(&canonical);
-        SetId(hex::encode(&digest[..16]))
+        let mut h = Sha256::new();
+        if self.binding.is_some() {
+            h.update(BOUND_ID_DOMAIN);
+        }
+        h.update(&canonical);
+        SetId(hex::encode(&h.finalize()[..16]))
+    }
+
+    /// Whether this set is bound to exactly `public` (e.g. a CA's SubjectPublicKeyInfo DER).
+    pub fn is_bound_to(&self, public: &[u8]) -> bool {
+        self.binding.as_deref() == Some(binding_of(public).as_str())
     }
 
     fn check_parameters(&self) -> Result<(), SssError> {
@@ -128,6 +147,29 @@ impl ShareSet {
         feldman::verify(&commitments, share.index, &share.value)
     }
 
+    /// Checks a [`Share::sign`] signature made with share `index` of this set, from the
+    /// public commitments alone.
+    pub fn verify_share_signature(
+        &self,
+        index: u8,
+        msg: &[u8],
+        signature: &[u8],
+    ) -> Result<(), SssError> {
+        self.check_parameters()?;
+        if index == 0 || index > self.total {
+            return Err(SssError::IndexOutOfRange {
+                index,
+                total: self.total,
+            });
+        }
+        let commitments = feldman::decode_commitments(&self.commitments)?;
+        if feldman::verify_share_signature(&commitments, index, msg, signature) {
+            Ok(())
+        } else {
+            Err(SssError::BadShareSignature { index })
+        }
+    }
+
     /// Verifies every share, refuses duplicates, and opens the wrapped payload with any
     /// `threshold` of them. The first bad share stops everything and is named.
     pub fn recover(&self, shares: &[Share]) -> Result<Zeroizing<Vec<u8>>, SssError> {
@@ -153,15 +195,39 @@ impl ShareSet {
     /// What the AEAD authenticates besides the payload: the scheme, parameters and
     /// commitments, so a wrapped payload cannot be moved to another set.
     fn associated_data(&self) -> Vec<u8> {
-        associated_data(self.threshold, self.total, &self.commitments)
+        associated_data(
+            self.threshold,
+            self.total,
+            &self.commitments,
+            self.binding.as_deref(),
+        )
     }
 }
 
-fn associated_data(threshold: u8, total: u8, commitments: &[String]) -> Vec<u8> {
-    let mut aad = format!("nkpki kek wrap v1\n{SCHEME}\n{threshold}/{total}\n").into_bytes();
+/// What a bound set's id hashes before its JSON: keeps CA ids apart from plain set ids.
+pub const BOUND_ID_DOMAIN: &[u8] = b"nkpki ca id v2\n";
+
+/// The `binding` of a set bound to `public`: SHA-256 of it, hex.
+pub fn binding_of(public: &[u8]) -> String {
+    hex::encode(Sha256::digest(public))
+}
+
+/// v1 (unbound, as 0.1.0 wrote it) or v2: the same lines plus the binding.
+fn associated_data(
+    threshold: u8,
+    total: u8,
+    commitments: &[String],
+    binding: Option<&str>,
+) -> Vec<u8> {
+    let version = if binding.is_some() { 2 } else { 1 };
+    let mut aad =
+        format!("nkpki kek wrap v{version}\n{SCHEME}\n{threshold}/{total}\n").into_bytes();
     for c in commitments {
         aad.extend_from_slice(c.as_bytes());
         aad.push(b'\n');
+    }
+    if let Some(b) = binding {
+        aad.extend_from_slice(format!("binding {b}\n").as_bytes());
     }
     aad
 }
@@ -181,6 +247,28 @@ pub fn split(
     total: u8,
     holders: &[String],
 ) -> Result<(ShareSet, Vec<Share>), SssError> {
+    split_with(payload, threshold, total, holders, None)
+}
+
+/// [`split`], with the set bound to `public` (a CA's SubjectPublicKeyInfo DER): the binding
+/// enters the set's id and the wrap's associated data.
+pub fn split_bound(
+    payload: &[u8],
+    threshold: u8,
+    total: u8,
+    holders: &[String],
+    public: &[u8],
+) -> Result<(ShareSet, Vec<Share>), SssError> {
+    split_with(payload, threshold, total, holders, Some(binding_of(public)))
+}
+
+fn split_with(
+    payload: &[u8],
+    threshold: u8,
+    total: u8,
+    holders: &[String],
+    binding: Option<String>,
+) -> Result<(ShareSet, Vec<Share>), SssError> {
     check_parameters(threshold as usize, total as usize)?;
     if !holders.is_empty() && holders.len() != total as usize {
         return Err(SssError::BadParameters {
@@ -189,13 +277,14 @@ pub fn split(
         });
     }
     let (kek, values, commitments) = feldman::split(threshold, total)?;
-    let aad = associated_data(threshold, total, &commitments);
+    let aad = associated_data(threshold, total, &commitments, binding.as_deref());
     let wrapped = Wrapped::seal(&kek, payload, &aad)?;
     let set = ShareSet {
         scheme: SCHEME.to_owned(),
         threshold,
         total,
         commitments,
+        binding,
         wrapped,
     };
     let set_id = set.id();

@@ -125,6 +125,12 @@ impl Share {
         Ok(hex::encode(&Sha256::digest(&point)[..8]))
     }
 
+    /// Signs `msg` with the share (ECDSA P-256, DER): proof that whoever made `msg` held
+    /// this share. Anyone checks it with [`ShareSet::verify_share_signature`].
+    pub fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, SssError> {
+        super::feldman::sign_with_share(&self.value, msg)
+    }
+
     /// The share as JSON text, in memory that is wiped on drop.
     pub fn to_json(&self) -> Zeroizing<String> {
         Zeroizing::new(serde_json::to_string_pretty(self).unwrap_or_default())

@@ -121,3 +121,70 @@ fn parameters_are_checked() {
     let recovered = set.recover(&shares[5..]).unwrap();
     assert_eq!(recovered.as_slice(), b"x");
 }
+
+#[test]
+fn a_bound_set_commits_to_its_public_key() {
+    let (set, shares) = split_bound(b"key", 2, 3, &[], b"spki A").unwrap();
+    assert!(set.is_bound_to(b"spki A"));
+    assert!(!set.is_bound_to(b"spki B"));
+    assert_eq!(set.recover(&shares[..2]).unwrap().as_slice(), b"key");
+    // the same set claimed for another public key has another id: its shares are foreign
+    let mut claimed = set.clone();
+    claimed.binding = Some(binding_of(b"spki B"));
+    assert_ne!(claimed.id(), set.id());
+    assert!(matches!(
+        claimed.recover(&shares[..2]),
+        Err(SssError::ForeignShare { .. })
+    ));
+    // and even with the shares relabelled, the wrap's associated data refuses the new key
+    let relabelled: Vec<Share> = shares[..2]
+        .iter()
+        .cloned()
+        .map(|mut s| {
+            s.set_id = claimed.id();
+            s
+        })
+        .collect();
+    assert!(matches!(
+        claimed.recover(&relabelled),
+        Err(SssError::UnwrapFailed)
+    ));
+    // dropping the binding (the 0.1.0 id) does not open it either
+    let mut unbound = set.clone();
+    unbound.binding = None;
+    let relabelled: Vec<Share> = relabelled
+        .into_iter()
+        .map(|mut s| {
+            s.set_id = unbound.id();
+            s
+        })
+        .collect();
+    assert!(matches!(
+        unbound.recover(&relabelled),
+        Err(SssError::UnwrapFailed)
+    ));
+}
+
+#[test]
+fn unbound_sets_keep_the_0_1_0_id() {
+    let (set, _) = split(b"x", 2, 3, &[]).unwrap();
+    let json = serde_json::to_vec(&set).unwrap();
+    assert!(!String::from_utf8_lossy(&json).contains("binding"));
+    let digest = sha2::Sha256::digest(&json);
+    assert_eq!(set.id().0, hex::encode(&digest[..16]));
+}
+
+#[test]
+fn share_signatures_name_their_share() {
+    let (set, shares) = split(b"x", 2, 3, &[]).unwrap();
+    let sig = shares[1].sign(b"message").unwrap();
+    set.verify_share_signature(2, b"message", &sig).unwrap();
+    assert!(matches!(
+        set.verify_share_signature(1, b"message", &sig),
+        Err(SssError::BadShareSignature { index: 1 })
+    ));
+    assert!(set.verify_share_signature(2, b"other", &sig).is_err());
+    assert!(set.verify_share_signature(9, b"message", &sig).is_err());
+    let (other, _) = split(b"x", 2, 3, &[]).unwrap();
+    assert!(other.verify_share_signature(2, b"message", &sig).is_err());
+}

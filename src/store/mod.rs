@@ -37,6 +37,33 @@ pub enum StoreError {
 
 pub type Result<T> = std::result::Result<T, StoreError>;
 
+/// What an operator's API token may do beyond operating sessions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ApiRole {
+    /// Sessions, revocations, CRLs, listing CAs (the default).
+    Operator,
+    /// All of the above, and registering CAs over the API.
+    CaAdmin,
+}
+
+impl ApiRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApiRole::Operator => "operator",
+            ApiRole::CaAdmin => "ca-admin",
+        }
+    }
+
+    /// A role by name; unknown names are `None` (a store row with one counts as `operator`).
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "operator" => Some(ApiRole::Operator),
+            "ca-admin" => Some(ApiRole::CaAdmin),
+            _ => None,
+        }
+    }
+}
+
 /// Seconds since the Unix epoch.
 pub fn now() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
@@ -189,6 +216,7 @@ impl Store {
         name: &str,
         manifest_json: &str,
         holders: &[(String, u8, Option<String>)],
+        note: &str,
     ) -> Result<()> {
         let tx = self.write_tx()?;
         let exists: Option<String> = tx
@@ -217,7 +245,7 @@ impl Store {
             Some(ca_id),
             None,
             None,
-            &format!("{name}; {} holders", holders.len()),
+            &format!("{name}; {} holders; {note}", holders.len()),
         )?;
         tx.commit()?;
         Ok(())
@@ -328,7 +356,7 @@ impl Store {
 
     // ---- operators' API tokens ----------------------------------------------------
 
-    pub fn add_api_token(&mut self, name: &str, token_sha256: &str) -> Result<()> {
+    pub fn add_api_token(&mut self, name: &str, token_sha256: &str, role: ApiRole) -> Result<()> {
         let tx = self.write_tx()?;
         let exists: Option<String> = tx
             .query_row("SELECT name FROM api_tokens WHERE name = ?1", [name], |r| {
@@ -341,10 +369,17 @@ impl Store {
             )));
         }
         tx.execute(
-            "INSERT INTO api_tokens (name, token_sha256, created_at) VALUES (?1, ?2, ?3)",
-            params![name, token_sha256, now()],
+            "INSERT INTO api_tokens (name, token_sha256, created_at, role) VALUES (?1, ?2, ?3, ?4)",
+            params![name, token_sha256, now(), role.as_str()],
         )?;
-        audit::append_tx(&tx, "api-token-created", None, None, None, name)?;
+        audit::append_tx(
+            &tx,
+            "api-token-created",
+            None,
+            None,
+            None,
+            &format!("{name} (role {})", role.as_str()),
+        )?;
         tx.commit()?;
         Ok(())
     }
@@ -376,6 +411,19 @@ impl Store {
                 |r| r.get(0),
             )
             .optional()?)
+    }
+
+    /// The role of an operator's active API token, if there is one.
+    pub fn api_role(&self, name: &str) -> Result<Option<ApiRole>> {
+        let role: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT role FROM api_tokens WHERE name = ?1 AND revoked = 0",
+                [name],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(role.map(|r| ApiRole::parse(&r).unwrap_or(ApiRole::Operator)))
     }
 
     // ---- sessions -----------------------------------------------------------------

@@ -30,7 +30,11 @@ const MIGRATIONS: &[&str] = &[
         pem TEXT NOT NULL, signed_at INTEGER NOT NULL, PRIMARY KEY (ca_id, number));
      CREATE TABLE audit (seq INTEGER PRIMARY KEY, at INTEGER NOT NULL, event TEXT NOT NULL, ca_id TEXT,
         session_id TEXT, holder_id TEXT, detail TEXT NOT NULL, prev_hash TEXT NOT NULL, hash TEXT NOT NULL);",
-    // 2: issue sessions keep the certificate the holders are shown and approve
+    // 2: API token roles (`ca-admin` may register CAs); audit hash encoding v2, which tells
+    // NULL from "" (older entries keep version 1 and still verify)
+    "ALTER TABLE api_tokens ADD COLUMN role TEXT NOT NULL DEFAULT 'operator';
+     ALTER TABLE audit ADD COLUMN hash_version INTEGER NOT NULL DEFAULT 1;",
+    // 3: issue sessions keep the certificate the holders are shown and approve
     "ALTER TABLE sessions ADD COLUMN certificate_view TEXT;",
 ];
 

@@ -559,8 +559,23 @@ impl Env {
         )
     }
 
+    /// The SHA-256 fingerprint of `ca/ca.crt` as OpenSSL prints it (`AA:BB:…`).
+    pub fn ca_fingerprint(&self, dir: &str) -> String {
+        let cert = format!("{dir}/ca.crt");
+        let out = self
+            .openssl(&["x509", "-in", &cert, "-noout", "-fingerprint", "-sha256"])
+            .ok()
+            .stdout();
+        out.trim()
+            .split_once('=')
+            .expect("openssl fingerprint line")
+            .1
+            .to_owned()
+    }
+
     /// Registers `ca/` with the server data directory and makes an operator token file.
     pub fn register(&self) -> String {
+        let fingerprint = self.ca_fingerprint("ca");
         self.nkpki(&[
             "serve",
             "ca",
@@ -571,6 +586,8 @@ impl Env {
             "ca/manifest.json",
             "--enrollment",
             "ca/enrollment.json",
+            "--expect-fingerprint",
+            &fingerprint,
         ])
         .ok();
         let token = self

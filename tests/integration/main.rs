@@ -7,6 +7,7 @@
 mod harness;
 
 mod bad_input;
+mod ca_binding;
 mod ceremony;
 mod nitrokey;
 mod offer;

@@ -356,39 +356,6 @@ fn http_operators_and_contributions_are_checked() {
     // a share of another CA
     let other = Env::new();
     let oh = other.packaged_ceremony(5, 3);
-    // (an operator can register a CA through the API too; an edited manifest is refused)
-    let other_manifest = String::from_utf8(other.read("ca/manifest.json")).unwrap();
-    let edited = other_manifest.replacen("Holder NK002", "Mallory", 1);
-    let e = op
-        .post::<_, serde_json::Value>(
-            "/api/v1/cas",
-            &proto::RegisterCa {
-                manifest: edited,
-                enrollment: None,
-            },
-        )
-        .unwrap_err();
-    assert_eq!(e.code(), Some("bad-manifest"), "{e:?}");
-    let registered: serde_json::Value = op
-        .post(
-            "/api/v1/cas",
-            &proto::RegisterCa {
-                manifest: other_manifest.clone(),
-                enrollment: None,
-            },
-        )
-        .unwrap();
-    assert_eq!(registered["registered_by"], "alice");
-    let e = op
-        .post::<_, serde_json::Value>(
-            "/api/v1/cas",
-            &proto::RegisterCa {
-                manifest: other_manifest,
-                enrollment: None,
-            },
-        )
-        .unwrap_err();
-    assert_eq!(e.code(), Some("conflict"), "{e:?}");
     let foreign = FakeAgent::from_package(&other, &oh[3], &url);
     let c = agents[3].contribution(&offer_a, &foreign.share_json);
     refused(agents[3].send(&a.session_id, &c), 422, "bad-share");
