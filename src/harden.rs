@@ -42,3 +42,17 @@ pub fn lock_memory() -> Result<(), String> {
     rustix::mm::mlockall(rustix::mm::MlockAllFlags::CURRENT | rustix::mm::MlockAllFlags::FUTURE)
         .map_err(|e| format!("memory not locked: mlockall: {e}"))
 }
+
+/// Why a core dump might still be written despite [`process`], if the system says so:
+/// with `fs.suid_dumpable = 2` the kernel dumps even non-dumpable processes, to a root-only
+/// file or to a core-dump handler that may ignore RLIMIT_CORE.
+pub fn core_dump_risk() -> Option<String> {
+    let setting = std::fs::read_to_string("/proc/sys/fs/suid_dumpable").ok()?;
+    (setting.trim() != "0").then(|| {
+        format!(
+            "fs.suid_dumpable is {} (not 0): a crash may still dump this process's memory \
+             (set it to 0: sysctl fs.suid_dumpable=0)",
+            setting.trim()
+        )
+    })
+}

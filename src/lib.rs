@@ -24,3 +24,4 @@ pub mod server;
 pub mod sss;
 pub mod standalone;
 pub mod store;
+pub mod worker;

@@ -307,6 +307,70 @@ impl std::fmt::Debug for Enroll {
     }
 }
 
+// ---- the session worker's pipe (docs/protocol.md, "The session worker") -------------
+
+/// Server → session worker, one frame each: `Open` first, then contributions, then one
+/// `Sign` (or `Abort`). Nothing here is secret: shares arrive sealed to the worker's key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum WorkerRequest {
+    /// The CA's registered manifest.json; the worker verifies it and makes the session key.
+    Open { manifest_json: String },
+    /// A holder's share, age-armoured to the session's recipient, as the agent sent it.
+    Contribution {
+        holder_id: String,
+        ciphertext: String,
+    },
+    /// Rebuild the key from the shares held, do this job, reply, exit.
+    Sign { job: SignJob },
+    /// Wipe and exit.
+    Abort {},
+}
+
+/// What the worker signs once it holds M shares.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum SignJob {
+    /// Issue the certificate `view` describes for the CSR (DER, base64); the worker
+    /// refuses if issuance would make anything else.
+    Issue {
+        csr_der: String,
+        view: Box<crate::pki::CertificateView>,
+    },
+    /// Sign CRL number `number` at `now` (Unix seconds) listing `revoked` as
+    /// (serial hex, RFC 5280 reason name, revocation time in Unix seconds).
+    Crl {
+        revoked: Vec<(String, String, i64)>,
+        number: u64,
+        now: i64,
+    },
+}
+
+/// Session worker → server, one frame per request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "reply", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum WorkerReply {
+    /// The session's age X25519 recipient (the identity never leaves the worker).
+    Opened { recipient: String },
+    /// The share checked out; the worker now holds `count` shares.
+    Accepted {
+        holder_id: String,
+        index: u8,
+        count: u8,
+    },
+    /// The contribution was refused and not kept; `code` as the API's (`bad-ciphertext`,
+    /// `bad-share`, `duplicate`, `not-waiting`).
+    Refused {
+        holder_id: String,
+        code: String,
+        why: String,
+    },
+    /// The certificate or CRL, DER, base64. The worker exits after this reply.
+    Signed { der: String },
+    /// The request could not be done; the worker exits after this reply.
+    Failed { why: String },
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

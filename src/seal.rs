@@ -206,6 +206,19 @@ pub fn open_with_identity(
     decrypt(decryptor, iter::once(identity as &dyn age::Identity))
 }
 
+/// Opens an X25519-sealed age file with any [`age::Identity`] (the session worker's key,
+/// which also checks the header's recipients).
+pub fn open_with(
+    ciphertext: &[u8],
+    identity: &dyn age::Identity,
+) -> Result<Zeroizing<Vec<u8>>, SealError> {
+    let decryptor = decryptor(ciphertext)?;
+    if decryptor.is_scrypt() {
+        return Err(SealError::NoMatchingIdentity);
+    }
+    decrypt(decryptor, iter::once(identity))
+}
+
 /// Exposes a passphrase for display; kept in one place so uses are easy to audit.
 pub fn reveal(passphrase: &SecretString) -> &str {
     passphrase.expose_secret()

@@ -11,6 +11,7 @@ mod online;
 mod package;
 mod revoke;
 mod serve;
+mod session_worker;
 mod sign;
 mod split;
 mod token;
@@ -62,6 +63,9 @@ pub enum Command {
     Crl(crl::Args),
     /// Check or export the server's hash-chained audit log
     Audit(audit::Args),
+    /// Internal: the one-shot process that holds a signing session's secrets for `serve`
+    #[command(hide = true)]
+    SessionWorker(session_worker::Args),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -78,6 +82,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Revoke(args) => revoke::run(args),
         Command::Crl(args) => crl::run(args),
         Command::Audit(args) => audit::run(args),
+        Command::SessionWorker(args) => session_worker::run(args),
     }
 }
 

@@ -1,0 +1,307 @@
+//! The worker's side: one session's secrets, from `Open` to the one signature, then exit.
+
+use super::{WorkerError, frame};
+use crate::manifest::{Manifest, VerifiedManifest};
+use crate::pki::{self, CaKey, Csr, Revoked};
+use crate::proto::{SignJob, WorkerReply, WorkerRequest};
+use crate::sss::Share;
+use age_core::format::{FileKey, Stanza};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use std::cell::Cell;
+use std::io::{Read, Write};
+use zeroize::Zeroizing;
+
+/// The tag of age's X25519 recipient stanzas.
+const X25519_TAG: &str = "X25519";
+
+/// The session's age identity. It opens only files whose header holds exactly one X25519
+/// stanza (besides the "grease" stanza age adds to every header), and checks that before
+/// any key agreement: a share also sealed to someone else is refused unread.
+struct SessionKey {
+    identity: age::x25519::Identity,
+    /// Set when a header was refused: (X25519 stanzas, other stanzas).
+    refused: Cell<Option<(usize, usize)>>,
+}
+
+impl age::Identity for SessionKey {
+    fn unwrap_stanza(&self, stanza: &Stanza) -> Option<Result<FileKey, age::DecryptError>> {
+        self.identity.unwrap_stanza(stanza)
+    }
+
+    fn unwrap_stanzas(&self, stanzas: &[Stanza]) -> Option<Result<FileKey, age::DecryptError>> {
+        let x25519 = stanzas.iter().filter(|s| s.tag == X25519_TAG).count();
+        let other = stanzas
+            .iter()
+            .filter(|s| s.tag != X25519_TAG && !s.tag.ends_with("-grease"))
+            .count();
+        if x25519 != 1 || other != 0 {
+            self.refused.set(Some((x25519, other)));
+            return Some(Err(age::DecryptError::InvalidHeader));
+        }
+        self.identity.unwrap_stanzas(stanzas)
+    }
+}
+
+/// A session between `Open` and `Sign`: everything secret the worker holds.
+struct Session {
+    manifest: VerifiedManifest,
+    key: SessionKey,
+    /// (holder id, share), in the order they were accepted.
+    shares: Vec<(String, Share)>,
+}
+
+fn refused(holder_id: &str, code: &str, why: impl Into<String>) -> WorkerReply {
+    WorkerReply::Refused {
+        holder_id: holder_id.to_owned(),
+        code: code.to_owned(),
+        why: why.into(),
+    }
+}
+
+impl Session {
+    fn open(manifest_json: &str) -> Result<Self, String> {
+        let manifest = Manifest::from_json(manifest_json)
+            .and_then(|m| m.verify())
+            .map_err(|e| format!("the CA's manifest does not verify: {e}"))?;
+        Ok(Session {
+            manifest,
+            key: SessionKey {
+                identity: age::x25519::Identity::generate(),
+                refused: Cell::new(None),
+            },
+            shares: Vec::new(),
+        })
+    }
+
+    fn recipient(&self) -> String {
+        self.key.identity.to_public().to_string()
+    }
+
+    fn threshold(&self) -> usize {
+        self.manifest.threshold() as usize
+    }
+
+    /// Checks a contribution and keeps its share, or says why not.
+    fn contribute(&mut self, holder_id: &str, ciphertext: &str) -> WorkerReply {
+        if self.shares.len() >= self.threshold() {
+            return refused(
+                holder_id,
+                "not-waiting",
+                "the session already holds the shares it needs",
+            );
+        }
+        if self.shares.iter().any(|(h, _)| h == holder_id) {
+            return refused(holder_id, "duplicate", "this holder's share is already in");
+        }
+        self.key.refused.set(None);
+        let plain = match crate::seal::open_with(ciphertext.as_bytes(), &self.key) {
+            Ok(plain) => plain,
+            Err(err) => {
+                let why = match self.key.refused.take() {
+                    Some((x25519, other)) => format!(
+                        "the share is sealed to {x25519} X25519 and {other} other recipients; \
+                         it must be sealed to the session's key alone"
+                    ),
+                    None => format!("the share cannot be decrypted with the session key: {err}"),
+                };
+                return refused(holder_id, "bad-ciphertext", why);
+            }
+        };
+        let Ok(share) = serde_json::from_slice::<Share>(&plain) else {
+            return refused(
+                holder_id,
+                "bad-share",
+                "the decrypted contribution is not a share",
+            );
+        };
+        drop(plain);
+        if let Err(err) = self
+            .manifest
+            .check_share(&share, &format!("the share sent by {holder_id}"))
+        {
+            return refused(
+                holder_id,
+                "bad-share",
+                format!("share failed verification: {err}"),
+            );
+        }
+        let owner = self
+            .manifest
+            .holder(share.index)
+            .map(|h| h.nitrokey_id.as_str());
+        if owner != Some(holder_id) {
+            return refused(
+                holder_id,
+                "bad-share",
+                format!(
+                    "{holder_id} sent share {} which belongs to {}",
+                    share.index,
+                    owner.unwrap_or("nobody")
+                ),
+            );
+        }
+        if self.shares.iter().any(|(_, s)| s.index == share.index) {
+            return refused(
+                holder_id,
+                "duplicate",
+                format!("share {} is already in", share.index),
+            );
+        }
+        let index = share.index;
+        self.shares.push((holder_id.to_owned(), share));
+        WorkerReply::Accepted {
+            holder_id: holder_id.to_owned(),
+            index,
+            count: self.shares.len() as u8,
+        }
+    }
+
+    /// Rebuilds the CA key, does the job, and wipes everything on the way out.
+    fn sign(self, job: SignJob) -> Result<Vec<u8>, String> {
+        if self.shares.len() < self.threshold() {
+            return Err(format!(
+                "only {} of the {} shares needed are in",
+                self.shares.len(),
+                self.threshold()
+            ));
+        }
+        let Session {
+            manifest,
+            key: session_key,
+            shares,
+        } = self;
+        drop(session_key);
+        let shares: Vec<Share> = shares.into_iter().map(|(_, s)| s).collect();
+        let pkcs8: Zeroizing<Vec<u8>> = manifest
+            .body
+            .share_set
+            .recover(&shares)
+            .map_err(|e| format!("recovering the CA key: {e}"))?;
+        drop(shares);
+        let key = CaKey::from_pkcs8_der(&pkcs8).map_err(|e| e.to_string())?;
+        drop(pkcs8);
+        if key.spki_der().map_err(|e| e.to_string())? != manifest.ca.spki_der {
+            return Err("the rebuilt key does not match the CA certificate".into());
+        }
+        match job {
+            SignJob::Issue { csr_der, view } => issue(&key, &manifest, &csr_der, &view),
+            SignJob::Crl {
+                revoked,
+                number,
+                now,
+            } => crl(&key, &manifest, revoked, number, now),
+        }
+    }
+}
+
+fn issue(
+    key: &CaKey,
+    manifest: &VerifiedManifest,
+    csr_der: &str,
+    view: &pki::CertificateView,
+) -> Result<Vec<u8>, String> {
+    let der = B64
+        .decode(csr_der)
+        .map_err(|_| "the CSR is not base64".to_owned())?;
+    let csr = Csr::parse(&der).map_err(|e| e.to_string())?;
+    let terms = pki::Terms::of_view(view).map_err(|e| e.to_string())?;
+    let issued = pki::issue(key, &manifest.ca, &csr, &terms).map_err(|e| e.to_string())?;
+    if issued.view != *view {
+        return Err(
+            "the certificate issuance would make differs from the one the holders approved".into(),
+        );
+    }
+    Ok(issued.der)
+}
+
+fn crl(
+    key: &CaKey,
+    manifest: &VerifiedManifest,
+    revoked: Vec<(String, String, i64)>,
+    number: u64,
+    now: i64,
+) -> Result<Vec<u8>, String> {
+    let now = time::OffsetDateTime::from_unix_timestamp(now)
+        .map_err(|_| format!("the CRL time {now} is out of range"))?;
+    let revoked: Vec<Revoked> = revoked
+        .into_iter()
+        .map(|(serial_hex, reason, revoked_at)| Revoked {
+            serial_hex,
+            reason,
+            revoked_at,
+        })
+        .collect();
+    let (der, _pem) =
+        pki::sign_crl(key, &manifest.ca, number, &revoked, now).map_err(|e| e.to_string())?;
+    Ok(der)
+}
+
+/// Answers with `Failed` and ends the worker with that error.
+fn fail(output: &mut impl Write, why: String) -> Result<(), WorkerError> {
+    frame::write(output, &WorkerReply::Failed { why: why.clone() })?;
+    Err(WorkerError::Failed(why))
+}
+
+/// The worker's loop: reads requests from `input`, answers on `output` (which carries
+/// nothing but frames), until it has signed once, is told to abort, or `input` ends.
+/// Returns an error after answering `Failed` (or when the pipe itself fails), so that the
+/// process exits 0 only after `Signed`, `Abort` or the end of its input.
+pub fn run_worker(mut input: impl Read, mut output: impl Write) -> Result<(), WorkerError> {
+    let mut session: Option<Session> = None;
+    loop {
+        let request = match frame::read::<WorkerRequest>(&mut input) {
+            Ok(Some(request)) => request,
+            Ok(None) => return Ok(()),
+            Err(err @ (WorkerError::Malformed(_) | WorkerError::TooLarge(_))) => {
+                return fail(&mut output, err.to_string());
+            }
+            Err(err) => return Err(err),
+        };
+        match request {
+            WorkerRequest::Open { manifest_json } => {
+                if session.is_some() {
+                    return fail(&mut output, "the session is already open".into());
+                }
+                let opened = match Session::open(&manifest_json) {
+                    Ok(opened) => opened,
+                    Err(why) => return fail(&mut output, why),
+                };
+                let recipient = opened.recipient();
+                session = Some(opened);
+                frame::write(&mut output, &WorkerReply::Opened { recipient })?;
+            }
+            WorkerRequest::Contribution {
+                holder_id,
+                ciphertext,
+            } => {
+                let Some(open) = session.as_mut() else {
+                    return fail(
+                        &mut output,
+                        "a contribution before the session is open".into(),
+                    );
+                };
+                let reply = open.contribute(&holder_id, &ciphertext);
+                frame::write(&mut output, &reply)?;
+            }
+            WorkerRequest::Sign { job } => {
+                let Some(open) = session.take() else {
+                    return fail(
+                        &mut output,
+                        "a signing job before the session is open".into(),
+                    );
+                };
+                return match open.sign(job) {
+                    Ok(der) => frame::write(
+                        &mut output,
+                        &WorkerReply::Signed {
+                            der: B64.encode(der),
+                        },
+                    ),
+                    Err(why) => fail(&mut output, why),
+                };
+            }
+            WorkerRequest::Abort {} => return Ok(()),
+        }
+    }
+}
