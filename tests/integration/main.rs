@@ -20,3 +20,4 @@ mod token_bad_input;
 mod token_hardening;
 mod token_login;
 mod tokens;
+mod worker;
