@@ -6,9 +6,14 @@ use anyhow::{Context, bail};
 use std::io::IsTerminal;
 
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Exit after this many seconds whatever happens (the server sets it from the session's
+    /// time to live)
+    #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    lifetime_seconds: u64,
+}
 
-pub fn run(_args: Args) -> anyhow::Result<()> {
+pub fn run(args: Args) -> anyhow::Result<()> {
     let stdin = std::io::stdin();
     if stdin.is_terminal() {
         bail!("session-worker is started by `nkpki serve` and speaks only over a pipe");
@@ -20,5 +25,6 @@ pub fn run(_args: Args) -> anyhow::Result<()> {
     for warning in warnings {
         eprintln!("session-worker: warning: {warning}");
     }
+    nkpki::worker::exit_after(std::time::Duration::from_secs(args.lifetime_seconds));
     nkpki::worker::run_worker(stdin.lock(), std::io::stdout().lock()).context("session worker")
 }

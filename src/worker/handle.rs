@@ -14,6 +14,9 @@ use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 /// How long one exchange with the worker may take before it is killed.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long a worker lives at most unless told otherwise; it exits on its own then.
+pub const DEFAULT_LIFETIME: Duration = Duration::from_secs(600);
+
 /// How long an aborted worker gets to wipe itself and exit before it is killed.
 const ABORT_GRACE: Duration = Duration::from_secs(2);
 
@@ -50,14 +53,26 @@ fn describe(reply: &WorkerReply) -> String {
 
 impl WorkerHandle {
     /// Starts `program session-worker` (the server passes its own executable; tests pass
-    /// the binary they built). Must run inside a Tokio runtime.
+    /// the binary they built), to live at most [`DEFAULT_LIFETIME`]. Must run inside a
+    /// Tokio runtime.
     pub async fn spawn(program: &Path) -> Result<Self, WorkerError> {
+        Self::spawn_with_lifetime(program, DEFAULT_LIFETIME).await
+    }
+
+    /// Starts a worker that exits on its own after `lifetime` (whole seconds, at least
+    /// one): the session's time to live plus a margin.
+    pub async fn spawn_with_lifetime(
+        program: &Path,
+        lifetime: Duration,
+    ) -> Result<Self, WorkerError> {
         let spawn_error = |reason: String| WorkerError::Spawn {
             program: program.display().to_string(),
             reason,
         };
         let mut child = Command::new(program)
             .arg("session-worker")
+            .arg("--lifetime-seconds")
+            .arg(lifetime.as_secs().max(1).to_string())
             .env_clear()
             .current_dir("/")
             .stdin(Stdio::piped())

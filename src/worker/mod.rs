@@ -11,7 +11,7 @@ pub mod frame;
 mod handle;
 mod session;
 
-pub use handle::{DEFAULT_TIMEOUT, Verdict, WorkerHandle};
+pub use handle::{DEFAULT_LIFETIME, DEFAULT_TIMEOUT, Verdict, WorkerHandle};
 pub use session::run_worker;
 
 /// What can go wrong on either side of the pipe.
@@ -40,4 +40,17 @@ pub enum WorkerError {
     /// and exited.
     #[error("{0}")]
     Failed(String),
+}
+
+/// Ends the process after `lifetime`, whatever it is doing: a worker the server forgot
+/// (or cannot reach to kill) does not keep a session's secrets past it.
+pub fn exit_after(lifetime: std::time::Duration) {
+    std::thread::spawn(move || {
+        std::thread::sleep(lifetime);
+        eprintln!(
+            "session-worker: its lifetime of {} s is over; exiting",
+            lifetime.as_secs()
+        );
+        std::process::exit(3);
+    });
 }

@@ -394,6 +394,29 @@ fn aborting_or_dropping_the_handle_ends_the_worker() {
     assert!(gone(pid), "dropping the handle left the worker running");
 }
 
+#[test]
+fn a_worker_past_its_lifetime_exits_on_its_own() {
+    let ca = Ca::new("ecdsa-p256");
+    let rt = runtime();
+    let mut worker = rt
+        .block_on(WorkerHandle::spawn_with_lifetime(
+            &worker_program(),
+            std::time::Duration::from_secs(1),
+        ))
+        .unwrap();
+    let recipient = rt.block_on(worker.open(&ca.manifest_json)).unwrap();
+    let pid = worker.id().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !gone(pid) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(gone(pid), "the worker outlived its lifetime");
+    let err = rt
+        .block_on(worker.contribute("NK001", &ca.sealed(&recipient, "NK001")))
+        .unwrap_err();
+    assert!(matches!(err, WorkerError::Died(_)), "{err}");
+}
+
 /// The worker over its raw pipes: stdout carries frames only, bad input gets a `Failed`
 /// frame and exit 1, the end of input exit 0.
 fn raw(stdin: &[u8]) -> (std::process::Output, Vec<WorkerReply>) {
