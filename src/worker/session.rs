@@ -16,8 +16,9 @@ use zeroize::Zeroizing;
 const X25519_TAG: &str = "X25519";
 
 /// The session's age identity. It opens only files whose header holds exactly one X25519
-/// stanza (besides the "grease" stanza age adds to every header), and checks that before
-/// any key agreement: a share also sealed to someone else is refused unread.
+/// stanza (and at most one of the random "…-grease" stanzas the age crate adds to every
+/// header), and checks that before any key agreement: a share also sealed to someone else
+/// is refused unread.
 struct SessionKey {
     identity: age::x25519::Identity,
     /// Set when a header was refused: (X25519 stanzas, other stanzas).
@@ -31,10 +32,11 @@ impl age::Identity for SessionKey {
 
     fn unwrap_stanzas(&self, stanzas: &[Stanza]) -> Option<Result<FileKey, age::DecryptError>> {
         let x25519 = stanzas.iter().filter(|s| s.tag == X25519_TAG).count();
-        let other = stanzas
+        let grease = stanzas
             .iter()
-            .filter(|s| s.tag != X25519_TAG && !s.tag.ends_with("-grease"))
+            .filter(|s| s.tag.ends_with("-grease"))
             .count();
+        let other = stanzas.len() - x25519 - grease.min(1);
         if x25519 != 1 || other != 0 {
             self.refused.set(Some((x25519, other)));
             return Some(Err(age::DecryptError::InvalidHeader));
@@ -303,5 +305,41 @@ pub fn run_worker(mut input: impl Read, mut output: impl Write) -> Result<(), Wo
             }
             WorkerRequest::Abort {} => return Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use age::Identity as _;
+
+    fn stanza(tag: &str) -> Stanza {
+        Stanza {
+            tag: tag.into(),
+            args: vec!["arg".into()],
+            body: vec![0; 32],
+        }
+    }
+
+    /// Whether the header check let `tags` through to the X25519 identity.
+    fn passes(tags: &[&str]) -> bool {
+        let key = SessionKey {
+            identity: age::x25519::Identity::generate(),
+            refused: Cell::new(None),
+        };
+        let stanzas: Vec<Stanza> = tags.iter().map(|t| stanza(t)).collect();
+        let _ = key.unwrap_stanzas(&stanzas);
+        key.refused.get().is_none()
+    }
+
+    #[test]
+    fn only_one_x25519_stanza_and_at_most_one_grease_stanza_pass() {
+        assert!(passes(&["X25519"]));
+        assert!(passes(&["X25519", "a!b-grease"]));
+        assert!(!passes(&["X25519", "X25519"]));
+        assert!(!passes(&["X25519", "ssh-ed25519"]));
+        assert!(!passes(&["X25519", "a-grease", "b-grease"]));
+        assert!(!passes(&["a-grease"]));
+        assert!(!passes(&[]));
     }
 }
