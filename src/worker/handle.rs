@@ -177,7 +177,9 @@ impl WorkerHandle {
     }
 
     /// One request, one reply, within the time limit. A worker that failed, died, timed
-    /// out or sent garbage is killed and the handle unusable.
+    /// out or sent garbage is killed and the handle unusable. So is a handle whose
+    /// exchange was dropped half-way (the caller's future cancelled): its pipe may hold
+    /// half a frame, and it would read one reply as another's.
     async fn ask(
         &mut self,
         request: &WorkerRequest,
@@ -186,6 +188,7 @@ impl WorkerHandle {
         if !self.usable {
             return Err(WorkerError::Gone);
         }
+        self.usable = false;
         let (stdin, stdout) = (&mut self.stdin, &mut self.stdout);
         let exchange = async {
             frame::write_async(stdin, request).await?;
@@ -194,23 +197,22 @@ impl WorkerHandle {
         let outcome = tokio::time::timeout(self.timeout, exchange).await;
         match outcome {
             Ok(Ok(WorkerReply::Failed { why })) => {
-                self.usable = false;
                 self.end(self.timeout).await;
                 Err(WorkerError::Failed(why))
             }
-            Ok(Ok(reply)) => Ok(reply),
+            Ok(Ok(reply)) => {
+                self.usable = true;
+                Ok(reply)
+            }
             Ok(Err(WorkerError::Closed)) => {
-                self.usable = false;
                 let status = self.end(self.timeout).await;
                 Err(WorkerError::Died(format!("{status}, while asked {asked}")))
             }
             Ok(Err(err)) => {
-                self.usable = false;
                 self.end(Duration::ZERO).await;
                 Err(err)
             }
             Err(_) => {
-                self.usable = false;
                 self.end(Duration::ZERO).await;
                 Err(WorkerError::Timeout(self.timeout.as_secs()))
             }

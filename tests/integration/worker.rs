@@ -12,6 +12,7 @@ use nkpki::worker::{Verdict, WorkerError, WorkerHandle, frame};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::task::Poll;
 
 fn worker_program() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_nkpki"))
@@ -415,6 +416,29 @@ fn a_worker_past_its_lifetime_exits_on_its_own() {
         .block_on(worker.contribute("NK001", &ca.sealed(&recipient, "NK001")))
         .unwrap_err();
     assert!(matches!(err, WorkerError::Died(_)), "{err}");
+}
+
+#[test]
+fn an_exchange_dropped_half_way_spends_the_handle() {
+    let ca = Ca::new("ecdsa-p256");
+    let rt = runtime();
+    let (mut worker, recipient) = rt.block_on(opened(&ca));
+    let sealed = ca.sealed(&recipient, "NK001");
+    // the request goes out at the first poll; the caller's future is then dropped before
+    // the reply is read, as when an HTTP client goes away
+    rt.block_on(async {
+        let mut exchange = std::pin::pin!(worker.contribute("NK001", &sealed));
+        let first = std::future::poll_fn(|cx| Poll::Ready(exchange.as_mut().poll(cx))).await;
+        assert!(first.is_pending(), "answered at once: {first:?}");
+    });
+    // its reply is still in the pipe: the handle must not read it as the next one's
+    let err = rt
+        .block_on(worker.contribute("NK003", &ca.sealed(&recipient, "NK003")))
+        .unwrap_err();
+    assert!(matches!(err, WorkerError::Gone), "{err}");
+    let pid = worker.id().unwrap();
+    rt.block_on(worker.abort());
+    assert!(gone(pid));
 }
 
 /// The worker over its raw pipes: stdout carries frames only, bad input gets a `Failed`
