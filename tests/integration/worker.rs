@@ -371,6 +371,17 @@ fn aborting_or_dropping_the_handle_ends_the_worker() {
         .unwrap();
     assert_eq!(verdict, Verdict::Accepted { index: 2, count: 1 });
     let pid = worker.id().unwrap();
+    // the worker holding a share writes no core file
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let core = limits
+        .lines()
+        .find(|l| l.starts_with("Max core file size"))
+        .unwrap();
+    assert_eq!(
+        core.split_whitespace().skip(4).take(2).collect::<Vec<_>>(),
+        ["0", "0"],
+        "{core}"
+    );
     rt.block_on(worker.abort());
     assert!(gone(pid), "abort left the worker running");
 
