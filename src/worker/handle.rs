@@ -93,13 +93,20 @@ impl WorkerHandle {
         })
     }
 
-    /// Starts a worker of the running executable: what the server does.
-    pub async fn spawn_current() -> Result<Self, WorkerError> {
+    /// Starts a worker of the running executable, to live at most `lifetime`: what the
+    /// server does. On Linux it runs `/proc/self/exe`, the very file the server was started
+    /// from even if an upgrade has since replaced or deleted it, so server and worker always
+    /// speak the same protocol.
+    pub async fn spawn_current(lifetime: Duration) -> Result<Self, WorkerError> {
+        let own = Path::new("/proc/self/exe");
+        if own.exists() {
+            return Self::spawn_with_lifetime(own, lifetime).await;
+        }
         let program = std::env::current_exe().map_err(|e| WorkerError::Spawn {
             program: "the running executable".into(),
             reason: e.to_string(),
         })?;
-        Self::spawn(&program).await
+        Self::spawn_with_lifetime(&program, lifetime).await
     }
 
     /// Sets the time limit of each later exchange.
