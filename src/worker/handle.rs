@@ -173,14 +173,18 @@ impl WorkerHandle {
         result
     }
 
-    /// Tells the worker to wipe and exit, and kills it if it has not within a moment.
+    /// Tells the worker to wipe and exit, and kills it if it has not within a moment (at
+    /// once if it cannot be told: a spent handle's pipe may be mid-frame).
     pub async fn abort(mut self) {
+        let mut grace = Duration::ZERO;
         if self.usable {
             self.usable = false;
             let told = frame::write_async(&mut self.stdin, &WorkerRequest::Abort {});
-            let _ = tokio::time::timeout(ABORT_GRACE, told).await;
+            if let Ok(Ok(())) = tokio::time::timeout(ABORT_GRACE, told).await {
+                grace = ABORT_GRACE;
+            }
         }
-        self.end(ABORT_GRACE).await;
+        self.end(grace).await;
     }
 
     /// One request, one reply, within the time limit. A worker that failed, died, timed

@@ -435,14 +435,17 @@ fn an_exchange_dropped_half_way_spends_the_handle() {
     let rt = runtime();
     let (mut worker, recipient) = rt.block_on(opened(&ca));
     let sealed = ca.sealed(&recipient, "NK001");
-    // the request goes out at the first poll; the caller's future is then dropped before
-    // the reply is read, as when an HTTP client goes away
+    let pid = worker.id().unwrap().to_string();
+    // the request goes out at the first poll to a stopped worker, which cannot answer yet;
+    // the caller's future is then dropped, as when an HTTP client goes away
+    ca.env.tool("kill", &["-STOP", &pid]).ok();
     rt.block_on(async {
         let mut exchange = std::pin::pin!(worker.contribute("NK001", &sealed));
         let first = std::future::poll_fn(|cx| Poll::Ready(exchange.as_mut().poll(cx))).await;
         assert!(first.is_pending(), "answered at once: {first:?}");
     });
-    // its reply is still in the pipe: the handle must not read it as the next one's
+    ca.env.tool("kill", &["-CONT", &pid]).ok();
+    // its reply will be in the pipe: the handle must not read it as the next one's
     let err = rt
         .block_on(worker.contribute("NK003", &ca.sealed(&recipient, "NK003")))
         .unwrap_err();
