@@ -49,8 +49,10 @@ impl age::Identity for SessionKey {
 struct Session {
     manifest: VerifiedManifest,
     key: SessionKey,
-    /// (holder id, share), in the order they were accepted.
-    shares: Vec<(String, Share)>,
+    /// The accepted shares, and beside them (same order) the holders who sent them. Kept
+    /// apart so the shares reach the recovery without being moved into a new buffer.
+    shares: Vec<Share>,
+    holders: Vec<String>,
 }
 
 fn refused(holder_id: &str, code: &str, why: impl Into<String>) -> WorkerReply {
@@ -66,13 +68,17 @@ impl Session {
         let manifest = Manifest::from_json(manifest_json)
             .and_then(|m| m.verify())
             .map_err(|e| format!("the CA's manifest does not verify: {e}"))?;
+        // never more than M shares are kept: room for them all, so the vector never moves
+        // them into a new buffer and frees the old one unwiped
+        let threshold = manifest.threshold() as usize;
         Ok(Session {
             manifest,
             key: SessionKey {
                 identity: age::x25519::Identity::generate(),
                 refused: Cell::new(None),
             },
-            shares: Vec::new(),
+            shares: Vec::with_capacity(threshold),
+            holders: Vec::with_capacity(threshold),
         })
     }
 
@@ -93,7 +99,7 @@ impl Session {
                 "the session already holds the shares it needs",
             );
         }
-        if self.shares.iter().any(|(h, _)| h == holder_id) {
+        if self.holders.iter().any(|h| h == holder_id) {
             return refused(holder_id, "duplicate", "this holder's share is already in");
         }
         self.key.refused.set(None);
@@ -143,7 +149,7 @@ impl Session {
                 ),
             );
         }
-        if self.shares.iter().any(|(_, s)| s.index == share.index) {
+        if self.shares.iter().any(|s| s.index == share.index) {
             return refused(
                 holder_id,
                 "duplicate",
@@ -151,7 +157,8 @@ impl Session {
             );
         }
         let index = share.index;
-        self.shares.push((holder_id.to_owned(), share));
+        self.shares.push(share);
+        self.holders.push(holder_id.to_owned());
         WorkerReply::Accepted {
             holder_id: holder_id.to_owned(),
             index,
@@ -172,9 +179,9 @@ impl Session {
             manifest,
             key: session_key,
             shares,
+            holders: _,
         } = self;
         drop(session_key);
-        let shares: Vec<Share> = shares.into_iter().map(|(_, s)| s).collect();
         let pkcs8: Zeroizing<Vec<u8>> = manifest
             .body
             .share_set
