@@ -301,6 +301,11 @@ fn worker_signs_a_crl_that_openssl_and_pkilint_accept() {
     let rt = runtime();
     let (mut worker, recipient) = rt.block_on(opened(&ca));
     rt.block_on(three_shares(&ca, &mut worker, &recipient));
+    // a fourth share is not taken: M are in
+    let fourth = rt
+        .block_on(worker.contribute("NK002", &ca.sealed(&recipient, "NK002")))
+        .unwrap();
+    expect_refused(fourth, "not-waiting", "already holds the shares it needs");
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let der = rt
         .block_on(worker.sign(SignJob::Crl {
