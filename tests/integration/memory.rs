@@ -270,13 +270,11 @@ fn server_memory_after_sessions(key: &str) {
 }
 
 #[test]
-#[ignore = "fails until the session worker is wired in (issue 12)"]
 fn server_memory_after_rsa_sessions() {
     server_memory_after_sessions("rsa-2048");
 }
 
 #[test]
-#[ignore = "fails until the session worker is wired in (issue 12)"]
 fn server_memory_after_ecdsa_sessions() {
     server_memory_after_sessions("ecdsa-p256");
 }
