@@ -37,7 +37,7 @@ pub struct Hit {
     /// of one copy share it.
     pub start: u64,
     pub offset: usize,
-    /// The mapping: its path or `[heap]`, `[stack]`, `anonymous`.
+    /// The mapping: its path, `[heap]`, `[stack]`, `anonymous: thread stack`, …
     pub region: String,
     pub region_start: u64,
 }
@@ -239,27 +239,55 @@ struct Region {
     name: String,
 }
 
+/// glibc's per-thread malloc arenas are 64 MiB reservations, aligned to their size.
+const ARENA: u64 = 64 << 20;
+
+/// The readable mappings of `pid`, named by path, or for anonymous ones by their shape:
+/// a per-thread malloc arena starts on a 64 MiB boundary, below the reserved rest of it; a
+/// thread stack sits just above its guard page.
 fn readable_regions(pid: u32) -> Vec<Region> {
     let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
-    maps.lines()
+    let all: Vec<(u64, u64, String, String)> = maps
+        .lines()
         .filter_map(|line| {
             let mut fields = line.split_whitespace();
-            let range = fields.next()?;
-            let perms = fields.next()?;
-            let path = fields.nth(3).unwrap_or("");
-            let (start, end) = range.split_once('-')?;
-            let start = u64::from_str_radix(start, 16).ok()?;
-            let end = u64::from_str_radix(end, 16).ok()?;
+            let (start, end) = fields.next()?.split_once('-')?;
+            let perms = fields.next()?.to_owned();
+            let path = fields.nth(3).unwrap_or("").to_owned();
+            Some((
+                u64::from_str_radix(start, 16).ok()?,
+                u64::from_str_radix(end, 16).ok()?,
+                perms,
+                path,
+            ))
+        })
+        .collect();
+    let guard = |i: Option<&(u64, u64, String, String)>| {
+        i.is_some_and(|(_, _, perms, path)| perms == "---p" && path.is_empty())
+    };
+    all.iter()
+        .enumerate()
+        .filter_map(|(i, (start, end, perms, path))| {
             // [vvar] and [vsyscall] are kernel pages that /proc/PID/mem does not serve
-            let special = matches!(path, "[vvar]" | "[vvar_vclock]" | "[vsyscall]");
-            (perms.starts_with('r') && !special).then(|| Region {
-                start,
-                end,
-                name: if path.is_empty() {
-                    "anonymous".to_owned()
-                } else {
-                    path.to_owned()
-                },
+            let special = matches!(path.as_str(), "[vvar]" | "[vvar_vclock]" | "[vsyscall]");
+            if !perms.starts_with('r') || special {
+                return None;
+            }
+            let before = i.checked_sub(1).and_then(|j| all.get(j));
+            let after = all.get(i + 1);
+            let name = if !path.is_empty() {
+                path.clone()
+            } else if start % ARENA == 0 && guard(after) && after.is_some_and(|a| a.0 == *end) {
+                "anonymous: malloc arena".to_owned()
+            } else if guard(before) && before.is_some_and(|b| b.1 == *start && b.1 - b.0 <= 65536) {
+                "anonymous: thread stack".to_owned()
+            } else {
+                "anonymous".to_owned()
+            };
+            Some(Region {
+                start: *start,
+                end: *end,
+                name,
             })
         })
         .collect()
