@@ -297,8 +297,12 @@ fn readable_regions(pid: u32) -> Vec<Region> {
 /// non-dumpable process) and finds every needle.
 pub fn scan(pid: u32, needles: &[Needle]) -> Report {
     let finders: Vec<Finder> = needles.iter().map(|n| Finder::new(&n.bytes)).collect();
-    let mut mem = std::fs::File::open(format!("/proc/{pid}/mem"))
-        .unwrap_or_else(|e| panic!("cannot open /proc/{pid}/mem: {e}"));
+    let mut mem = std::fs::File::open(format!("/proc/{pid}/mem")).unwrap_or_else(|e| {
+        panic!(
+            "cannot open /proc/{pid}/mem: {e}\nhint: nkpki processes are non-dumpable: \
+                 the memory tests need root (or CAP_SYS_PTRACE)"
+        )
+    });
     let mut report = Report {
         pid,
         bytes_read: 0,
