@@ -3,8 +3,8 @@
 //! its encoding, the mapping and the address.
 //!
 //! Every secret is searched as 32-byte pieces of each encoding (a value longer than 32
-//! bytes gives one piece per 32 bytes, so a copy half overwritten is still found): random
-//! 256-bit strings never occur by chance. What is searched for an RSA key, an EC key, a
+//! bytes gives one piece per 32 bytes, so a copy half overwritten is still found); every
+//! piece carries at least 64 secret bits, so none occurs by chance. What is searched for an RSA key, an EC key, a
 //! KEK and a share is built by [`rsa_key`], [`ec_key`], [`kek`] and [`share`].
 
 use memchr::memmem::Finder;
