@@ -7,6 +7,13 @@ mod cmd;
 use clap::Parser;
 use std::process::ExitCode;
 
+/// Every heap block is wiped when freed: libraries (PKCS#11 attribute buffers in cryptoki,
+/// age's plaintext chunk, rsa's Montgomery parameters, serde and HTTP buffers) free copies of
+/// secrets without zeroizing them, and freed memory is not reused soon enough to erase them.
+#[global_allocator]
+static ALLOCATOR: zeroizing_alloc::ZeroAlloc<std::alloc::System> =
+    zeroizing_alloc::ZeroAlloc(std::alloc::System);
+
 fn main() -> ExitCode {
     let cli = cmd::Cli::parse();
     for warning in nkpki::harden::process() {

@@ -56,7 +56,9 @@ fn armored(recipient: &dyn age::Recipient, plaintext: &[u8]) -> Result<String, S
     String::from_utf8(out).map_err(|e| SealError::Encrypt(e.to_string()))
 }
 
-/// Encrypts to an X25519 recipient, armoured.
+/// Encrypts to an X25519 recipient, armoured. age copies the plaintext into its own 64 KiB
+/// chunk buffer and frees it without wiping; the binary's zeroizing allocator wipes it
+/// (see `main.rs`). The caller keeps `plaintext` in a `Zeroizing` buffer and drops it at once.
 pub fn to_recipient(
     recipient: &age::x25519::Recipient,
     plaintext: &[u8],

@@ -465,6 +465,8 @@ impl Agent {
         }
         let interactive = matches!(self.opts.approval, Approval::Interactive);
         let share_json = self.read_share_freshly_logged_in()?;
+        // the value is decoded from the hex text in `share_json` straight into the share's
+        // boxed, wiped value: no owned copy of the text; both are dropped once sealed
         let share: Share = serde_json::from_slice(&share_json).map_err(|e| {
             AgentError::Refused(format!("the share on the token is unreadable: {e}"))
         })?;

@@ -327,6 +327,9 @@ impl Token {
         self.session.find_objects(&template).map_err(ck)
     }
 
+    /// CKA_VALUE of `object`. cryptoki reads it into a buffer of its own and returns a copy;
+    /// the copy is wiped by its `Zeroizing`, cryptoki's buffer by the binary's zeroizing
+    /// allocator when cryptoki frees it.
     fn value(&self, object: ObjectHandle) -> Result<Zeroizing<Vec<u8>>, HsmError> {
         let _w = Watchdog::arm("GetAttributeValue");
         let attrs = self

@@ -20,20 +20,45 @@ impl fmt::Display for SetId {
     }
 }
 
-/// A share's secret value: the big-endian bytes of a P-256 scalar.
-#[derive(Clone, PartialEq, Eq, Zeroize)]
-#[zeroize(drop)]
-pub struct ShareValue([u8; 32]);
+/// A share's secret value: the big-endian bytes of a P-256 scalar, boxed so that moving a
+/// share never copies the value (moves of a plain array leave copies on the stack), and
+/// wiped on drop.
+#[derive(PartialEq, Eq)]
+pub struct ShareValue(Box<[u8; 32]>);
 
 impl ShareValue {
     pub(super) fn from_bytes(bytes: [u8; 32]) -> Self {
-        ShareValue(bytes)
+        let mut value = ShareValue(Box::new([0u8; 32]));
+        value.0.copy_from_slice(&bytes);
+        value
     }
 
     pub(super) fn as_bytes(&self) -> &[u8; 32] {
         &self.0
     }
 }
+
+impl Clone for ShareValue {
+    fn clone(&self) -> Self {
+        let mut value = ShareValue(Box::new([0u8; 32]));
+        value.0.copy_from_slice(&self.0[..]);
+        value
+    }
+}
+
+impl Zeroize for ShareValue {
+    fn zeroize(&mut self) {
+        self.0.zeroize();
+    }
+}
+
+impl Drop for ShareValue {
+    fn drop(&mut self) {
+        self.0.zeroize();
+    }
+}
+
+impl zeroize::ZeroizeOnDrop for ShareValue {}
 
 impl fmt::Debug for ShareValue {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -43,20 +68,36 @@ impl fmt::Debug for ShareValue {
 
 impl Serialize for ShareValue {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let text = Zeroizing::new(hex::encode(self.0));
-        s.serialize_str(&text)
+        let mut text = Zeroizing::new([0u8; 64]);
+        hex::encode_to_slice(&self.0[..], &mut text[..]).map_err(serde::ser::Error::custom)?;
+        // hex digits are ASCII: this cannot fail
+        let text = std::str::from_utf8(&text[..]).map_err(serde::ser::Error::custom)?;
+        s.serialize_str(text)
+    }
+}
+
+/// Decodes the hex text where the parser holds it (borrowed from the input, or its scratch
+/// buffer) straight into the boxed value: no owned copy of the text is made.
+struct ValueVisitor;
+
+impl serde::de::Visitor<'_> for ValueVisitor {
+    type Value = ShareValue;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("64 hex digits")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<ShareValue, E> {
+        let mut value = ShareValue(Box::new([0u8; 32]));
+        hex::decode_to_slice(text.as_bytes(), &mut value.0[..])
+            .map_err(|_| E::custom("share value must be 64 hex digits"))?;
+        Ok(value)
     }
 }
 
 impl<'de> Deserialize<'de> for ShareValue {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = Zeroizing::new(String::deserialize(d)?);
-        let mut bytes = [0u8; 32];
-        hex::decode_to_slice(text.as_bytes(), &mut bytes)
-            .map_err(|_| serde::de::Error::custom("share value must be 64 hex digits"))?;
-        let value = ShareValue(bytes);
-        bytes.zeroize();
-        Ok(value)
+        d.deserialize_str(ValueVisitor)
     }
 }
 

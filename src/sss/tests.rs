@@ -113,6 +113,38 @@ fn share_json_round_trips_and_rejects_unknown_fields() {
 }
 
 #[test]
+fn a_share_value_must_be_64_hex_digits_and_is_never_echoed() {
+    let (set, shares) = split(b"x", 2, 3, &[]).unwrap();
+    let json = shares[0].to_json();
+    let value_hex = hex::encode(shares[0].value.as_bytes());
+    // read from bytes (as from a token) and from text, with escapes serde must unescape
+    let from_bytes: Share = serde_json::from_slice(json.as_bytes()).unwrap();
+    set.verify(&from_bytes).unwrap();
+    // an escaped digit: serde_json unescapes into its scratch buffer, not the input
+    let escaped = format!("\\u{:04x}{}", value_hex.as_bytes()[0], &value_hex[1..]);
+    let back: Share = serde_json::from_str(&json.replacen(&value_hex, &escaped, 1)).unwrap();
+    set.verify(&back).unwrap();
+    for bad in [
+        value_hex[..62].to_owned(),
+        format!("{value_hex}00"),
+        format!("zz{}", &value_hex[2..]),
+    ] {
+        let err = serde_json::from_str::<Share>(&json.replacen(&value_hex, &bad, 1))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("64 hex digits"), "{err}");
+        assert!(!err.contains(&value_hex[2..40]), "{err}");
+    }
+    let number = json.replacen(&format!("\"{value_hex}\""), "5", 1);
+    let err = serde_json::from_str::<Share>(&number)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("64 hex digits"), "{err}");
+}
+
+#[test]
 fn parameters_are_checked() {
     assert!(split(b"x", 1, 3, &[]).is_err());
     assert!(split(b"x", 4, 3, &[]).is_err());

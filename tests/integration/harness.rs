@@ -397,10 +397,15 @@ impl Env {
 
     /// A packaged ceremony into `ca/` (packages sealed to each holder's age key).
     pub fn packaged_ceremony(&self, n: usize, threshold: usize) -> Vec<Holder> {
+        self.packaged_ceremony_with_key("ecdsa-p256", n, threshold)
+    }
+
+    /// [`Env::packaged_ceremony`] for a CA key of type `key` (`rsa-2048`, `ecdsa-p256`…).
+    pub fn packaged_ceremony_with_key(&self, key: &str, n: usize, threshold: usize) -> Vec<Holder> {
         let holders = self.holders(n);
         self.holders_json(&holders, &[]);
         self.ca_init(
-            "ecdsa-p256",
+            key,
             threshold,
             &["--package", "--server-url", "https://pki.example.org:8443"],
         )
@@ -432,6 +437,12 @@ impl Env {
 /// A background process killed when dropped.
 pub struct Proc {
     pub child: std::process::Child,
+}
+
+impl Proc {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
 }
 
 impl Drop for Proc {

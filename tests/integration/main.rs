@@ -5,10 +5,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod harness;
+mod memscan;
 
 mod bad_input;
 mod ca_binding;
 mod ceremony;
+mod memory;
 mod nitrokey;
 mod offer;
 mod online;
