@@ -252,3 +252,28 @@ impl WorkerHandle {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn future_is_send<F: std::future::Future + Send>(_: fn(WorkerHandle) -> F) {}
+
+    /// The server keeps handles in shared state and drives them from spawned tasks.
+    #[test]
+    fn handles_and_their_exchanges_can_move_between_threads() {
+        fn send_and_sync<T: Send + Sync>() {}
+        send_and_sync::<WorkerHandle>();
+        future_is_send(|mut h| async move {
+            let _ = h.open("{}").await;
+            let _ = h.contribute("NK001", "x").await;
+            let job = SignJob::Crl {
+                revoked: Vec::new(),
+                number: 1,
+                now: 0,
+            };
+            let _ = h.sign(job).await;
+        });
+        future_is_send(WorkerHandle::abort);
+    }
+}
