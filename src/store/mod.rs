@@ -263,6 +263,22 @@ impl Store {
         Ok(())
     }
 
+    /// Writes agents' last-seen times (kept in the server's memory between writes), in
+    /// one transaction.
+    pub fn touch_holders(&mut self, seen: &[(String, String, i64)]) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut stmt = tx.prepare(
+                "UPDATE holders SET last_seen = MAX(COALESCE(last_seen, 0), ?3) WHERE ca_id = ?1 AND holder_id = ?2",
+            )?;
+            for (ca_id, holder_id, at) in seen {
+                stmt.execute(params![ca_id, holder_id, at])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
     // ---- operators' API tokens ----------------------------------------------------
 
     pub fn add_api_token(&mut self, name: &str, token_sha256: &str) -> Result<()> {
