@@ -267,9 +267,9 @@ impl Agent {
             }
             Err(e) if e.code() == Some("bad-code") => {
                 return Err(AgentError::Refused(format!(
-                    "the server refused the login and the enrollment code in agent.json ({e}) \
-                     (hint: check the server URL and CA, or ask an operator for \
-                     `nkpki serve holder reset` and put the new code in agent.json)"
+                    "the server refused this token's login, and the enrollment code in \
+                     agent.json is not the holder's current one ({e}) (hint: check the server \
+                     URL and CA; after `nkpki serve holder reset` put the new code in agent.json)"
                 )));
             }
             Err(e) => return Err(e.into()),

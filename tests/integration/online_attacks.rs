@@ -827,7 +827,7 @@ fn an_agent_enrolls_again_after_its_holder_is_reset() {
         "{log}"
     );
     drop(agent);
-    // the operator resets the holder: the spent code no longer helps, and the agent says so
+    // the operator resets the holder: the old code no longer helps, and the agent says so
     let code = env
         .nkpki(&[
             "serve",
@@ -844,7 +844,7 @@ fn an_agent_enrolls_again_after_its_holder_is_reset() {
         .stdout();
     let (agent, log) = start();
     assert!(
-        log.contains("already used") && log.contains("serve holder reset"),
+        log.contains("not the holder's current one") && log.contains("serve holder reset"),
         "{log}"
     );
     drop(agent);
