@@ -116,6 +116,9 @@ pub fn run(opts: ServeOptions) -> Result<(), ServerError> {
                     if ticks % 10 == 0 {
                         s.housekeeping();
                     }
+                    if ticks % 60 == 0 {
+                        s.flush_last_seen();
+                    }
                 })
                 .await;
             }

@@ -211,13 +211,12 @@ impl State {
         }
     }
 
-    /// Housekeeping every few seconds: expired logins and challenges forgotten, last-seen
-    /// times written, the minute's summary of unauthenticated refusals audited.
+    /// Housekeeping every few seconds: expired logins and challenges forgotten, the
+    /// minute's summary of unauthenticated refusals audited.
     pub fn housekeeping(&self) {
         let t = now();
         lock(&self.agents).retain(|_, a| a.expires_at > t);
         lock(&self.used_challenges).retain(|_, expires| *expires > t);
-        self.flush_last_seen();
         if let Some(summary) = self.refusals.summary_due() {
             eprintln!("warning: {summary}");
             self.note("auth-refusals", &summary);
@@ -793,7 +792,7 @@ impl State {
     }
 
     /// Notes that the agent of (CA, holder) is polling: kept in memory, written to the
-    /// store every few seconds by [`State::housekeeping`].
+    /// store every 30 seconds by [`State::flush_last_seen`].
     pub fn seen(&self, ca_id: &str, holder_id: &str) {
         lock(&self.last_seen).insert((ca_id.to_owned(), holder_id.to_owned()), (now(), true));
     }
