@@ -106,6 +106,7 @@ fn agent(
     url: String,
     h: Holding,
     seen: Arc<Mutex<HashMap<(String, String), Instant>>>,
+    signed: Arc<Mutex<HashMap<String, Instant>>>,
     stop: Arc<AtomicBool>,
 ) -> Res<()> {
     let mut seed = [0u8; 32];
@@ -190,7 +191,7 @@ fn agent(
                 ciphertext_sha256: nkpki::pki::sha256_hex(ciphertext.as_bytes()),
             };
             let signature = sign(&key, &envelope.signed_bytes());
-            let _: SessionStatus = client.post(
+            let status: SessionStatus = client.post(
                 &format!("/api/v1/sessions/{}/contribute", offer.session_id),
                 &Contribution {
                     envelope,
@@ -198,6 +199,13 @@ fn agent(
                     signature,
                 },
             )?;
+            // the M-th contribution's answer is the signed session: when it was signed
+            if status.state == SessionState::Signed {
+                signed
+                    .lock()
+                    .map_err(|_| "lock")?
+                    .insert(status.session_id, Instant::now());
+            }
         }
     }
     Ok(())
@@ -221,6 +229,24 @@ fn rss_mb(pid: u32) -> (f64, f64) {
             .map_or(f64::NAN, |kb| kb / 1024.0)
     };
     (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// The server's user + system CPU time, in seconds, from /proc.
+fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // the fields after the command name, which is in parentheses
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15 of stat(5), 12 and 13 after the name; 100 Hz
+    (ticks(11) + ticks(12)) / 100.0
 }
 
 /// `--agents N --sessions N`, and the server binary.
@@ -319,12 +345,16 @@ fn main() -> Res<()> {
     });
 
     let seen = Arc::new(Mutex::new(HashMap::new()));
+    let signed = Arc::new(Mutex::new(HashMap::new()));
     let agents: Vec<_> = holdings
         .into_iter()
         .map(|h| {
-            let (url, seen, stop) = (url.clone(), seen.clone(), stop.clone());
+            let (url, seen, signed, stop) =
+                (url.clone(), seen.clone(), signed.clone(), stop.clone());
             let who = format!("{}@{}", h.holder_id, h.ca_id);
-            std::thread::spawn(move || agent(url, h, seen, stop).map_err(|e| format!("{who}: {e}")))
+            std::thread::spawn(move || {
+                agent(url, h, seen, signed, stop).map_err(|e| format!("{who}: {e}"))
+            })
         })
         .collect();
     let op = Client::new(&url, &Trust::System, Duration::from_secs(60))?.with_bearer(&token);
@@ -355,6 +385,7 @@ fn main() -> Res<()> {
         args.agents, args.sessions
     );
     let (rss_idle, _) = rss_mb(server.id());
+    let cpu_idle = cpu_secs(server.id());
     let mut opened: Vec<(String, String, Instant)> = Vec::new();
     // sessions spread over the CAs, opened at 20 per second
     for i in 0..args.sessions {
@@ -366,23 +397,38 @@ fn main() -> Res<()> {
         opened.push((ca.clone(), status.session_id, Instant::now()));
         std::thread::sleep(Duration::from_millis(50));
     }
-    let mut done: HashMap<String, f64> = HashMap::new();
+    // open -> signed twice: to the answer of the contribution that completed the session
+    // (the server's latency), and as one operator polling every session's status in turn
+    // sees it (which adds that client's own latency, large when the machine is saturated)
+    let mut polled: HashMap<String, f64> = HashMap::new();
     let deadline = Instant::now() + Duration::from_secs(180);
-    while done.len() < opened.len() && Instant::now() < deadline {
+    while polled.len() < opened.len() && Instant::now() < deadline {
         for (_, id, at) in &opened {
-            if done.contains_key(id) {
+            if polled.contains_key(id) {
                 continue;
             }
             let s: SessionStatus = op.get(&format!("/api/v1/sessions/{id}"))?;
             if s.state == SessionState::Signed {
-                done.insert(id.clone(), at.elapsed().as_secs_f64());
+                polled.insert(id.clone(), at.elapsed().as_secs_f64());
             } else if s.state != SessionState::Waiting {
                 println!("session {id} ended {:?}: {:?}", s.state, s.detail);
-                done.insert(id.clone(), f64::NAN);
+                polled.insert(id.clone(), f64::NAN);
             }
         }
         std::thread::sleep(Duration::from_millis(200));
     }
+    let done: HashMap<String, f64> = {
+        let signed = signed.lock().map_err(|_| "lock")?;
+        opened
+            .iter()
+            .map(|(_, id, at)| {
+                let t = signed
+                    .get(id)
+                    .map_or(f64::NAN, |t| t.duration_since(*at).as_secs_f64());
+                (id.clone(), t)
+            })
+            .collect()
+    };
     stop.store(true, Ordering::SeqCst);
 
     let seen = seen.lock().map_err(|_| "lock")?.clone();
@@ -404,6 +450,9 @@ fn main() -> Res<()> {
     latencies.sort_by(|a, b| a.total_cmp(b));
     let mut completion: Vec<f64> = done.values().copied().filter(|v| v.is_finite()).collect();
     completion.sort_by(|a, b| a.total_cmp(b));
+    let mut seen_by_operator: Vec<f64> =
+        polled.values().copied().filter(|v| v.is_finite()).collect();
+    seen_by_operator.sort_by(|a, b| a.total_cmp(b));
     let signed = completion.len();
     println!(
         "notifications: {} of {} delivered; {} agents missed at least one",
@@ -424,7 +473,18 @@ fn main() -> Res<()> {
         percentile(&completion, 0.95),
         completion.last().copied().unwrap_or(f64::NAN)
     );
+    println!(
+        "  as a polling operator sees it s: p50 {:.2}  p95 {:.2}  max {:.2}",
+        percentile(&seen_by_operator, 0.5),
+        percentile(&seen_by_operator, 0.95),
+        seen_by_operator.last().copied().unwrap_or(f64::NAN)
+    );
     let (rss, hwm) = rss_mb(server.id());
+    println!(
+        "server CPU s: {:.1} over the sessions ({:.1} in all)",
+        cpu_secs(server.id()) - cpu_idle,
+        cpu_secs(server.id())
+    );
     println!(
         "server memory MB: RSS {rss:.0} (idle with every agent connected {rss_idle:.0}), peak {hwm:.0}"
     );
