@@ -386,7 +386,40 @@ fn main() -> Res<()> {
     );
     let (rss_idle, _) = rss_mb(server.id());
     let cpu_idle = cpu_secs(server.id());
-    let mut opened: Vec<(String, String, Instant)> = Vec::new();
+    // open -> signed twice: to the answer of the contribution that completed the session
+    // (the server's latency), and as an operator polling every open session's status in
+    // turn, five times a second, sees it (which adds that client's own latency)
+    let opened: Arc<Mutex<Vec<(String, String, Instant)>>> = Arc::default();
+    let all_opened = Arc::new(AtomicBool::new(false));
+    let poller = {
+        let (op, opened, all_opened) = (op.clone(), opened.clone(), all_opened.clone());
+        std::thread::spawn(move || -> Result<HashMap<String, f64>, String> {
+            let mut polled: HashMap<String, f64> = HashMap::new();
+            let deadline = Instant::now() + Duration::from_secs(180);
+            while Instant::now() < deadline {
+                let now_open = opened.lock().map_err(|_| "lock")?.clone();
+                if all_opened.load(Ordering::SeqCst) && polled.len() >= now_open.len() {
+                    break;
+                }
+                for (_, id, at) in &now_open {
+                    if polled.contains_key(id) {
+                        continue;
+                    }
+                    let s: SessionStatus = op
+                        .get(&format!("/api/v1/sessions/{id}"))
+                        .map_err(|e| e.to_string())?;
+                    if s.state == SessionState::Signed {
+                        polled.insert(id.clone(), at.elapsed().as_secs_f64());
+                    } else if s.state != SessionState::Waiting {
+                        println!("session {id} ended {:?}: {:?}", s.state, s.detail);
+                        polled.insert(id.clone(), f64::NAN);
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Ok(polled)
+        })
+    };
     // sessions spread over the CAs, opened at 20 per second
     for i in 0..args.sessions {
         let ca = &ca_ids[i % ca_ids.len()];
@@ -394,29 +427,15 @@ fn main() -> Res<()> {
             "/api/v1/sessions",
             &serde_json::json!({"ca_id": ca, "kind": "crl"}),
         )?;
-        opened.push((ca.clone(), status.session_id, Instant::now()));
+        opened
+            .lock()
+            .map_err(|_| "lock")?
+            .push((ca.clone(), status.session_id, Instant::now()));
         std::thread::sleep(Duration::from_millis(50));
     }
-    // open -> signed twice: to the answer of the contribution that completed the session
-    // (the server's latency), and as one operator polling every session's status in turn
-    // sees it (which adds that client's own latency, large when the machine is saturated)
-    let mut polled: HashMap<String, f64> = HashMap::new();
-    let deadline = Instant::now() + Duration::from_secs(180);
-    while polled.len() < opened.len() && Instant::now() < deadline {
-        for (_, id, at) in &opened {
-            if polled.contains_key(id) {
-                continue;
-            }
-            let s: SessionStatus = op.get(&format!("/api/v1/sessions/{id}"))?;
-            if s.state == SessionState::Signed {
-                polled.insert(id.clone(), at.elapsed().as_secs_f64());
-            } else if s.state != SessionState::Waiting {
-                println!("session {id} ended {:?}: {:?}", s.state, s.detail);
-                polled.insert(id.clone(), f64::NAN);
-            }
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    all_opened.store(true, Ordering::SeqCst);
+    let polled = poller.join().map_err(|_| "poller")??;
+    let opened = opened.lock().map_err(|_| "lock")?.clone();
     let done: HashMap<String, f64> = {
         let signed = signed.lock().map_err(|_| "lock")?;
         opened
