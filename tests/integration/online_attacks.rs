@@ -664,6 +664,13 @@ fn no_holder_and_no_stranger_can_stall_the_server() {
     let a = open_session(&op, &ca_id, &csr);
     let offer = agents[0].offers().pop().unwrap();
     assert_eq!(offer.session_id, a.session_id);
+    // an agent that will not answer a session asks the poll to skip it: the poll then
+    // waits for news instead of offering the same session again
+    let skipped: proto::Poll = agents[0]
+        .client
+        .get(&format!("/api/v1/agent/poll?wait=1&skip={}", a.session_id))
+        .unwrap();
+    assert!(skipped.sessions.is_empty(), "{:?}", skipped.sessions);
 
     let two = sealed_to_many(&offer.recipient, &agents[0].share_json, 1);
     let two = agents[0].contribution_sealed(&offer, two);
