@@ -71,8 +71,9 @@ impl FailureLimiter {
                 // every remembered address is still penalised: forget the oldest half
                 let mut ages: Vec<Instant> = buckets.values().map(|b| b.at).collect();
                 ages.sort();
-                let cut = ages[ages.len() / 2];
-                buckets.retain(|_, b| b.at > cut);
+                if let Some(cut) = ages.get(ages.len() / 2).copied() {
+                    buckets.retain(|_, b| b.at > cut);
+                }
             }
         }
         let b = buckets.entry(ip).or_insert(Bucket {
