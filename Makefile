@@ -28,12 +28,14 @@ lint:
 	$(CARGO) clippy --locked --all-targets -- -D warnings
 
 # Timings (ceremony, signing offline and online, split/combine, tokens) with ratios against
-# OpenSSL where one exists, then the online load bar.
+# OpenSSL where one exists, then the online load bar (`make bench AGENTS=2000 SESSIONS=200`).
+AGENTS ?= 200
+SESSIONS ?= 20
 bench: deps
 	$(CARGO) build --locked --release --bins --examples
 	@scripts/bench.sh target/release/nkpki
-	@echo; echo '==> online load bar: 200 agents, 20 sessions, 100 silent connections'
-	target/release/examples/loadbar target/release/nkpki
+	@echo; echo '==> online load bar: $(AGENTS) agents, $(SESSIONS) sessions, 100 silent connections'
+	target/release/examples/loadbar target/release/nkpki --agents $(AGENTS) --sessions $(SESSIONS)
 
 clean:
 	$(CARGO) clean

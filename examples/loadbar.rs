@@ -1,9 +1,9 @@
-//! The online load bar: 200 agents long-polling with keep-alive on loopback and 20 signing
-//! sessions, while 100 connections that never finish a request sit on the server. Reports
-//! whether every agent was notified of every session, whether every session completed,
-//! and the latencies. Run through `make bench` (or `cargo run --release --example loadbar
-//! -- target/release/nkpki`). It prints figures and exits non-zero on starvation; it makes
-//! no timing assertion.
+//! The online load bar: N agents (default 200) long-polling with keep-alive on loopback and
+//! M signing sessions (default 20), while 100 connections that never finish a request sit
+//! on the server. Reports whether every agent was notified of every session, whether every
+//! session completed, the latencies and the server's memory. Run through `make bench` (or
+//! `cargo run --release --example loadbar -- target/release/nkpki --agents 2000 --sessions
+//! 200`). It prints figures and exits non-zero on starvation; it makes no timing assertion.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -21,10 +21,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-const CAS: usize = 10;
+/// Holders per CA: `--agents N` makes N / 20 CAs.
 const HOLDERS: usize = 20;
 const THRESHOLD: u32 = 3;
-const SESSIONS_PER_CA: usize = 2;
 const SILENT: usize = 100;
 
 type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
@@ -42,10 +41,10 @@ fn sign(key: &p256::ecdsa::SigningKey, msg: &[u8]) -> String {
     B64.encode(sig.to_der().as_bytes())
 }
 
-/// Ten ceremonies of twenty holders each, packaged to in-memory age keys and opened again.
-fn ceremonies(data_dir: &std::path::Path) -> Res<Vec<Holding>> {
+/// `cas` ceremonies of twenty holders each, packaged to in-memory age keys and opened again.
+fn ceremonies(data_dir: &std::path::Path, cas: usize) -> Res<Vec<Holding>> {
     let mut out = Vec::new();
-    for c in 0..CAS {
+    for c in 0..cas {
         let identities: Vec<age::x25519::Identity> = (0..HOLDERS)
             .map(|_| age::x25519::Identity::generate())
             .collect();
@@ -112,6 +111,7 @@ fn agent(
     url: String,
     h: Holding,
     seen: Arc<Mutex<HashMap<(String, String), Instant>>>,
+    signed: Arc<Mutex<HashMap<String, Instant>>>,
     stop: Arc<AtomicBool>,
 ) -> Res<()> {
     let mut seed = [0u8; 32];
@@ -152,7 +152,12 @@ fn agent(
     let mut pending: Vec<(Instant, proto::SessionOffer)> = Vec::new();
     while !stop.load(Ordering::SeqCst) {
         let wait = if pending.is_empty() { 20 } else { 1 };
-        let poll: proto::Poll = client.get(&format!("/api/v1/agent/poll?wait={wait}"))?;
+        // like `nkpki agent`: offers already seen are skipped, so the poll waits for news
+        let skip: Vec<&str> = answered.iter().rev().take(64).map(String::as_str).collect();
+        let poll: proto::Poll = client.get(&format!(
+            "/api/v1/agent/poll?wait={wait}&skip={}",
+            skip.join(",")
+        ))?;
         let now = Instant::now();
         for offer in poll.sessions {
             if answered.contains(&offer.session_id) {
@@ -192,7 +197,7 @@ fn agent(
                 ciphertext_sha256: nkpki::pki::sha256_hex(ciphertext.as_bytes()),
             };
             let signature = sign(&key, &envelope.signed_bytes());
-            let _: SessionStatus = client.post(
+            let status: SessionStatus = client.post(
                 &format!("/api/v1/sessions/{}/contribute", offer.session_id),
                 &Contribution {
                     envelope,
@@ -200,6 +205,13 @@ fn agent(
                     signature,
                 },
             )?;
+            // the M-th contribution's answer is the signed session: when it was signed
+            if status.state == SessionState::Signed {
+                signed
+                    .lock()
+                    .map_err(|_| "lock")?
+                    .insert(status.session_id, Instant::now());
+            }
         }
     }
     Ok(())
@@ -212,18 +224,103 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
+/// The server's resident memory now and at its peak, in MB, from /proc.
+fn rss_mb(pid: u32) -> (f64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            .map_or(f64::NAN, |kb| kb / 1024.0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// The server's user + system CPU time, in seconds, from /proc.
+fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // the fields after the command name, which is in parentheses
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15 of stat(5), 12 and 13 after the name; 100 Hz
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// `--agents N --sessions N`, and the server binary.
+struct Args {
+    nkpki: String,
+    agents: usize,
+    sessions: usize,
+}
+
+fn args() -> Res<Args> {
+    let mut out = Args {
+        nkpki: "target/release/nkpki".into(),
+        agents: 200,
+        sessions: 20,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--agents" => out.agents = it.next().ok_or("--agents N")?.parse()?,
+            "--sessions" => out.sessions = it.next().ok_or("--sessions N")?.parse()?,
+            _ => out.nkpki = a,
+        }
+    }
+    if out.agents < HOLDERS || out.agents % HOLDERS != 0 || out.sessions == 0 {
+        return Err(
+            format!("--agents must be a multiple of {HOLDERS}, --sessions at least 1").into(),
+        );
+    }
+    Ok(out)
+}
+
 fn main() -> Res<()> {
-    let nkpki = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "target/release/nkpki".into());
+    let args = args()?;
+    let cas = args.agents / HOLDERS;
+    // every agent holds a connection, and so does the server: raise the descriptor limit
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+    let wanted = (4 * args.agents as u64 + 1024).min(limit.maximum.unwrap_or(u64::MAX));
+    let _ = rustix::process::setrlimit(
+        rustix::process::Resource::Nofile,
+        rustix::process::Rlimit {
+            current: Some(wanted),
+            maximum: limit.maximum,
+        },
+    );
+    let nkpki = args.nkpki.clone();
     let work = tempfile::tempdir()?;
     let data = work.path().join("data");
-    println!("setting up {CAS} CAs x {HOLDERS} holders (threshold {THRESHOLD}) ...");
-    let holdings = ceremonies(&data)?;
+    println!(
+        "setting up {cas} CAs x {HOLDERS} holders (threshold {THRESHOLD}) for {} agents and {} sessions ...",
+        args.agents, args.sessions
+    );
+    let holdings = ceremonies(&data, cas)?;
     let token = nkpki::server::create_api_token(&data, "load", nkpki::store::ApiRole::Operator)?;
+    // every agent is on loopback here: one address, so no per-address connection limit
+    // (older servers, measured for comparison, have no such limit nor option)
+    let help = std::process::Command::new(&nkpki)
+        .args(["serve", "--help"])
+        .output()?;
+    let per_address: &[&str] =
+        if String::from_utf8_lossy(&help.stdout).contains("--max-connections-per-address") {
+            &["--max-connections-per-address", "0"]
+        } else {
+            &[]
+        };
     let mut server = std::process::Command::new(&nkpki)
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(&data)
+        .args(per_address)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()?;
@@ -254,65 +351,109 @@ fn main() -> Res<()> {
     });
 
     let seen = Arc::new(Mutex::new(HashMap::new()));
+    let signed = Arc::new(Mutex::new(HashMap::new()));
     let agents: Vec<_> = holdings
         .into_iter()
         .map(|h| {
-            let (url, seen, stop) = (url.clone(), seen.clone(), stop.clone());
+            let (url, seen, signed, stop) =
+                (url.clone(), seen.clone(), signed.clone(), stop.clone());
             let who = format!("{}@{}", h.holder_id, h.ca_id);
-            std::thread::spawn(move || agent(url, h, seen, stop).map_err(|e| format!("{who}: {e}")))
+            std::thread::spawn(move || {
+                agent(url, h, seen, signed, stop).map_err(|e| format!("{who}: {e}"))
+            })
         })
         .collect();
-    std::thread::sleep(Duration::from_secs(3));
-
     let op = Client::new(&url, &Trust::System, Duration::from_secs(60))?.with_bearer(&token);
-    let cas: serde_json::Value = op.get("/api/v1/cas")?;
-    let ca_ids: Vec<String> = cas
-        .as_array()
-        .ok_or("cas")?
-        .iter()
-        .filter_map(|c| c["ca_id"].as_str().map(str::to_owned))
-        .collect();
-    let online = cas
-        .as_array()
-        .ok_or("cas")?
-        .iter()
-        .flat_map(|c| c["holders"].as_array().cloned().unwrap_or_default())
-        .filter(|h| h["online"] == true)
-        .count();
+    // wait (up to a minute) until every agent has logged in and polls
+    let started = Instant::now();
+    let (ca_ids, online) = loop {
+        std::thread::sleep(Duration::from_secs(1));
+        let cas: serde_json::Value = op.get("/api/v1/cas")?;
+        let ca_ids: Vec<String> = cas
+            .as_array()
+            .ok_or("cas")?
+            .iter()
+            .filter_map(|c| c["ca_id"].as_str().map(str::to_owned))
+            .collect();
+        let online = cas
+            .as_array()
+            .ok_or("cas")?
+            .iter()
+            .flat_map(|c| c["holders"].as_array().cloned().unwrap_or_default())
+            .filter(|h| h["online"] == true)
+            .count();
+        if online >= args.agents || started.elapsed() > Duration::from_secs(60) {
+            break (ca_ids, online);
+        }
+    };
     println!(
         "{online} of {} agents online; opening {} sessions",
-        CAS * HOLDERS,
-        CAS * SESSIONS_PER_CA
+        args.agents, args.sessions
     );
-    let mut opened: Vec<(String, String, Instant)> = Vec::new();
-    for round in 0..SESSIONS_PER_CA {
-        for ca in &ca_ids {
-            let _ = round;
-            let status: SessionStatus = op.post(
-                "/api/v1/sessions",
-                &serde_json::json!({"ca_id": ca, "kind": "crl"}),
-            )?;
-            opened.push((ca.clone(), status.session_id, Instant::now()));
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-    let mut done: HashMap<String, f64> = HashMap::new();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while done.len() < opened.len() && Instant::now() < deadline {
-        for (_, id, at) in &opened {
-            if done.contains_key(id) {
-                continue;
+    let (rss_idle, _) = rss_mb(server.id());
+    let cpu_idle = cpu_secs(server.id());
+    // open -> signed twice: to the answer of the contribution that completed the session
+    // (the server's latency), and as an operator polling every open session's status in
+    // turn, five times a second, sees it (which adds that client's own latency)
+    let opened: Arc<Mutex<Vec<(String, String, Instant)>>> = Arc::default();
+    let all_opened = Arc::new(AtomicBool::new(false));
+    let poller = {
+        let (op, opened, all_opened) = (op.clone(), opened.clone(), all_opened.clone());
+        std::thread::spawn(move || -> Result<HashMap<String, f64>, String> {
+            let mut polled: HashMap<String, f64> = HashMap::new();
+            let deadline = Instant::now() + Duration::from_secs(180);
+            while Instant::now() < deadline {
+                let now_open = opened.lock().map_err(|_| "lock")?.clone();
+                if all_opened.load(Ordering::SeqCst) && polled.len() >= now_open.len() {
+                    break;
+                }
+                for (_, id, at) in &now_open {
+                    if polled.contains_key(id) {
+                        continue;
+                    }
+                    let s: SessionStatus = op
+                        .get(&format!("/api/v1/sessions/{id}"))
+                        .map_err(|e| e.to_string())?;
+                    if s.state == SessionState::Signed {
+                        polled.insert(id.clone(), at.elapsed().as_secs_f64());
+                    } else if s.state != SessionState::Waiting {
+                        println!("session {id} ended {:?}: {:?}", s.state, s.detail);
+                        polled.insert(id.clone(), f64::NAN);
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(200));
             }
-            let s: SessionStatus = op.get(&format!("/api/v1/sessions/{id}"))?;
-            if s.state == SessionState::Signed {
-                done.insert(id.clone(), at.elapsed().as_secs_f64());
-            } else if s.state != SessionState::Waiting {
-                println!("session {id} ended {:?}: {:?}", s.state, s.detail);
-                done.insert(id.clone(), f64::NAN);
-            }
-        }
-        std::thread::sleep(Duration::from_millis(200));
+            Ok(polled)
+        })
+    };
+    // sessions spread over the CAs, opened at 20 per second
+    for i in 0..args.sessions {
+        let ca = &ca_ids[i % ca_ids.len()];
+        let status: SessionStatus = op.post(
+            "/api/v1/sessions",
+            &serde_json::json!({"ca_id": ca, "kind": "crl"}),
+        )?;
+        opened
+            .lock()
+            .map_err(|_| "lock")?
+            .push((ca.clone(), status.session_id, Instant::now()));
+        std::thread::sleep(Duration::from_millis(50));
     }
+    all_opened.store(true, Ordering::SeqCst);
+    let polled = poller.join().map_err(|_| "poller")??;
+    let opened = opened.lock().map_err(|_| "lock")?.clone();
+    let done: HashMap<String, f64> = {
+        let signed = signed.lock().map_err(|_| "lock")?;
+        opened
+            .iter()
+            .map(|(_, id, at)| {
+                let t = signed
+                    .get(id)
+                    .map_or(f64::NAN, |t| t.duration_since(*at).as_secs_f64());
+                (id.clone(), t)
+            })
+            .collect()
+    };
     stop.store(true, Ordering::SeqCst);
 
     let seen = seen.lock().map_err(|_| "lock")?.clone();
@@ -334,6 +475,9 @@ fn main() -> Res<()> {
     latencies.sort_by(|a, b| a.total_cmp(b));
     let mut completion: Vec<f64> = done.values().copied().filter(|v| v.is_finite()).collect();
     completion.sort_by(|a, b| a.total_cmp(b));
+    let mut seen_by_operator: Vec<f64> =
+        polled.values().copied().filter(|v| v.is_finite()).collect();
+    seen_by_operator.sort_by(|a, b| a.total_cmp(b));
     let signed = completion.len();
     println!(
         "notifications: {} of {} delivered; {} agents missed at least one",
@@ -348,10 +492,26 @@ fn main() -> Res<()> {
         latencies.last().copied().unwrap_or(f64::NAN)
     );
     println!(
-        "sessions signed: {signed} of {}; open -> signed s: p50 {:.2}  max {:.2}  (holders wait 1 s before contributing)",
+        "sessions signed: {signed} of {}; open -> signed s: p50 {:.2}  p95 {:.2}  max {:.2}  (holders wait 1 s before contributing)",
         opened.len(),
         percentile(&completion, 0.5),
+        percentile(&completion, 0.95),
         completion.last().copied().unwrap_or(f64::NAN)
+    );
+    println!(
+        "  as a polling operator sees it s: p50 {:.2}  p95 {:.2}  max {:.2}",
+        percentile(&seen_by_operator, 0.5),
+        percentile(&seen_by_operator, 0.95),
+        seen_by_operator.last().copied().unwrap_or(f64::NAN)
+    );
+    let (rss, hwm) = rss_mb(server.id());
+    println!(
+        "server CPU s: {:.1} over the sessions ({:.1} in all)",
+        cpu_secs(server.id()) - cpu_idle,
+        cpu_secs(server.id())
+    );
+    println!(
+        "server memory MB: RSS {rss:.0} (idle with every agent connected {rss_idle:.0}), peak {hwm:.0}"
     );
     println!("silent connections held open during the run: {SILENT}");
     let _ = server.kill();

@@ -283,42 +283,31 @@ impl Agent {
         Ok(())
     }
 
-    /// Enrolls the token key with the one-time code if the server does not know it yet,
-    /// then logs in by signing a server challenge with the token.
+    /// Logs in to the server by signing a challenge with the token. The server answers
+    /// every failed login alike (`login-failed`), so that a stranger cannot tell which
+    /// holders have enrolled: on that answer the agent enrolls its token key with the
+    /// one-time code from its configuration, then logs in again.
     fn server_login(&mut self) -> Result<(), AgentError> {
+        self.client.set_bearer(None);
+        match self.login_with_challenge() {
+            Err(AgentError::Client(e)) if e.code() == Some("login-failed") => {
+                self.enroll()?;
+                self.login_with_challenge()
+            }
+            other => other,
+        }
+    }
+
+    fn login_with_challenge(&mut self) -> Result<(), AgentError> {
         let ca_id = self.opts.config.ca_id.clone();
         let holder_id = self.opts.config.holder_id.clone();
-        self.client.set_bearer(None);
-        let req = proto::ChallengeRequest {
-            ca_id: ca_id.clone(),
-            holder_id: holder_id.clone(),
-        };
-        let challenge: proto::Challenge =
-            match self.client.post(&format!("{API}/agent/challenge"), &req) {
-                Err(e) if e.code() == Some("not-enrolled") => {
-                    self.token_login()?;
-                    let pem = self.key.public_key_pem();
-                    let signature = B64.encode(self.token.sign(
-                        &self.key,
-                        &proto::enroll_signed_bytes(&ca_id, &holder_id, &pem),
-                    )?);
-                    let enroll = proto::Enroll {
-                        ca_id: ca_id.clone(),
-                        holder_id: holder_id.clone(),
-                        enrollment_code: self.opts.config.enrollment_code.clone(),
-                        public_key_pem: pem,
-                        signature,
-                    };
-                    let _: serde_json::Value =
-                        self.client.post(&format!("{API}/enroll"), &enroll)?;
-                    log(&format!(
-                        "enrolled token key {} with the server",
-                        self.key.fingerprint()
-                    ));
-                    self.client.post(&format!("{API}/agent/challenge"), &req)?
-                }
-                other => other?,
-            };
+        let challenge: proto::Challenge = self.client.post(
+            &format!("{API}/agent/challenge"),
+            &proto::ChallengeRequest {
+                ca_id: ca_id.clone(),
+                holder_id: holder_id.clone(),
+            },
+        )?;
         self.token_login()?;
         let signature = B64.encode(self.token.sign(
             &self.key,
@@ -338,6 +327,51 @@ impl Agent {
             self.token.logout()?;
             self.logged_in_token = false;
         }
+        Ok(())
+    }
+
+    /// Registers the token key with the one-time enrollment code.
+    fn enroll(&mut self) -> Result<(), AgentError> {
+        let ca_id = self.opts.config.ca_id.clone();
+        let holder_id = self.opts.config.holder_id.clone();
+        self.token_login()?;
+        let pem = self.key.public_key_pem();
+        let signature = B64.encode(self.token.sign(
+            &self.key,
+            &proto::enroll_signed_bytes(&ca_id, &holder_id, &pem),
+        )?);
+        let enroll = proto::Enroll {
+            ca_id,
+            holder_id,
+            enrollment_code: self.opts.config.enrollment_code.clone(),
+            public_key_pem: pem,
+            signature,
+        };
+        let enrolled: Result<serde_json::Value, ClientError> =
+            self.client.post(&format!("{API}/enroll"), &enroll);
+        match enrolled {
+            Ok(_) => {}
+            Err(e) if e.code() == Some("code-used") => {
+                return Err(AgentError::Refused(
+                    "the server refused this token's login, and the enrollment code in agent.json \
+                     was already used (hint: if the token or its key changed, ask an operator for \
+                     `nkpki serve holder reset` and put the new code in agent.json)"
+                        .into(),
+                ));
+            }
+            Err(e) if e.code() == Some("bad-code") => {
+                return Err(AgentError::Refused(format!(
+                    "the server refused this token's login, and the enrollment code in \
+                     agent.json is not the holder's current one ({e}) (hint: check the server \
+                     URL and CA; after `nkpki serve holder reset` put the new code in agent.json)"
+                )));
+            }
+            Err(e) => return Err(e.into()),
+        }
+        log(&format!(
+            "enrolled token key {} with the server",
+            self.key.fingerprint()
+        ));
         Ok(())
     }
 
@@ -583,7 +617,10 @@ pub fn run(opts: AgentOptions) -> Result<(), AgentError> {
         );
     }
     let _ = &agent.module;
-    let mut answered: Vec<String> = Vec::new();
+    // sessions answered, declined, failed or left unanswered, until they expire: the poll
+    // asks the server to skip them, so it waits for news instead of offering them again
+    let mut done: std::collections::HashMap<String, i64> = std::collections::HashMap::new();
+    let mut handled: usize = 0;
     let mut failures: u32 = 0;
     let mut logged_in = false;
     loop {
@@ -597,7 +634,9 @@ pub fn run(opts: AgentOptions) -> Result<(), AgentError> {
                         agent.opts.config.holder_id, agent.opts.config.ca_id
                     ));
                 }
-                Err(AgentError::Client(e @ ClientError::Unreachable { .. })) => {
+                Err(AgentError::Client(
+                    e @ (ClientError::Unreachable { .. } | ClientError::Api { status: 429, .. }),
+                )) => {
                     failures += 1;
                     backoff(failures, &e.to_string());
                     continue;
@@ -605,38 +644,49 @@ pub fn run(opts: AgentOptions) -> Result<(), AgentError> {
                 Err(e) => return Err(e),
             }
         }
-        let polled: Result<proto::Poll, ClientError> = agent
-            .client
-            .get(&format!("{API}/agent/poll?wait={}", HEARTBEAT_SECS - 5));
+        let t = crate::store::now();
+        done.retain(|_, expires_at| *expires_at > t);
+        let mut skip: Vec<(&String, &i64)> = done.iter().collect();
+        skip.sort_by_key(|(_, expires_at)| std::cmp::Reverse(**expires_at));
+        let skip: Vec<&str> = skip.iter().take(64).map(|(id, _)| id.as_str()).collect();
+        let started = std::time::Instant::now();
+        let polled: Result<proto::Poll, ClientError> = agent.client.get(&format!(
+            "{API}/agent/poll?wait={}&skip={}",
+            HEARTBEAT_SECS - 5,
+            skip.join(",")
+        ));
         match polled {
             Ok(poll) => {
                 failures = 0;
+                let mut news = false;
                 for offer in &poll.sessions {
-                    if answered.contains(&offer.session_id) {
+                    if done.contains_key(&offer.session_id) {
                         continue;
                     }
+                    news = true;
                     match agent.answer(offer) {
                         // not answered yet: it is offered again after reconnecting
                         Err(AgentError::Client(e @ ClientError::Unreachable { .. })) => {
                             log(&format!("session {}: {e}; will retry", offer.session_id));
                         }
                         outcome => {
-                            answered.push(offer.session_id.clone());
+                            done.insert(offer.session_id.clone(), offer.expires_at);
+                            handled += 1;
                             if let Err(e) = outcome {
                                 log(&format!("session {}: {e}", offer.session_id));
                             }
                         }
                     }
                 }
-                if agent.opts.max_sessions.is_some_and(|m| answered.len() >= m) {
+                if agent.opts.max_sessions.is_some_and(|m| handled >= m) {
                     return Ok(());
+                }
+                // a server that ignores `skip` must not make this a busy loop
+                if !news && started.elapsed() < Duration::from_secs(1) {
+                    std::thread::sleep(Duration::from_secs(1));
                 }
             }
             Err(ClientError::Api { status: 401, .. }) => logged_in = false,
-            Err(e @ ClientError::Unreachable { .. }) => {
-                failures += 1;
-                backoff(failures, &e.to_string());
-            }
             Err(e) => {
                 failures += 1;
                 backoff(failures, &e.to_string());

@@ -36,6 +36,10 @@ pub struct Args {
     /// Most simultaneous connections
     #[arg(long, default_value_t = 4096)]
     max_connections: usize,
+    /// Most simultaneous connections from one address (0: no limit); raise it when many
+    /// agents share an address (NAT, a reverse proxy)
+    #[arg(long, default_value_t = 64)]
+    max_connections_per_address: usize,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -188,6 +192,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             tls: args.tls_cert.zip(args.tls_key),
             session_ttl: args.session_ttl,
             max_connections: args.max_connections,
+            max_connections_per_address: args.max_connections_per_address,
         })?,
     }
     Ok(())

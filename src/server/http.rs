@@ -1,7 +1,10 @@
 //! HTTP/1.1 (and HTTPS) on hyper: connection handling, limits, routing to [`State`].
-//! Long-polls are futures, not threads, so hundreds of waiting agents cost little; header
+//! Long-polls are futures, not threads, so thousands of waiting agents cost little; header
 //! and body read timeouts keep clients that send nothing from holding anything but a socket.
+//! Every request is authenticated from its headers before its body is read, and an address
+//! that keeps failing to authenticate is refused (429) before any database access.
 
+use super::guard::Refusal;
 use super::state::{ApiErr, ApiResult, State};
 use crate::proto::{self, API};
 use bytes::Bytes;
@@ -10,11 +13,16 @@ use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Largest request body accepted.
+/// Largest request body accepted from an operator (CSRs, manifests).
 pub const MAX_BODY: usize = 1 << 20;
+/// Largest body from an agent or a stranger: a contribution is under 8 KiB.
+pub const MAX_AGENT_BODY: usize = 64 << 10;
+/// Most session ids an agent may ask a poll to skip.
+pub const MAX_SKIP: usize = 64;
 /// How long a client may take to send its headers, then its body.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest long-poll.
@@ -73,6 +81,19 @@ fn wait_param(query: Option<&str>) -> u64 {
         .min(MAX_WAIT)
 }
 
+/// `skip=ID,ID,…`: offers the agent saw and will not answer (hex session ids).
+fn skip_param(query: Option<&str>) -> Vec<String> {
+    query
+        .unwrap_or_default()
+        .split('&')
+        .filter_map(|kv| kv.strip_prefix("skip="))
+        .flat_map(|v| v.split(','))
+        .filter(|id| !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_hexdigit()))
+        .take(MAX_SKIP)
+        .map(str::to_owned)
+        .collect()
+}
+
 /// Runs a blocking piece of work (SQLite, signing) off the async workers.
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> ApiResult<T> + Send + 'static,
@@ -82,65 +103,183 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| ApiErr::new(500, "internal", e.to_string()))?
 }
 
+/// Who must be calling an endpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Need {
+    Nobody,
+    Agent,
+    Operator,
+}
+
+fn need(method: &Method, api: &[&str]) -> Need {
+    match (method, api) {
+        (&Method::GET, ["agent", "poll"])
+        | (&Method::POST, ["sessions", _, "contribute" | "decline"]) => Need::Agent,
+        (&Method::POST, ["sessions"])
+        | (&Method::GET, ["sessions", _])
+        | (&Method::POST, ["sessions", _, "cancel"])
+        | (&Method::POST | &Method::GET, ["cas"]) => Need::Operator,
+        _ => Need::Nobody,
+    }
+}
+
+/// The authenticated caller.
+#[derive(Debug)]
+enum Caller {
+    Nobody,
+    Agent { ca_id: String, holder_id: String },
+    Operator(String),
+}
+
+async fn authenticate(
+    state: &Arc<State>,
+    peer: IpAddr,
+    need: Need,
+    token: Option<String>,
+) -> ApiResult<Caller> {
+    let presented = token.is_some();
+    let result = match need {
+        Need::Nobody => return Ok(Caller::Nobody),
+        Need::Agent => state
+            .agent(token.as_deref())
+            .map(|(ca_id, holder_id)| Caller::Agent { ca_id, holder_id }),
+        Need::Operator => {
+            let s = state.clone();
+            blocking(move || s.operator(token.as_deref()))
+                .await
+                .map(Caller::Operator)
+        }
+    };
+    if let Err(e) = &result
+        && presented
+        && e.code == "unauthorized"
+    {
+        state.refused(
+            peer,
+            Refusal::BogusBearer,
+            None,
+            "auth-refused",
+            "unknown bearer token",
+        );
+    }
+    result
+}
+
 pub async fn handle(
     state: Arc<State>,
+    peer: IpAddr,
     req: Request<Incoming>,
 ) -> Result<Resp, std::convert::Infallible> {
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let query = req.uri().query().map(str::to_owned);
-    let token = bearer(&req);
-    let body = match tokio::time::timeout(
-        READ_TIMEOUT,
-        Limited::new(req.into_body(), MAX_BODY).collect(),
-    )
-    .await
-    {
-        Ok(Ok(collected)) => collected.to_bytes(),
-        Ok(Err(e))
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some() =>
-        {
-            return Ok(error(ApiErr::new(
-                413,
-                "too-large",
-                format!("request body over {MAX_BODY} bytes"),
-            )));
-        }
-        Ok(Err(e)) => {
-            return Ok(error(ApiErr::new(
-                400,
-                "bad-request",
-                format!("reading the body: {e}"),
-            )));
-        }
-        Err(_) => {
-            return Ok(error(ApiErr::new(
-                408,
-                "timeout",
-                "the request body was not sent in time",
-            )));
-        }
+    let api: Vec<&str> = path
+        .strip_prefix(API)
+        .filter(|p| p.is_empty() || p.starts_with('/'))
+        .map(|p| p.trim_start_matches('/').split('/').collect())
+        .unwrap_or_default();
+    let need = need(&method, &api);
+    if !api.is_empty() && !state.limiter.allows(peer) {
+        state.refused(
+            peer,
+            Refusal::RateLimited,
+            None,
+            "auth-refused",
+            "too many failed authentications",
+        );
+        return Ok(error(ApiErr::new(
+            429,
+            "rate-limited",
+            format!(
+                "too many failed authentications from {peer}; try again in a minute \
+                 (hint: check the agent's configuration or the operator's API token)"
+            ),
+        )));
+    }
+    let caller = match authenticate(&state, peer, need, bearer(&req)).await {
+        Ok(c) => c,
+        Err(e) => return Ok(error(e)),
     };
-    let result = route(state, method, &path, query.as_deref(), token, body).await;
+    let limit = if need == Need::Operator {
+        MAX_BODY
+    } else {
+        MAX_AGENT_BODY
+    };
+    let body =
+        match tokio::time::timeout(READ_TIMEOUT, Limited::new(req.into_body(), limit).collect())
+            .await
+        {
+            Ok(Ok(collected)) => collected.to_bytes(),
+            Ok(Err(e))
+                if e.downcast_ref::<http_body_util::LengthLimitError>()
+                    .is_some() =>
+            {
+                return Ok(error(ApiErr::new(
+                    413,
+                    "too-large",
+                    format!("request body over {limit} bytes"),
+                )));
+            }
+            Ok(Err(e)) => {
+                return Ok(error(ApiErr::new(
+                    400,
+                    "bad-request",
+                    format!("reading the body: {e}"),
+                )));
+            }
+            Err(_) => {
+                return Ok(error(ApiErr::new(
+                    408,
+                    "timeout",
+                    "the request body was not sent in time",
+                )));
+            }
+        };
+    let request = Authenticated {
+        method,
+        path: &path,
+        api: &api,
+        query: query.as_deref(),
+        peer,
+        caller,
+        body,
+    };
+    let result = route(state, request).await;
     Ok(result.unwrap_or_else(error))
 }
 
-async fn route(
-    state: Arc<State>,
+/// A request whose caller is authenticated and whose body is read.
+struct Authenticated<'a> {
     method: Method,
-    path: &str,
-    query: Option<&str>,
-    token: Option<String>,
+    path: &'a str,
+    api: &'a [&'a str],
+    query: Option<&'a str>,
+    peer: IpAddr,
+    caller: Caller,
     body: Bytes,
-) -> ApiResult<Resp> {
-    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    let api: Vec<&str> = path
-        .strip_prefix(API)
-        .map(|p| p.trim_start_matches('/').split('/').collect())
-        .unwrap_or_default();
+}
+
+fn wrong_caller() -> ApiErr {
+    ApiErr::new(
+        500,
+        "internal",
+        "endpoint reached without its authentication",
+    )
+}
+
+async fn route(state: Arc<State>, r: Authenticated<'_>) -> ApiResult<Resp> {
+    let segments: Vec<&str> = r.path.trim_start_matches('/').split('/').collect();
     let s = state.clone();
-    match (&method, segments.as_slice(), api.as_slice()) {
+    let (agent, operator) = match r.caller {
+        Caller::Agent { ca_id, holder_id } => (Some((ca_id, holder_id)), None),
+        Caller::Operator(name) => (None, Some(name)),
+        Caller::Nobody => (None, None),
+    };
+    let agent = || agent.clone().ok_or_else(wrong_caller);
+    let operator = || operator.clone().ok_or_else(wrong_caller);
+    let peer = r.peer;
+    let body = r.body;
+    match (&r.method, segments.as_slice(), r.api) {
         (&Method::GET, ["healthz"], _) => Ok(json(
             200,
             &serde_json::json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")}),
@@ -165,34 +304,30 @@ async fn route(
         }
         (&Method::POST, _, ["enroll"]) => {
             let req = parse(&body)?;
-            blocking(move || s.enroll(req)).await?;
+            blocking(move || s.enroll(req, peer)).await?;
             Ok(json(200, &serde_json::json!({"enrolled": true})))
         }
         (&Method::POST, _, ["agent", "challenge"]) => {
             let req = parse(&body)?;
-            Ok(json(200, &blocking(move || s.challenge(req)).await?))
+            Ok(json(200, &state.challenge(req)?))
         }
         (&Method::POST, _, ["agent", "login"]) => {
             let req = parse(&body)?;
-            Ok(json(200, &blocking(move || s.login(req)).await?))
+            Ok(json(200, &blocking(move || s.login(req, peer)).await?))
         }
         (&Method::GET, _, ["agent", "poll"]) => {
-            let (ca_id, holder_id) = state.agent(token.as_deref())?;
-            let wait = wait_param(query);
-            let mut changes = state.subscribe();
-            let (c, h) = (ca_id.clone(), holder_id.clone());
-            blocking(move || {
-                s.seen(&c, &h);
-                Ok(())
-            })
-            .await?;
+            let (ca_id, holder_id) = agent()?;
+            let wait = wait_param(r.query);
+            let skip = skip_param(r.query);
+            let mut offered = state.subscribe_offers(&ca_id);
+            state.seen(&ca_id, &holder_id);
             let deadline = tokio::time::Instant::now() + Duration::from_secs(wait);
             loop {
-                let sessions = state.offers(&ca_id, &holder_id);
+                let sessions = state.offers(&ca_id, &holder_id, &skip);
                 if !sessions.is_empty() || tokio::time::Instant::now() >= deadline {
                     return Ok(json(200, &proto::Poll { sessions }));
                 }
-                if tokio::time::timeout_at(deadline, changes.changed())
+                if tokio::time::timeout_at(deadline, offered.changed())
                     .await
                     .is_err()
                 {
@@ -201,7 +336,7 @@ async fn route(
             }
         }
         (&Method::POST, _, ["sessions", id, "contribute"]) => {
-            let (ca_id, holder_id) = state.agent(token.as_deref())?;
+            let (ca_id, holder_id) = agent()?;
             let req = parse(&body)?;
             let id = (*id).to_owned();
             Ok(json(
@@ -210,7 +345,7 @@ async fn route(
             ))
         }
         (&Method::POST, _, ["sessions", id, "decline"]) => {
-            let (ca_id, holder_id) = state.agent(token.as_deref())?;
+            let (ca_id, holder_id) = agent()?;
             let req = parse(&body)?;
             let id = (*id).to_owned();
             Ok(json(
@@ -219,20 +354,18 @@ async fn route(
             ))
         }
         (&Method::POST, _, ["sessions"]) => {
-            let operator = blocking(move || s.operator(token.as_deref())).await?;
+            let operator = operator()?;
             let req = parse(&body)?;
-            let s = state.clone();
             Ok(json(
                 201,
                 &blocking(move || s.create_session(&operator, req)).await?,
             ))
         }
         (&Method::GET, _, ["sessions", id]) => {
+            operator()?;
             let id = (*id).to_owned();
-            blocking(move || s.operator(token.as_deref())).await?;
-            let wait = wait_param(query);
+            let wait = wait_param(r.query);
             let mut changes = state.subscribe();
-            let s = state.clone();
             let i = id.clone();
             let first = blocking(move || s.status(&i)).await?;
             if wait == 0 || first.state != proto::SessionState::Waiting {
@@ -243,32 +376,29 @@ async fn route(
             Ok(json(200, &blocking(move || s.status(&id)).await?))
         }
         (&Method::POST, _, ["sessions", id, "cancel"]) => {
+            let operator = operator()?;
             let id = (*id).to_owned();
-            let operator = blocking(move || s.operator(token.as_deref())).await?;
-            let s = state.clone();
             Ok(json(
                 200,
                 &blocking(move || s.cancel(&operator, &id)).await?,
             ))
         }
         (&Method::POST, _, ["cas"]) => {
-            let operator = blocking(move || s.operator(token.as_deref())).await?;
+            let operator = operator()?;
             let req = parse(&body)?;
-            let s = state.clone();
             Ok(json(
                 201,
                 &blocking(move || s.register_ca(&operator, req)).await?,
             ))
         }
         (&Method::GET, _, ["cas"]) => {
-            blocking(move || s.operator(token.as_deref())).await?;
-            let s = state.clone();
+            operator()?;
             Ok(json(200, &blocking(move || s.cas()).await?))
         }
         _ => Err(ApiErr::new(
             404,
             "not-found",
-            format!("no endpoint {method} {path}"),
+            format!("no endpoint {} {}", r.method, r.path),
         )),
     }
 }

@@ -2,6 +2,7 @@
 //! reach it only encrypted to a session key that lives in its memory, and the CA key exists
 //! only between the last verified share and the end of the signature.
 
+mod guard;
 mod http;
 mod state;
 
@@ -49,6 +50,8 @@ pub struct ServeOptions {
     pub session_ttl: i64,
     /// Most simultaneous connections; more wait in the kernel's accept queue.
     pub max_connections: usize,
+    /// Most simultaneous connections from one address (0: no limit); more are refused.
+    pub max_connections_per_address: usize,
 }
 
 fn tls_acceptor(cert: &Path, key: &Path) -> Result<tokio_rustls::TlsAcceptor, ServerError> {
@@ -113,29 +116,48 @@ pub fn run(opts: ServeOptions) -> Result<(), ServerError> {
         println!("listening on {scheme}://{addr}");
         let expiry = state.clone();
         tokio::spawn(async move {
+            let mut ticks: u32 = 0;
             loop {
                 tokio::time::sleep(Duration::from_millis(500)).await;
+                ticks = ticks.wrapping_add(1);
                 let s = expiry.clone();
-                let _ = tokio::task::spawn_blocking(move || s.expire()).await;
+                let _ = tokio::task::spawn_blocking(move || {
+                    s.expire();
+                    if ticks % 10 == 0 {
+                        s.housekeeping();
+                    }
+                    if ticks % 60 == 0 {
+                        s.flush_last_seen();
+                    }
+                })
+                .await;
             }
         });
         let slots = Arc::new(tokio::sync::Semaphore::new(opts.max_connections));
+        let per_address = guard::ConnectionLimiter::new(opts.max_connections_per_address);
         loop {
             let Ok(permit) = slots.clone().acquire_owned().await else {
                 break;
             };
-            let (stream, _) = match listener.accept().await {
+            let (stream, peer) = match listener.accept().await {
                 Ok(c) => c,
                 Err(e) => {
                     eprintln!("warning: accept: {e}");
                     continue;
                 }
             };
+            let ip = peer.ip();
+            let Some(slot) = per_address.admit(ip) else {
+                drop(permit);
+                let plain = tls.is_none();
+                tokio::spawn(too_many_connections(stream, plain));
+                continue;
+            };
             let _ = stream.set_nodelay(true);
             let state = state.clone();
             let tls = tls.clone();
             tokio::spawn(async move {
-                let service = service_fn(move |req| http::handle(state.clone(), req));
+                let service = service_fn(move |req| http::handle(state.clone(), ip, req));
                 let mut builder = http1::Builder::new();
                 builder
                     .timer(TokioTimer::new())
@@ -157,11 +179,29 @@ pub fn run(opts: ServeOptions) -> Result<(), ServerError> {
                             .await;
                     }
                 }
+                drop(slot);
                 drop(permit);
             });
         }
         Ok(())
     })
+}
+
+/// Refuses a connection from an address that has too many: a 503 on plain HTTP (a TLS
+/// client just sees the connection close), then the socket is dropped.
+async fn too_many_connections(mut stream: tokio::net::TcpStream, plain: bool) {
+    use tokio::io::AsyncWriteExt;
+    if plain {
+        let body =
+            r#"{"error":"too many connections from your address","code":"too-many-connections"}"#;
+        let answer = format!(
+            "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let _ =
+            tokio::time::timeout(Duration::from_secs(1), stream.write_all(answer.as_bytes())).await;
+        let _ = stream.shutdown().await;
+    }
 }
 
 /// A CA ready to be stored: manifest verified, fingerprint matched, enrollment checked.

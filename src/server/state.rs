@@ -1,6 +1,7 @@
 //! The orchestrator's logic, independent of HTTP: CAs, holders, sessions and their
 //! in-memory secrets, contributions, reconstruction and signing.
 
+use super::guard::{self, FailureLimiter, Refusal, Refusals};
 use crate::manifest::{Manifest, VerifiedManifest};
 use crate::pki::{self, CaKey, Csr, Profile, Revoked};
 use crate::proto::{
@@ -12,6 +13,7 @@ use crate::store::{self, SessionRow, Store, now};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::watch;
 use zeroize::Zeroizing;
@@ -59,7 +61,10 @@ struct Live {
     total: u8,
     identity: age::x25519::Identity,
     shares: Vec<(String, Share)>,
+    /// Holders that answered in any way (approved, declined, or refused): never offered
+    /// the session again, and a second contribution is a duplicate.
     answered: Vec<String>,
+    /// Holders that can no longer approve: declines and refused contributions.
     declined: usize,
     offer: SessionOffer,
 }
@@ -70,11 +75,12 @@ struct AgentLogin {
     expires_at: i64,
 }
 
-struct PendingChallenge {
-    ca_id: String,
-    holder_id: String,
-    expires_at: i64,
-}
+/// Bearers one holder may hold at once; a new login beyond it ends the oldest.
+pub const MAX_LOGINS_PER_HOLDER: usize = 4;
+/// Seconds an agent bearer lives.
+pub const LOGIN_TTL: i64 = 3600;
+/// Seconds a login challenge may be answered in.
+pub const CHALLENGE_TTL: i64 = 60;
 
 /// Everything the server holds.
 pub struct State {
@@ -82,8 +88,17 @@ pub struct State {
     manifests: Mutex<HashMap<String, Arc<VerifiedManifest>>>,
     live: Mutex<HashMap<String, Live>>,
     agents: Mutex<HashMap<String, AgentLogin>>,
-    challenges: Mutex<HashMap<String, PendingChallenge>>,
+    /// Challenges are stateless (MACed with this key); only used ones are remembered.
+    challenge_key: Zeroizing<[u8; 32]>,
+    used_challenges: Mutex<HashMap<String, i64>>,
+    /// (CA, holder) → (last poll, not yet written to the store).
+    last_seen: Mutex<HashMap<(String, String), (i64, bool)>>,
+    /// Per CA: bumped when a session is offered to its holders (what agents' polls wait on).
+    offered: Mutex<HashMap<String, watch::Sender<u64>>>,
+    /// Any session changed state (what operators' status long-polls wait on).
     changed: watch::Sender<u64>,
+    pub limiter: FailureLimiter,
+    pub refusals: Refusals,
     pub session_ttl: i64,
 }
 
@@ -130,13 +145,20 @@ fn spki_from_pem(pem: &str) -> ApiResult<Vec<u8>> {
 impl State {
     pub fn new(store: Store, session_ttl: i64) -> Self {
         let (changed, _) = watch::channel(0);
+        let mut challenge_key = Zeroizing::new([0u8; 32]);
+        rand::Rng::fill_bytes(&mut rand::rng(), challenge_key.as_mut());
         State {
             store: Mutex::new(store),
             manifests: Mutex::new(HashMap::new()),
             live: Mutex::new(HashMap::new()),
             agents: Mutex::new(HashMap::new()),
-            challenges: Mutex::new(HashMap::new()),
+            challenge_key,
+            used_challenges: Mutex::new(HashMap::new()),
+            last_seen: Mutex::new(HashMap::new()),
+            offered: Mutex::new(HashMap::new()),
             changed,
+            limiter: FailureLimiter::default(),
+            refusals: Refusals::default(),
             session_ttl,
         }
     }
@@ -145,8 +167,83 @@ impl State {
         self.changed.subscribe()
     }
 
+    /// Wakes when a session is offered to the holders of `ca_id`.
+    pub fn subscribe_offers(&self, ca_id: &str) -> watch::Receiver<u64> {
+        lock(&self.offered)
+            .entry(ca_id.to_owned())
+            .or_insert_with(|| watch::channel(0).0)
+            .subscribe()
+    }
+
     fn notify(&self) {
         self.changed.send_modify(|v| *v = v.wrapping_add(1));
+    }
+
+    fn notify_offers(&self, ca_id: &str) {
+        if let Some(tx) = lock(&self.offered).get(ca_id) {
+            tx.send_modify(|v| *v = v.wrapping_add(1));
+        }
+    }
+
+    /// Counts an unauthenticated refusal from `ip` (spending its failure allowance); logs
+    /// the first per address and minute, audits the first per named holder and minute.
+    pub fn refused(
+        &self,
+        ip: IpAddr,
+        kind: Refusal,
+        holder: Option<(&str, &str)>,
+        event: &str,
+        detail: &str,
+    ) {
+        if kind != Refusal::RateLimited {
+            self.limiter.failed(ip);
+        }
+        let sample = self.refusals.count(ip, kind, holder);
+        if sample.log {
+            eprintln!(
+                "warning: refused {ip}: {detail} (further refusals from it this minute are counted, not logged)"
+            );
+        }
+        if sample.audit
+            && let Some((ca, h)) = holder
+        {
+            self.audit(
+                event,
+                Some(ca),
+                None,
+                Some(h),
+                &format!("{detail} (from {ip}; repeats this minute are counted in a summary)"),
+            );
+        }
+    }
+
+    /// Housekeeping every few seconds: expired logins and challenges forgotten, the
+    /// minute's summary of unauthenticated refusals audited.
+    pub fn housekeeping(&self) {
+        let t = now();
+        lock(&self.agents).retain(|_, a| a.expires_at > t);
+        lock(&self.used_challenges).retain(|_, expires| *expires > t);
+        if let Some(summary) = self.refusals.summary_due() {
+            eprintln!("warning: {summary}");
+            self.note("auth-refusals", &summary);
+        }
+    }
+
+    /// Writes the last-seen times polled since the previous flush, in one transaction.
+    pub fn flush_last_seen(&self) {
+        let dirty: Vec<(String, String, i64)> = lock(&self.last_seen)
+            .iter_mut()
+            .filter(|(_, (_, dirty))| *dirty)
+            .map(|((ca, h), (t, dirty))| {
+                *dirty = false;
+                (ca.clone(), h.clone(), *t)
+            })
+            .collect();
+        if !dirty.is_empty()
+            && let Err(e) = lock(&self.store).touch_holders(&dirty)
+        {
+            eprintln!("error: writing last-seen times: {e}");
+        }
     }
 
     /// Records an event of the server's own in the audit log.
@@ -201,20 +298,12 @@ impl State {
         let operator = lock(&self.store).operator_for(&token_hash(token))?;
         match operator {
             Some(name) => Ok(name),
-            None => {
-                self.audit(
-                    "auth-refused",
-                    None,
-                    None,
-                    None,
-                    "unknown operator API token",
-                );
-                Err(ApiErr::new(
-                    401,
-                    "unauthorized",
-                    "unknown or revoked API token",
-                ))
-            }
+            // counted by the caller as an unauthenticated refusal, not audited one by one
+            None => Err(ApiErr::new(
+                401,
+                "unauthorized",
+                "unknown or revoked API token",
+            )),
         }
     }
 
@@ -227,7 +316,7 @@ impl State {
             Some(a) if a.expires_at > now() => Ok((a.ca_id.clone(), a.holder_id.clone())),
             Some(_) => Err(ApiErr::new(
                 401,
-                "unauthorized",
+                "login-expired",
                 "the agent login expired; log in again",
             )),
             None => Err(ApiErr::new(
@@ -238,137 +327,169 @@ impl State {
         }
     }
 
+    /// The MAC that makes a challenge the server's own, for this holder, until `expires_at`.
+    fn challenge_mac(&self, ca_id: &str, holder_id: &str, expires_at: i64, nonce: &str) -> String {
+        let mut mac = [0u8; 32];
+        let message = format!("nkpki challenge v1\n{ca_id}\n{holder_id}\n{expires_at}\n{nonce}");
+        // HKDF-Expand is HMAC-SHA-256 keyed by the PRK: a MAC without another dependency
+        let _ = hkdf::Hkdf::<sha2::Sha256>::new(None, self.challenge_key.as_ref())
+            .expand(message.as_bytes(), &mut mac);
+        hex::encode(mac)
+    }
+
+    /// A login challenge. It is the same for every request, whether or not the CA or the
+    /// holder exist or have enrolled (a stranger learns nothing), and stateless: nothing is
+    /// stored until a login uses it.
     pub fn challenge(&self, req: ChallengeRequest) -> ApiResult<Challenge> {
-        self.manifest(&req.ca_id)?;
-        let holder = lock(&self.store).holder(&req.ca_id, &req.holder_id)?;
-        match holder {
-            Some(h) if h.public_key_pem.is_some() => {}
-            Some(_) => {
-                return Err(ApiErr::new(
-                    403,
-                    "not-enrolled",
-                    format!("holder {} has not enrolled its token key", req.holder_id),
-                ));
-            }
-            None => {
-                return Err(ApiErr::new(
-                    403,
-                    "unknown-holder",
-                    format!("{} is not a holder of CA {}", req.holder_id, req.ca_id),
-                ));
-            }
-        }
-        let challenge = random_hex(32);
-        let expires_at = now() + 60;
-        let mut pending = lock(&self.challenges);
-        pending.retain(|_, c| c.expires_at > now());
-        pending.insert(
-            challenge.clone(),
-            PendingChallenge {
-                ca_id: req.ca_id,
-                holder_id: req.holder_id,
-                expires_at,
-            },
-        );
+        let nonce = random_hex(16);
+        let expires_at = now() + CHALLENGE_TTL;
+        let mac = self.challenge_mac(&req.ca_id, &req.holder_id, expires_at, &nonce);
         Ok(Challenge {
-            challenge,
+            challenge: format!("{expires_at}.{nonce}.{mac}"),
             expires_at,
         })
     }
 
-    pub fn login(&self, req: Login) -> ApiResult<LoginOk> {
-        let pending = lock(&self.challenges).remove(&req.challenge);
-        let Some(c) = pending.filter(|c| {
-            c.expires_at > now() && c.ca_id == req.ca_id && c.holder_id == req.holder_id
-        }) else {
-            return Err(ApiErr::new(
-                401,
-                "unauthorized",
-                "unknown or expired challenge",
-            ));
+    /// Whether `challenge` was issued by this server for (CA, holder) and is still fresh.
+    fn challenge_valid(&self, ca_id: &str, holder_id: &str, challenge: &str) -> bool {
+        let mut parts = challenge.splitn(3, '.');
+        let (Some(expires), Some(nonce), Some(mac)) = (parts.next(), parts.next(), parts.next())
+        else {
+            return false;
         };
-        let key = self.holder_key(&c.ca_id, &c.holder_id)?;
-        let sig = B64
-            .decode(&req.signature)
-            .map_err(|_| ApiErr::new(400, "bad-request", "signature is not base64"))?;
+        let Ok(expires_at) = expires.parse::<i64>() else {
+            return false;
+        };
+        let expected = self.challenge_mac(ca_id, holder_id, expires_at, nonce);
+        let same = expected.len() == mac.len()
+            && expected
+                .bytes()
+                .zip(mac.bytes())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0;
+        same && expires_at > now() && expires_at <= now() + CHALLENGE_TTL
+    }
+
+    /// Logs an agent in. Every failure looks the same to the caller (`login-failed`): an
+    /// unknown holder, one that has not enrolled, a stale challenge or a wrong key.
+    pub fn login(&self, req: Login, ip: IpAddr) -> ApiResult<LoginOk> {
+        let failed = |why: &str, known: bool| {
+            self.refused(
+                ip,
+                Refusal::BadLogin,
+                known.then_some((req.ca_id.as_str(), req.holder_id.as_str())),
+                "auth-refused",
+                &format!(
+                    "agent login for {} of CA {}: {why}",
+                    req.holder_id, req.ca_id
+                ),
+            );
+            ApiErr::new(
+                401,
+                "login-failed",
+                "login refused: the challenge is stale, or this holder has not enrolled, or the \
+                 signature is not by its enrolled key (hint: an agent that has not enrolled yet \
+                 enrolls with its one-time code)",
+            )
+        };
+        if !self.challenge_valid(&req.ca_id, &req.holder_id, &req.challenge) {
+            return Err(failed("unknown or expired challenge", false));
+        }
+        if lock(&self.used_challenges).contains_key(&req.challenge) {
+            return Err(failed("the challenge was already used", false));
+        }
+        let Some(key) = self.holder_key(&req.ca_id, &req.holder_id)? else {
+            return Err(failed("not an enrolled holder", false));
+        };
+        let sig = B64.decode(&req.signature).unwrap_or_default();
         if pki::verify_signature(
             &key,
-            &crate::proto::login_signed_bytes(&c.ca_id, &c.holder_id, &req.challenge),
+            &crate::proto::login_signed_bytes(&req.ca_id, &req.holder_id, &req.challenge),
             &sig,
         )
         .is_err()
         {
-            self.audit(
-                "auth-refused",
-                Some(&c.ca_id),
-                None,
-                Some(&c.holder_id),
-                "agent login with a bad token signature",
-            );
-            return Err(ApiErr::new(
-                401,
-                "bad-signature",
-                "the login signature does not verify with the holder's registered key",
-            ));
+            return Err(failed("bad token signature", true));
+        }
+        let t = now();
+        {
+            let mut used = lock(&self.used_challenges);
+            if used
+                .insert(req.challenge.clone(), t + CHALLENGE_TTL)
+                .is_some()
+            {
+                drop(used);
+                return Err(failed("the challenge was already used", false));
+            }
         }
         let bearer = random_hex(32);
-        let expires_at = now() + 3600;
-        lock(&self.agents).insert(
-            token_hash(&bearer),
-            AgentLogin {
-                ca_id: c.ca_id.clone(),
-                holder_id: c.holder_id.clone(),
-                expires_at,
-            },
-        );
-        lock(&self.store).touch_holder(&c.ca_id, &c.holder_id)?;
+        let expires_at = t + LOGIN_TTL;
+        {
+            let mut agents = lock(&self.agents);
+            agents.retain(|_, a| a.expires_at > t);
+            // a holder keeps its newest few logins: the oldest beyond them ends
+            let mut mine: Vec<(String, i64)> = agents
+                .iter()
+                .filter(|(_, a)| a.ca_id == req.ca_id && a.holder_id == req.holder_id)
+                .map(|(k, a)| (k.clone(), a.expires_at))
+                .collect();
+            mine.sort_by_key(|(_, e)| *e);
+            let excess = (mine.len() + 1).saturating_sub(MAX_LOGINS_PER_HOLDER);
+            for (k, _) in mine.into_iter().take(excess) {
+                agents.remove(&k);
+            }
+            agents.insert(
+                token_hash(&bearer),
+                AgentLogin {
+                    ca_id: req.ca_id.clone(),
+                    holder_id: req.holder_id.clone(),
+                    expires_at,
+                },
+            );
+        }
+        lock(&self.last_seen).insert((req.ca_id.clone(), req.holder_id.clone()), (t, false));
+        lock(&self.store).touch_holder(&req.ca_id, &req.holder_id)?;
         Ok(LoginOk { bearer, expires_at })
     }
 
-    fn holder_key(&self, ca_id: &str, holder_id: &str) -> ApiResult<Vec<u8>> {
+    /// The enrolled token key of a holder (SubjectPublicKeyInfo DER), if any.
+    fn holder_key(&self, ca_id: &str, holder_id: &str) -> ApiResult<Option<Vec<u8>>> {
         let holder = lock(&self.store).holder(ca_id, holder_id)?;
-        let pem = holder.and_then(|h| h.public_key_pem).ok_or_else(|| {
-            ApiErr::new(
-                403,
-                "unknown-holder",
-                format!("{holder_id} is not an enrolled holder of CA {ca_id}"),
-            )
-        })?;
-        spki_from_pem(&pem)
+        match holder.and_then(|h| h.public_key_pem) {
+            Some(pem) => Ok(Some(spki_from_pem(&pem)?)),
+            None => Ok(None),
+        }
     }
 
-    pub fn enroll(&self, req: Enroll) -> ApiResult<()> {
-        self.manifest(&req.ca_id)?;
-        let holder = lock(&self.store)
-            .holder(&req.ca_id, &req.holder_id)?
-            .ok_or_else(|| {
-                ApiErr::new(
-                    403,
-                    "unknown-holder",
-                    format!("{} is not a holder of CA {}", req.holder_id, req.ca_id),
-                )
-            })?;
-        let refuse = |why: &str, status: u16, code: &'static str| {
-            self.audit(
+    /// Registers a holder's token key with its one-time code. A wrong code, an unknown
+    /// holder and an unknown CA all answer `bad-code`: only the code's owner learns more.
+    pub fn enroll(&self, req: Enroll, ip: IpAddr) -> ApiResult<()> {
+        let refuse = |why: &str, known: bool, status: u16, code: &'static str| {
+            self.refused(
+                ip,
+                Refusal::BadEnrollment,
+                known.then_some((req.ca_id.as_str(), req.holder_id.as_str())),
                 "enrollment-refused",
-                Some(&req.ca_id),
-                None,
-                Some(&req.holder_id),
                 why,
             );
             Err(ApiErr::new(status, code, why.to_owned()))
         };
-        if holder.code_used {
-            return refuse(
-                "the enrollment code was already used; an operator must reset this holder",
-                409,
-                "code-used",
-            );
-        }
+        let holder = lock(&self.store).holder(&req.ca_id, &req.holder_id)?;
+        let Some(holder) = holder else {
+            return refuse("wrong enrollment code", false, 403, "bad-code");
+        };
         if holder.enrollment_code_sha256.as_deref()
             != Some(token_hash(&req.enrollment_code).as_str())
         {
-            return refuse("wrong enrollment code", 403, "bad-code");
+            return refuse("wrong enrollment code", true, 403, "bad-code");
+        }
+        if holder.code_used {
+            return refuse(
+                "the enrollment code was already used; an operator must reset this holder",
+                true,
+                409,
+                "code-used",
+            );
         }
         let spki = spki_from_pem(&req.public_key_pem)?;
         let sig = B64
@@ -379,6 +500,7 @@ impl State {
         if pki::verify_signature(&spki, &signed, &sig).is_err() {
             return refuse(
                 "the enrollment is not signed by the key it registers",
+                true,
                 400,
                 "bad-signature",
             );
@@ -533,7 +655,7 @@ impl State {
         lock(&self.live).insert(
             session_id.clone(),
             Live {
-                ca_id: req.ca_id,
+                ca_id: req.ca_id.clone(),
                 threshold: manifest.threshold(),
                 total: manifest.body.share_set.total,
                 identity,
@@ -544,6 +666,7 @@ impl State {
             },
         );
         self.notify();
+        self.notify_offers(&req.ca_id);
         self.status(&session_id)
     }
 
@@ -656,8 +779,9 @@ impl State {
         n
     }
 
-    /// Sessions the agent of (CA, holder) has not answered yet.
-    pub fn offers(&self, ca_id: &str, holder_id: &str) -> Vec<SessionOffer> {
+    /// Sessions the agent of (CA, holder) has not answered yet, less those it said it
+    /// skips (offers it saw and cannot answer: it waits for news instead of re-polling).
+    pub fn offers(&self, ca_id: &str, holder_id: &str, skip: &[String]) -> Vec<SessionOffer> {
         let t = now();
         let live = lock(&self.live);
         let mut out: Vec<SessionOffer> = live
@@ -666,6 +790,7 @@ impl State {
                 l.ca_id == ca_id
                     && l.offer.expires_at > t
                     && !l.answered.iter().any(|h| h == holder_id)
+                    && !skip.contains(&l.offer.session_id)
             })
             .map(|l| l.offer.clone())
             .collect();
@@ -673,10 +798,14 @@ impl State {
         out
     }
 
+    /// Notes that the agent of (CA, holder) is polling: kept in memory, written to the
+    /// store every 30 seconds by [`State::flush_last_seen`].
     pub fn seen(&self, ca_id: &str, holder_id: &str) {
-        let _ = lock(&self.store).touch_holder(ca_id, holder_id);
+        lock(&self.last_seen).insert((ca_id.to_owned(), holder_id.to_owned()), (now(), true));
     }
 
+    /// Records a refused contribution (once per holder and session: the refusal is its
+    /// answer) and returns the error to send.
     fn refuse_contribution(
         &self,
         session_id: &str,
@@ -690,7 +819,6 @@ impl State {
         let recorded =
             lock(&self.store).record_event(session_id, ca_id, holder_id, "refused", &why);
         if let Err(e) = recorded {
-            // the session may not exist (unknown id): keep the refusal in the audit log
             self.audit(
                 "contribution-refused",
                 Some(ca_id),
@@ -700,6 +828,36 @@ impl State {
             );
         }
         ApiErr::new(status, code, why)
+    }
+
+    /// Marks `holder_id` as having answered `session_id` without approving (a decline or a
+    /// refused contribution); returns the session's secrets when it can no longer reach
+    /// its threshold, so that the caller ends it.
+    fn answered_without_share(&self, session_id: &str, holder_id: &str) -> Option<Live> {
+        let mut live = lock(&self.live);
+        let l = live.get_mut(session_id)?;
+        if !l.answered.iter().any(|h| h == holder_id) {
+            l.answered.push(holder_id.to_owned());
+        }
+        l.declined += 1;
+        let still_possible = (l.total as usize).saturating_sub(l.declined) >= l.threshold as usize;
+        if still_possible {
+            None
+        } else {
+            live.remove(session_id)
+        }
+    }
+
+    fn fail_unreachable(&self, session_id: &str, l: Live, why: &str) {
+        drop(l);
+        if let Err(e) = lock(&self.store).finish_session(
+            session_id,
+            "failed",
+            &format!("{why}; secrets wiped"),
+            "session-failed",
+        ) {
+            eprintln!("error: ending session {session_id}: {e}");
+        }
     }
 
     pub fn decline(
@@ -716,7 +874,7 @@ impl State {
                 "an agent can only decline for its own holder",
             ));
         }
-        let failed = {
+        {
             let mut live = lock(&self.live);
             let l = live
                 .get_mut(session_id)
@@ -736,30 +894,26 @@ impl State {
                 ));
             }
             l.answered.push(holder_id.to_owned());
-            l.declined += 1;
-            let still_possible =
-                (l.total as usize).saturating_sub(l.declined) >= l.threshold as usize;
-            if still_possible {
-                None
-            } else {
-                live.remove(session_id)
-            }
-        };
+        }
+        let failed = self.answered_without_share(session_id, holder_id);
         lock(&self.store).record_event(session_id, ca_id, holder_id, "declined", &req.reason)?;
         if let Some(l) = failed {
-            drop(l);
-            lock(&self.store).finish_session(
+            self.fail_unreachable(
                 session_id,
-                "failed",
-                "declined by too many holders to reach the threshold; secrets wiped",
-                "session-failed",
-            )?;
+                l,
+                "declined by too many holders to reach the threshold",
+            );
         }
         self.notify();
         self.status(session_id)
     }
 
     /// Checks a contribution; at the threshold, reconstructs, signs and wipes.
+    ///
+    /// The live-session lock is held only to look up and to commit: the holder is marked as
+    /// having answered first (so a second contribution, even a concurrent one, is a
+    /// duplicate refused without any work), then every check, the decryption and the
+    /// Feldman verification run with no lock held.
     pub fn contribute(
         &self,
         ca_id: &str,
@@ -767,32 +921,116 @@ impl State {
         session_id: &str,
         c: Contribution,
     ) -> ApiResult<SessionStatus> {
-        let refuse = |status, code, why: String| {
-            Err(self.refuse_contribution(session_id, ca_id, holder_id, status, code, why))
+        let (identity, offer) = {
+            let mut live = lock(&self.live);
+            match live.get_mut(session_id).filter(|l| l.ca_id == ca_id) {
+                Some(l) if l.answered.iter().any(|h| h == holder_id) => {
+                    return Err(ApiErr::new(
+                        409,
+                        "duplicate",
+                        "this holder already answered the session",
+                    ));
+                }
+                Some(l) => {
+                    l.answered.push(holder_id.to_owned());
+                    (l.identity.clone(), l.offer.clone())
+                }
+                None => {
+                    drop(live);
+                    return Err(self.closed_session(ca_id, session_id));
+                }
+            }
         };
-        let row = lock(&self.store).session(session_id)?;
-        let Some(row) = row.filter(|r| r.ca_id == ca_id) else {
-            return refuse(
+        let share = match self.check_contribution(ca_id, holder_id, &offer, &identity, &c) {
+            Ok(share) => share,
+            Err(e) => {
+                drop(identity);
+                let err = self
+                    .refuse_contribution(session_id, ca_id, holder_id, e.status, e.code, e.message);
+                if let Some(l) = self.answered_without_share(session_id, holder_id) {
+                    self.fail_unreachable(
+                        session_id,
+                        l,
+                        "too many holders refused or declined to reach the threshold",
+                    );
+                }
+                self.notify();
+                return Err(err);
+            }
+        };
+        drop(identity);
+        let ready = {
+            let mut live = lock(&self.live);
+            let Some(l) = live.get_mut(session_id) else {
+                drop(live);
+                return Err(self.closed_session(ca_id, session_id));
+            };
+            l.shares.push((holder_id.to_owned(), share));
+            if l.shares.len() >= l.threshold as usize {
+                live.remove(session_id)
+            } else {
+                None
+            }
+        };
+        lock(&self.store).record_event(
+            session_id,
+            ca_id,
+            holder_id,
+            "approved",
+            "share verified against the commitments",
+        )?;
+        if let Some(l) = ready {
+            let row = lock(&self.store)
+                .session(session_id)?
+                .ok_or_else(|| ApiErr::new(404, "not-found", format!("no session {session_id}")))?;
+            let manifest = self.manifest(ca_id)?;
+            self.finalize(&row, &manifest, l);
+        }
+        self.notify();
+        self.status(session_id)
+    }
+
+    /// Why a contribution to a session that is not open is refused (not recorded: the
+    /// session has no holder to mark, and a replay must cost nothing).
+    fn closed_session(&self, ca_id: &str, session_id: &str) -> ApiErr {
+        let row = lock(&self.store).session(session_id);
+        match row {
+            Ok(Some(r)) if r.ca_id == ca_id && r.state == "waiting" && now() >= r.expires_at => {
+                ApiErr::new(409, "expired", "the session expired")
+            }
+            Ok(Some(r)) if r.ca_id == ca_id => ApiErr::new(
+                409,
+                "not-waiting",
+                format!("the session is {} (contributions are closed)", r.state),
+            ),
+            Ok(_) => ApiErr::new(
                 404,
                 "not-found",
                 format!("no session {session_id} for CA {ca_id}"),
-            );
-        };
-        if row.state != "waiting" {
-            return refuse(
-                409,
-                "not-waiting",
-                format!("the session is {} (contributions are closed)", row.state),
-            );
+            ),
+            Err(e) => e.into(),
         }
-        if now() >= row.expires_at {
+    }
+
+    /// Every check of a contribution, cheapest first, with no lock held; the share when it
+    /// passes them all.
+    fn check_contribution(
+        &self,
+        ca_id: &str,
+        holder_id: &str,
+        offer: &SessionOffer,
+        identity: &age::x25519::Identity,
+        c: &Contribution,
+    ) -> ApiResult<Share> {
+        let refuse = |status, code, why: String| Err(ApiErr::new(status, code, why));
+        if now() >= offer.expires_at {
             return refuse(409, "expired", "the session expired".into());
         }
         let e = &c.envelope;
-        if e.session_id != session_id
+        if e.session_id != offer.session_id
             || e.ca_id != ca_id
-            || e.nonce != row.nonce
-            || e.expires_at != row.expires_at
+            || e.nonce != offer.nonce
+            || e.expires_at != offer.expires_at
         {
             return refuse(
                 409,
@@ -810,37 +1048,37 @@ impl State {
                 ),
             );
         }
-        if e.request_sha256 != row.request_sha256 {
+        if e.request_sha256 != offer.request_sha256 {
             return refuse(
                 409,
                 "wrong-request",
                 "the envelope approves another request (CSR digest differs)".into(),
             );
         }
-        if Some(&e.profile) != row.profile.as_ref() || Some(e.days) != row.days {
+        if e.profile != offer.summary.profile || e.days != offer.summary.days {
             return refuse(
                 409,
                 "wrong-terms",
                 format!(
                     "the envelope approves profile {} for {} days; the session is {} for {} days",
-                    e.profile,
-                    e.days,
-                    row.profile.as_deref().unwrap_or("-"),
-                    row.days.unwrap_or(0)
+                    e.profile, e.days, offer.summary.profile, offer.summary.days
                 ),
             );
         }
-        let certificate_sha256 = match row.certificate_view.as_deref().map(view_of) {
-            Some(Ok(view)) => Some(view.digest()),
-            Some(Err(why)) => return refuse(500, "internal", why),
-            None => None,
-        };
+        let certificate_sha256 = offer
+            .summary
+            .certificate
+            .as_ref()
+            .map(pki::CertificateView::digest);
         if e.certificate_sha256 != certificate_sha256 {
             return refuse(
                 409,
                 "wrong-certificate",
                 "the envelope approves another certificate than the session issues".into(),
             );
+        }
+        if let Err(why) = guard::check_ciphertext(&c.ciphertext) {
+            return refuse(400, "bad-ciphertext", why);
         }
         if pki::sha256_hex(c.ciphertext.as_bytes()) != e.ciphertext_sha256 {
             return refuse(
@@ -849,9 +1087,12 @@ impl State {
                 "the ciphertext does not match the envelope's digest".into(),
             );
         }
-        let key = match self.holder_key(ca_id, holder_id) {
-            Ok(k) => k,
-            Err(e) => return refuse(e.status, e.code, e.message),
+        let Some(key) = self.holder_key(ca_id, holder_id)? else {
+            return refuse(
+                403,
+                "unknown-holder",
+                format!("{holder_id} is not an enrolled holder of CA {ca_id}"),
+            );
         };
         let sig = B64.decode(&c.signature).unwrap_or_default();
         if pki::verify_signature(&key, &e.signed_bytes(), &sig).is_err() {
@@ -861,90 +1102,43 @@ impl State {
                 "the envelope's signature does not verify with the holder's token key".into(),
             );
         }
+        let plain =
+            crate::seal::open_with_identity(c.ciphertext.as_bytes(), identity).map_err(|err| {
+                ApiErr::new(
+                    400,
+                    "bad-ciphertext",
+                    format!("the share cannot be decrypted with the session key: {err}"),
+                )
+            })?;
+        let share: Share = serde_json::from_slice(&plain).map_err(|_| {
+            ApiErr::new(
+                400,
+                "bad-share",
+                "the decrypted contribution is not a share",
+            )
+        })?;
+        drop(plain);
         let manifest = self.manifest(ca_id)?;
-        // decrypt and check under the live-session lock, so two contributions of one holder
-        // cannot race
-        let ready = {
-            let mut live = lock(&self.live);
-            let Some(l) = live.get_mut(session_id) else {
-                drop(live);
-                return refuse(409, "not-waiting", "the session is no longer open".into());
-            };
-            if l.answered.iter().any(|h| h == holder_id) {
-                drop(live);
-                return refuse(
-                    409,
-                    "duplicate",
-                    "this holder already answered the session".into(),
-                );
-            }
-            let plain = match crate::seal::open_with_identity(c.ciphertext.as_bytes(), &l.identity)
-            {
-                Ok(p) => p,
-                Err(err) => {
-                    drop(live);
-                    return refuse(
-                        400,
-                        "bad-ciphertext",
-                        format!("the share cannot be decrypted with the session key: {err}"),
-                    );
-                }
-            };
-            let share: Share = match serde_json::from_slice(&plain) {
-                Ok(s) => s,
-                Err(_) => {
-                    drop(live);
-                    return refuse(
-                        400,
-                        "bad-share",
-                        "the decrypted contribution is not a share".into(),
-                    );
-                }
-            };
-            drop(plain);
-            if let Err(err) =
-                manifest.check_share(&share, &format!("the share sent by {holder_id}"))
-            {
-                drop(live);
-                return refuse(
-                    422,
-                    "bad-share",
-                    format!("share failed verification: {err}"),
-                );
-            }
-            let expected = manifest.holder(share.index).map(|h| h.nitrokey_id.as_str());
-            if expected != Some(holder_id) {
-                drop(live);
-                return refuse(
-                    422,
-                    "bad-share",
-                    format!(
-                        "{holder_id} sent share {} which belongs to {}",
-                        share.index,
-                        expected.unwrap_or("nobody")
-                    ),
-                );
-            }
-            l.answered.push(holder_id.to_owned());
-            l.shares.push((holder_id.to_owned(), share));
-            if l.shares.len() >= l.threshold as usize {
-                live.remove(session_id)
-            } else {
-                None
-            }
-        };
-        lock(&self.store).record_event(
-            session_id,
-            ca_id,
-            holder_id,
-            "approved",
-            "share verified against the commitments",
-        )?;
-        if let Some(l) = ready {
-            self.finalize(&row, &manifest, l);
+        if let Err(err) = manifest.check_share(&share, &format!("the share sent by {holder_id}")) {
+            return refuse(
+                422,
+                "bad-share",
+                format!("share failed verification: {err}"),
+            );
         }
-        self.notify();
-        self.status(session_id)
+        let expected = manifest.holder(share.index).map(|h| h.nitrokey_id.as_str());
+        if expected != Some(holder_id) {
+            return refuse(
+                422,
+                "bad-share",
+                format!(
+                    "{holder_id} sent share {} which belongs to {}",
+                    share.index,
+                    expected.unwrap_or("nobody")
+                ),
+            );
+        }
+        Ok(share)
     }
 
     /// Rebuilds the CA key from `l`'s shares, does the session's work, wipes everything.
@@ -1167,13 +1361,20 @@ impl State {
 
     /// CAs and their holders' enrollment and liveness, for operators.
     pub fn cas(&self) -> ApiResult<serde_json::Value> {
+        // the freshest last-seen times are in memory; the store has them up to the last flush
+        let seen: HashMap<(String, String), i64> = lock(&self.last_seen)
+            .iter()
+            .map(|(k, (t, _))| (k.clone(), *t))
+            .collect();
         let store = lock(&self.store);
         let mut out = Vec::new();
         for (ca_id, _) in store.ca_manifests()? {
             let holders: Vec<serde_json::Value> = store
                 .holders(&ca_id)?
                 .into_iter()
-                .map(|h| {
+                .map(|mut h| {
+                    let polled = seen.get(&(h.ca_id.clone(), h.holder_id.clone())).copied();
+                    h.last_seen = h.last_seen.max(polled);
                     serde_json::json!({
                         "holder_id": h.holder_id,
                         "share_index": h.share_index,

@@ -208,6 +208,22 @@ impl Store {
         &self.conn
     }
 
+    /// Runs `f` with commits that are not flushed to disk one by one (`synchronous =
+    /// NORMAL`, write-ahead log): they become durable with the next flushed commit, which
+    /// writes the log up to there. Certificates, CRLs, revocations, sessions' ends and every
+    /// administrative change are flushed; the frequent records (session openings,
+    /// contributions, audit notes, last-seen times) need not cost a disk flush each. A power
+    /// loss can drop the unflushed tail: the database stays consistent and the audit chain
+    /// a valid prefix, and no certificate is ever recorded without what led to it.
+    fn unflushed<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
+        self.conn.pragma_update(None, "synchronous", "NORMAL")?;
+        let out = f(self);
+        let restored = self.conn.pragma_update(None, "synchronous", "FULL");
+        let out = out?;
+        restored?;
+        Ok(out)
+    }
+
     // ---- CAs ----------------------------------------------------------------------
 
     pub fn add_ca(
@@ -346,11 +362,33 @@ impl Store {
         Ok(())
     }
 
-    pub fn touch_holder(&self, ca_id: &str, holder_id: &str) -> Result<()> {
-        self.conn.execute(
-            "UPDATE holders SET last_seen = ?3 WHERE ca_id = ?1 AND holder_id = ?2",
-            params![ca_id, holder_id, now()],
-        )?;
+    pub fn touch_holder(&mut self, ca_id: &str, holder_id: &str) -> Result<()> {
+        self.unflushed(|s| {
+            s.conn.execute(
+                "UPDATE holders SET last_seen = ?3 WHERE ca_id = ?1 AND holder_id = ?2",
+                params![ca_id, holder_id, now()],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Writes agents' last-seen times (kept in the server's memory between writes), in
+    /// one transaction.
+    pub fn touch_holders(&mut self, seen: &[(String, String, i64)]) -> Result<()> {
+        self.unflushed(|s| s.touch_holders_now(seen))
+    }
+
+    fn touch_holders_now(&mut self, seen: &[(String, String, i64)]) -> Result<()> {
+        let tx = self.write_tx()?;
+        {
+            let mut stmt = tx.prepare(
+                "UPDATE holders SET last_seen = MAX(COALESCE(last_seen, 0), ?3) WHERE ca_id = ?1 AND holder_id = ?2",
+            )?;
+            for (ca_id, holder_id, at) in seen {
+                stmt.execute(params![ca_id, holder_id, at])?;
+            }
+        }
+        tx.commit()?;
         Ok(())
     }
 
@@ -429,6 +467,10 @@ impl Store {
     // ---- sessions -----------------------------------------------------------------
 
     pub fn insert_session(&mut self, s: &SessionRow) -> Result<()> {
+        self.unflushed(|store| store.insert_session_now(s))
+    }
+
+    fn insert_session_now(&mut self, s: &SessionRow) -> Result<()> {
         let tx = self.write_tx()?;
         tx.execute(
             "INSERT INTO sessions (session_id, ca_id, kind, state, requester, request, request_sha256, profile, days, \
@@ -552,6 +594,17 @@ impl Store {
     }
 
     pub fn record_event(
+        &mut self,
+        session_id: &str,
+        ca_id: &str,
+        holder_id: &str,
+        outcome: &str,
+        detail: &str,
+    ) -> Result<()> {
+        self.unflushed(|s| s.record_event_now(session_id, ca_id, holder_id, outcome, detail))
+    }
+
+    fn record_event_now(
         &mut self,
         session_id: &str,
         ca_id: &str,
@@ -708,7 +761,7 @@ impl Store {
 
     // ---- audit ----------------------------------------------------------------------
 
-    /// Appends an audit entry on its own.
+    /// Appends an audit entry on its own (not flushed on its own: see `unflushed`).
     pub fn audit(
         &mut self,
         event: &str,
@@ -717,10 +770,12 @@ impl Store {
         holder_id: Option<&str>,
         detail: &str,
     ) -> Result<()> {
-        let tx = self.write_tx()?;
-        audit::append_tx(&tx, event, ca_id, session_id, holder_id, detail)?;
-        tx.commit()?;
-        Ok(())
+        self.unflushed(|s| {
+            let tx = s.write_tx()?;
+            audit::append_tx(&tx, event, ca_id, session_id, holder_id, detail)?;
+            tx.commit()?;
+            Ok(())
+        })
     }
 
     pub fn audit_entries(&self) -> Result<Vec<AuditEntry>> {
