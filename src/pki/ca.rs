@@ -122,3 +122,19 @@ impl CaCertificate {
         super::pem_encode("CERTIFICATE", &self.der)
     }
 }
+
+/// Checks that `der` is a certificate whose signature verifies with `ca`'s key: what a
+/// signer outside this process returned is checked before it is recorded.
+pub fn check_signed_by(ca: &CaCertificate, der: &[u8]) -> Result<(), PkiError> {
+    let (_, issuer) = X509Certificate::from_der(&ca.der)
+        .map_err(|e| PkiError::BadCaCertificate(e.to_string()))?;
+    let (rest, cert) = X509Certificate::from_der(der)
+        .map_err(|e| PkiError::Build(format!("the signed certificate does not parse: {e}")))?;
+    if !rest.is_empty() {
+        return Err(PkiError::Build(
+            "trailing bytes after the signed certificate".into(),
+        ));
+    }
+    cert.verify_signature(Some(issuer.public_key()))
+        .map_err(|_| PkiError::BadSignature)
+}

@@ -9,7 +9,7 @@ mod issue;
 mod key;
 pub mod text;
 
-pub use ca::{CaCertificate, CaSubject, self_signed};
+pub use ca::{CaCertificate, CaSubject, check_signed_by, self_signed};
 pub use crl::{CRL_VALIDITY_DAYS, REASONS, Revoked, parse_reason, sign_crl};
 pub use csr::{Csr, CsrKey, San};
 pub use issue::{CertificateView, Issued, Profile, Terms, check as check_request, issue};

@@ -3,13 +3,13 @@
 
 use super::guard::{self, FailureLimiter, Refusal, Refusals};
 use crate::manifest::{Manifest, VerifiedManifest};
-use crate::pki::{self, CaKey, Csr, Profile, Revoked};
+use crate::pki::{self, Csr, Profile, Revoked};
 use crate::proto::{
     self, Challenge, ChallengeRequest, Contribution, CreateSession, Decline, Enroll, Login,
-    LoginOk, OfferSummary, SessionKind, SessionOffer, SessionState, SessionStatus,
+    LoginOk, OfferSummary, SessionKind, SessionOffer, SessionState, SessionStatus, SignJob,
 };
-use crate::sss::Share;
 use crate::store::{self, SessionRow, Store, now};
+use crate::worker::{Verdict, WorkerHandle};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use std::collections::HashMap;
@@ -54,19 +54,28 @@ impl From<store::StoreError> for ApiErr {
     }
 }
 
-/// A session's secrets, in memory only: dropped (and zeroized) when the session ends.
+/// An open session. Its secrets (the age identity, the shares, the rebuilt key) are in
+/// its worker process, never here: dropping the handle kills the worker.
 struct Live {
     ca_id: String,
     threshold: u8,
     total: u8,
-    identity: age::x25519::Identity,
-    shares: Vec<(String, Share)>,
+    /// Taken out to sign (which consumes it); `None` once signing has begun.
+    worker: Arc<tokio::sync::Mutex<Option<WorkerHandle>>>,
+    /// Holders whose share the worker accepted.
+    approved: Vec<String>,
     /// Holders that answered in any way (approved, declined, or refused): never offered
     /// the session again, and a second contribution is a duplicate.
     answered: Vec<String>,
     /// Holders that can no longer approve: declines and refused contributions.
     declined: usize,
     offer: SessionOffer,
+}
+
+/// What a signature will be recorded as.
+enum Pending {
+    Certificate(pki::CertificateView),
+    Crl { number: i64, new: Option<Revoked> },
 }
 
 struct AgentLogin {
@@ -606,8 +615,7 @@ impl State {
                 (text.clone(), pki::sha256_hex(text.as_bytes()), summary)
             }
         };
-        let identity = age::x25519::Identity::generate();
-        let recipient = identity.to_public().to_string();
+        let (worker, recipient) = self.start_worker(&req.ca_id)?;
         let session_id = random_hex(16);
         let nonce = random_hex(32);
         let created_at = now();
@@ -658,8 +666,8 @@ impl State {
                 ca_id: req.ca_id.clone(),
                 threshold: manifest.threshold(),
                 total: manifest.body.share_set.total,
-                identity,
-                shares: Vec::new(),
+                worker: Arc::new(tokio::sync::Mutex::new(Some(worker))),
+                approved: Vec::new(),
                 answered: Vec::new(),
                 declined: 0,
                 offer,
@@ -763,7 +771,7 @@ impl State {
         for (id, l) in expired {
             let detail = format!(
                 "expired with {} of {} shares; secrets wiped",
-                l.shares.len(),
+                l.approved.len(),
                 l.threshold
             );
             drop(l);
@@ -921,7 +929,7 @@ impl State {
         session_id: &str,
         c: Contribution,
     ) -> ApiResult<SessionStatus> {
-        let (identity, offer) = {
+        let (worker, offer) = {
             let mut live = lock(&self.live);
             match live.get_mut(session_id).filter(|l| l.ca_id == ca_id) {
                 Some(l) if l.answered.iter().any(|h| h == holder_id) => {
@@ -933,7 +941,7 @@ impl State {
                 }
                 Some(l) => {
                     l.answered.push(holder_id.to_owned());
-                    (l.identity.clone(), l.offer.clone())
+                    (l.worker.clone(), l.offer.clone())
                 }
                 None => {
                     drop(live);
@@ -941,32 +949,42 @@ impl State {
                 }
             }
         };
-        let share = match self.check_contribution(ca_id, holder_id, &offer, &identity, &c) {
-            Ok(share) => share,
-            Err(e) => {
-                drop(identity);
-                let err = self
-                    .refuse_contribution(session_id, ca_id, holder_id, e.status, e.code, e.message);
-                if let Some(l) = self.answered_without_share(session_id, holder_id) {
-                    self.fail_unreachable(
-                        session_id,
-                        l,
-                        "too many holders refused or declined to reach the threshold",
-                    );
-                }
-                self.notify();
-                return Err(err);
-            }
+        let verdict = match self.check_envelope(ca_id, holder_id, &offer, &c) {
+            Ok(()) => self.worker_contribute(&worker, holder_id, &c.ciphertext),
+            Err(e) => Err(e),
         };
-        drop(identity);
+        drop(worker);
+        if let Err(e) = &verdict
+            && e.code == "worker"
+        {
+            // not the holder's fault: the session cannot go on without its secrets
+            let l = lock(&self.live).remove(session_id);
+            if let Some(l) = l {
+                self.fail_unreachable(session_id, l, &e.message);
+            }
+            self.notify();
+        }
+        if let Err(e) = verdict {
+            let err =
+                self.refuse_contribution(session_id, ca_id, holder_id, e.status, e.code, e.message);
+            if let Some(l) = self.answered_without_share(session_id, holder_id) {
+                self.fail_unreachable(
+                    session_id,
+                    l,
+                    "too many holders refused or declined to reach the threshold",
+                );
+            }
+            self.notify();
+            return Err(err);
+        }
         let ready = {
             let mut live = lock(&self.live);
             let Some(l) = live.get_mut(session_id) else {
                 drop(live);
                 return Err(self.closed_session(ca_id, session_id));
             };
-            l.shares.push((holder_id.to_owned(), share));
-            if l.shares.len() >= l.threshold as usize {
+            l.approved.push(holder_id.to_owned());
+            if l.approved.len() >= l.threshold as usize {
                 live.remove(session_id)
             } else {
                 None
@@ -977,7 +995,7 @@ impl State {
             ca_id,
             holder_id,
             "approved",
-            "share verified against the commitments",
+            "share verified against the commitments by the session worker",
         )?;
         if let Some(l) = ready {
             let row = lock(&self.store)
@@ -988,6 +1006,76 @@ impl State {
         }
         self.notify();
         self.status(session_id)
+    }
+
+    /// Starts a session's worker for `ca_id` and opens the session in it; returns the
+    /// handle and the session's recipient (the identity stays in the worker).
+    fn start_worker(&self, ca_id: &str) -> ApiResult<(WorkerHandle, String)> {
+        let manifest_json = lock(&self.store)
+            .ca_manifests()?
+            .into_iter()
+            .find(|(id, _)| id == ca_id)
+            .map(|(_, m)| m)
+            .ok_or_else(|| {
+                ApiErr::new(404, "unknown-ca", format!("no CA {ca_id} is registered"))
+            })?;
+        // the worker outlives the session by a little at most, whatever happens here
+        let lifetime = std::time::Duration::from_secs(
+            u64::try_from(self.session_ttl.saturating_add(30)).unwrap_or(330),
+        );
+        let runtime = tokio::runtime::Handle::try_current().map_err(internal)?;
+        runtime
+            .block_on(async {
+                let mut worker = WorkerHandle::spawn_current(lifetime).await?;
+                let recipient = worker.open(&manifest_json).await?;
+                Ok::<_, crate::worker::WorkerError>((worker, recipient))
+            })
+            .map_err(|e| {
+                ApiErr::new(
+                    500,
+                    "worker",
+                    format!("cannot start the session's worker: {e}"),
+                )
+            })
+    }
+
+    /// Hands a contribution to the session's worker, which decrypts and checks it; a refusal
+    /// comes back as the error the holder gets.
+    fn worker_contribute(
+        &self,
+        worker: &tokio::sync::Mutex<Option<WorkerHandle>>,
+        holder_id: &str,
+        ciphertext: &str,
+    ) -> ApiResult<()> {
+        let runtime = tokio::runtime::Handle::try_current().map_err(internal)?;
+        let verdict = runtime.block_on(async {
+            match worker.lock().await.as_mut() {
+                Some(w) => w.contribute(holder_id, ciphertext).await.map(Some),
+                None => Ok(None),
+            }
+        });
+        match verdict {
+            Ok(Some(Verdict::Accepted { .. })) => Ok(()),
+            Ok(Some(Verdict::Refused { code, why })) => {
+                let (status, code) = match code.as_str() {
+                    "bad-ciphertext" => (400, "bad-ciphertext"),
+                    "bad-share" => (422, "bad-share"),
+                    "duplicate" => (409, "duplicate"),
+                    _ => (409, "not-waiting"),
+                };
+                Err(ApiErr::new(status, code, why))
+            }
+            Ok(None) => Err(ApiErr::new(
+                409,
+                "not-waiting",
+                "the session is being signed (contributions are closed)",
+            )),
+            Err(e) => Err(ApiErr::new(
+                500,
+                "worker",
+                format!("the session's worker failed: {e}"),
+            )),
+        }
     }
 
     /// Why a contribution to a session that is not open is refused (not recorded: the
@@ -1012,16 +1100,15 @@ impl State {
         }
     }
 
-    /// Every check of a contribution, cheapest first, with no lock held; the share when it
-    /// passes them all.
-    fn check_contribution(
+    /// Every check of a contribution's envelope, cheapest first, with no lock held; what
+    /// is sealed inside is the worker's to check.
+    fn check_envelope(
         &self,
         ca_id: &str,
         holder_id: &str,
         offer: &SessionOffer,
-        identity: &age::x25519::Identity,
         c: &Contribution,
-    ) -> ApiResult<Share> {
+    ) -> ApiResult<()> {
         let refuse = |status, code, why: String| Err(ApiErr::new(status, code, why));
         if now() >= offer.expires_at {
             return refuse(409, "expired", "the session expired".into());
@@ -1102,65 +1189,31 @@ impl State {
                 "the envelope's signature does not verify with the holder's token key".into(),
             );
         }
-        let plain =
-            crate::seal::open_with_identity(c.ciphertext.as_bytes(), identity).map_err(|err| {
-                ApiErr::new(
-                    400,
-                    "bad-ciphertext",
-                    format!("the share cannot be decrypted with the session key: {err}"),
-                )
-            })?;
-        let share: Share = serde_json::from_slice(&plain).map_err(|_| {
-            ApiErr::new(
-                400,
-                "bad-share",
-                "the decrypted contribution is not a share",
-            )
-        })?;
-        drop(plain);
-        let manifest = self.manifest(ca_id)?;
-        if let Err(err) = manifest.check_share(&share, &format!("the share sent by {holder_id}")) {
-            return refuse(
-                422,
-                "bad-share",
-                format!("share failed verification: {err}"),
-            );
-        }
-        let expected = manifest.holder(share.index).map(|h| h.nitrokey_id.as_str());
-        if expected != Some(holder_id) {
-            return refuse(
-                422,
-                "bad-share",
-                format!(
-                    "{holder_id} sent share {} which belongs to {}",
-                    share.index,
-                    expected.unwrap_or("nobody")
-                ),
-            );
-        }
-        Ok(share)
+        Ok(())
     }
 
-    /// Rebuilds the CA key from `l`'s shares, does the session's work, wipes everything.
+    /// Has the session's worker rebuild the key, sign exactly what the holders approved
+    /// and exit; records what it signed.
     fn finalize(&self, row: &SessionRow, manifest: &VerifiedManifest, l: Live) {
-        let holders: Vec<String> = l.shares.iter().map(|(h, _)| h.clone()).collect();
-        let shares: Vec<Share> = l.shares.iter().map(|(_, s)| s.clone()).collect();
+        let holders = l.approved.join(", ");
+        let worker = l.worker.clone();
         drop(l);
         let outcome = (|| -> Result<String, String> {
-            let pkcs8: Zeroizing<Vec<u8>> = manifest
-                .body
-                .share_set
-                .recover(&shares)
-                .map_err(|e| e.to_string())?;
-            drop(shares);
-            let key = CaKey::from_pkcs8_der(&pkcs8).map_err(|e| e.to_string())?;
-            drop(pkcs8);
-            if key.spki_der().map_err(|e| e.to_string())? != manifest.ca.spki_der {
-                return Err("the rebuilt key does not match the CA certificate".into());
-            }
-            let result = self.sign_with(&key, row, manifest);
-            drop(key);
-            result
+            let runtime = tokio::runtime::Handle::try_current().map_err(|e| e.to_string())?;
+            let handle = runtime
+                .block_on(async { worker.lock().await.take() })
+                .ok_or("the session's worker is gone")?;
+            let (job, record) = match self.job_for(row) {
+                Ok(job) => job,
+                Err(why) => {
+                    runtime.block_on(handle.abort());
+                    return Err(why);
+                }
+            };
+            let der = runtime
+                .block_on(handle.sign(job))
+                .map_err(|e| format!("the session's worker did not sign: {e}"))?;
+            self.record_signed(row, manifest, record, &der)
         })();
         match outcome {
             Ok(what) => self.audit(
@@ -1169,8 +1222,7 @@ impl State {
                 Some(&row.session_id),
                 None,
                 &format!(
-                    "{what} with shares of {}; CA key and shares wiped",
-                    holders.join(", ")
+                    "{what} with shares of {holders}; the worker that held the CA key and the shares has exited"
                 ),
             ),
             Err(why) => {
@@ -1184,13 +1236,9 @@ impl State {
         }
     }
 
-    fn sign_with(
-        &self,
-        key: &CaKey,
-        row: &SessionRow,
-        manifest: &VerifiedManifest,
-    ) -> Result<String, String> {
-        let now_t = time::OffsetDateTime::now_utc();
+    /// What the worker is to sign for `row`, re-derived from the stored session and
+    /// checked against what the holders approved.
+    fn job_for(&self, row: &SessionRow) -> Result<(SignJob, Pending), String> {
         match row.kind.as_str() {
             "issue" => {
                 let csr = Csr::parse(row.request.as_bytes()).map_err(|e| e.to_string())?;
@@ -1202,29 +1250,14 @@ impl State {
                     );
                 }
                 let approved = view_of(row.certificate_view.as_deref().unwrap_or_default())?;
-                let terms = pki::Terms::of_view(&approved).map_err(|e| e.to_string())?;
-                let issued =
-                    pki::issue(key, &manifest.ca, &csr, &terms).map_err(|e| e.to_string())?;
-                if issued.view != approved {
-                    return Err(
-                        "the certificate issuance would make differs from the one the holders approved"
-                            .into(),
-                    );
-                }
-                lock(&self.store)
-                    .record_certificate(
-                        &row.session_id,
-                        &row.ca_id,
-                        &issued.serial_hex,
-                        &issued.view.subject_string(),
-                        issued.not_after.unix_timestamp(),
-                        &issued.pem(),
-                    )
-                    .map_err(|e| e.to_string())?;
-                Ok(format!("certificate {}", issued.serial_hex))
+                let job = SignJob::Issue {
+                    csr_der: B64.encode(&csr.der),
+                    view: Box::new(approved.clone()),
+                };
+                Ok((job, Pending::Certificate(approved)))
             }
             kind => {
-                let mut store = lock(&self.store);
+                let store = lock(&self.store);
                 let mut revoked: Vec<Revoked> = store
                     .revocations(&row.ca_id)
                     .map_err(|e| e.to_string())?
@@ -1260,14 +1293,51 @@ impl State {
                 let number = store
                     .next_crl_number(&row.ca_id)
                     .map_err(|e| e.to_string())?;
-                let (der, pem) = pki::sign_crl(key, &manifest.ca, number as u64, &revoked, now_t)
+                let job = SignJob::Crl {
+                    revoked: revoked
+                        .iter()
+                        .map(|r| (r.serial_hex.clone(), r.reason.clone(), r.revoked_at))
+                        .collect(),
+                    number: u64::try_from(number).map_err(|e| e.to_string())?,
+                    now: now(),
+                };
+                Ok((job, Pending::Crl { number, new }))
+            }
+        }
+    }
+
+    /// Records what the worker signed, after checking it is signed by this CA.
+    fn record_signed(
+        &self,
+        row: &SessionRow,
+        manifest: &VerifiedManifest,
+        pending: Pending,
+        der: &[u8],
+    ) -> Result<String, String> {
+        match pending {
+            Pending::Certificate(view) => {
+                pki::check_signed_by(&manifest.ca, der).map_err(|e| e.to_string())?;
+                let pem = pki::pem_encode("CERTIFICATE", der);
+                lock(&self.store)
+                    .record_certificate(
+                        &row.session_id,
+                        &row.ca_id,
+                        &view.serial,
+                        &view.subject_string(),
+                        view.not_after,
+                        &pem,
+                    )
                     .map_err(|e| e.to_string())?;
-                store
+                Ok(format!("certificate {}", view.serial))
+            }
+            Pending::Crl { number, new } => {
+                let pem = pki::pem_encode("X509 CRL", der);
+                lock(&self.store)
                     .record_crl(
                         &row.session_id,
                         &row.ca_id,
                         number,
-                        &der,
+                        der,
                         &pem,
                         new.as_ref()
                             .map(|n| (n.serial_hex.as_str(), n.reason.as_str(), n.revoked_at)),

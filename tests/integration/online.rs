@@ -249,6 +249,12 @@ fn three_agents_sign_revoke_and_the_audit_chain_holds() {
     ] {
         assert!(export.contains(event), "audit lacks {event}");
     }
+    // the key was rebuilt in a one-shot worker process, not in the server
+    assert!(
+        export.contains("verified against the commitments by the session worker")
+            && export.contains("the worker that held the CA key and the shares has exited"),
+        "{export}"
+    );
     drop(server);
     let (pkcs8, scalar) = ca_key_material(&env, &ca_id);
     for file in env.files_below("data") {

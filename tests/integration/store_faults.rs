@@ -136,3 +136,67 @@ fn a_damaged_database_is_refused_with_a_pointer_to_the_backups() {
     let run = env.nkpki(&["serve", "--listen", "127.0.0.1:0", "--data-dir", "data"]);
     run.fails_with(&["is damaged", "serve backup", "operator-guide.md"]);
 }
+
+/// The children of process `pid` (its session workers, for `serve`).
+fn children(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+    {
+        let list = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+        out.extend(
+            list.split_whitespace()
+                .filter_map(|p| p.parse::<u32>().ok()),
+        );
+    }
+    out
+}
+
+#[test]
+fn a_session_whose_worker_dies_fails_cleanly_and_the_next_one_signs() {
+    let env = Env::new().with_softhsm(&["NK001", "NK002", "NK003"]);
+    let holders = env.packaged_ceremony(3, 2);
+    for h in &holders {
+        env.deploy(h, &format!("ca/packages/{}.nkpkg", h.id), &h.id, &[])
+            .ok();
+    }
+    let ca_id = env.register();
+    let server = env.serve(&[]);
+    let session = open_session(&env, &server.url, &ca_id);
+    let id = session["session_id"].as_str().unwrap().to_owned();
+    let workers = children(server.proc.child.id());
+    assert_eq!(workers.len(), 1, "one worker per open session: {workers:?}");
+    env.tool("kill", &["-9", &workers[0].to_string()]).ok();
+    let rule = ["--approve-revocations"];
+    let _agents: Vec<_> = ["NK001", "NK002"]
+        .iter()
+        .map(|h| env.agent(h, &ca_id, &server.url, &rule))
+        .collect();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while session_state(&env, &server.url, &id) == "waiting" && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert_eq!(session_state(&env, &server.url, &id), "failed");
+    let audit = env
+        .nkpki(&["audit", "export", "--data-dir", "data"])
+        .ok()
+        .stdout();
+    assert!(audit.contains("the session's worker failed"), "{audit}");
+    // the server goes on: a new session gets a new worker and signs
+    let next = open_session(&env, &server.url, &ca_id);
+    let next_id = next["session_id"].as_str().unwrap().to_owned();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while session_state(&env, &server.url, &next_id) == "waiting"
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert_eq!(session_state(&env, &server.url, &next_id), "signed");
+    assert!(
+        children(server.proc.child.id()).is_empty(),
+        "the worker exited after signing"
+    );
+    env.nkpki(&["audit", "verify", "--data-dir", "data"]).ok();
+}
