@@ -8,6 +8,7 @@ mod harness;
 
 mod bad_input;
 mod ceremony;
+mod fuzz_corpus;
 mod nitrokey;
 mod online;
 mod online_attacks;
