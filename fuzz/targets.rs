@@ -146,6 +146,24 @@ fn any<T>(_: &T, _: &T) -> bool {
     true
 }
 
+/// What the server does with a session request before any holder is asked: the CSR,
+/// profile and validity checked against the CA (here the fixture's), or the reason parsed.
+fn create_session(create: &proto::CreateSession) {
+    if let Some(reason) = &create.reason {
+        let _ = pki::parse_reason(reason);
+    }
+    let Some(pem) = &create.csr_pem else { return };
+    let Ok(csr) = pki::Csr::parse(pem.as_bytes()) else {
+        return;
+    };
+    let Ok(profile) = create.profile.as_deref().unwrap_or("server").parse() else {
+        return;
+    };
+    let ca = &fixture_manifest().ca;
+    let now = ca.not_after - time::Duration::days(400);
+    let _ = pki::check_request(ca, &csr, profile, create.days.unwrap_or(90), now);
+}
+
 /// Every JSON body of the wire, tried as each type in turn, with what the receiving side
 /// does next (the server parses the CSR, reason and manifest; the agent recomputes the
 /// request digest and applies its approval rule).
@@ -153,15 +171,7 @@ pub fn wire(data: &[u8]) -> Result<(), String> {
     let mut accepted = false;
     if let Some(create) = body::<proto::CreateSession>(data, any) {
         accepted = true;
-        if let Some(pem) = &create.csr_pem {
-            let _ = pki::Csr::parse(pem.as_bytes());
-        }
-        if let Some(reason) = &create.reason {
-            let _ = pki::parse_reason(reason);
-        }
-        if let Some(profile) = &create.profile {
-            let _ = profile.parse::<pki::Profile>();
-        }
+        create_session(&create);
     }
     accepted |= body::<proto::SessionStatus>(data, any).is_some();
     let rule = ApprovalRule {

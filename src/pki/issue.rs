@@ -124,14 +124,17 @@ fn plan(
     let now = now
         .replace_nanosecond(0)
         .map_err(|e| PkiError::Build(e.to_string()))?;
-    let not_after = now + Duration::days(i64::from(days));
-    if not_after > ca.not_after {
-        return Err(PkiError::ValidityPastCa {
-            days,
-            max_days: (ca.not_after - now).whole_days().max(0),
-            ca_not_after: ca.not_after.to_string(),
-        });
-    }
+    // `days` is whatever a client sent: past the year 9999 the end date does not exist
+    let not_after = match now.checked_add(Duration::days(i64::from(days))) {
+        Some(not_after) if not_after <= ca.not_after => not_after,
+        _ => {
+            return Err(PkiError::ValidityPastCa {
+                days,
+                max_days: (ca.not_after - now).whole_days().max(0),
+                ca_not_after: ca.not_after.to_string(),
+            });
+        }
+    };
     if profile == Profile::SubCa && ca.path_len == Some(0) {
         return Err(PkiError::PathLenExhausted);
     }
