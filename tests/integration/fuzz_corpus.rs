@@ -114,6 +114,7 @@ fn malformed_pkcs11_uris_are_refused() {
         "pkcs11:token=%zz",
         "pkcs11:token=%4",
         "pkcs11:token=%ff",
+        "pkcs11:token=%+1",
         "pkcs11:object=ca-key;type=private",
     ] {
         assert!(
