@@ -3,7 +3,7 @@
 CARGO ?= cargo
 NKPKI := target/debug/nkpki
 
-.PHONY: all deps build demo test lint bench clean
+.PHONY: all deps build demo test lint bench fuzz clean
 
 all: build
 
@@ -36,6 +36,12 @@ bench: deps
 	@scripts/bench.sh target/release/nkpki
 	@echo; echo '==> online load bar: $(AGENTS) agents, $(SESSIONS) sessions, 100 silent connections'
 	target/release/examples/loadbar target/release/nkpki --agents $(AGENTS) --sessions $(SESSIONS)
+
+# Every cargo-fuzz target for FUZZ_SECONDS each (nightly only; skipped without one).
+# `make test` replays the committed corpus on stable (tests/integration/fuzz_corpus.rs).
+FUZZ_SECONDS ?= 60
+fuzz:
+	FUZZ_SECONDS=$(FUZZ_SECONDS) scripts/fuzz.sh
 
 clean:
 	$(CARGO) clean

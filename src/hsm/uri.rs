@@ -29,6 +29,10 @@ fn percent_decode(value: &str, uri: &str) -> Result<String, HsmError> {
             let hex = value
                 .get(i + 1..i + 3)
                 .ok_or_else(|| bad("truncated %-escape"))?;
+            // from_str_radix alone would take "%+1" for 0x01
+            if !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(bad("bad %-escape"));
+            }
             out.push(u8::from_str_radix(hex, 16).map_err(|_| bad("bad %-escape"))?);
             i += 3;
         } else {

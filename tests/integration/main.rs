@@ -10,6 +10,7 @@ mod memscan;
 mod bad_input;
 mod ca_binding;
 mod ceremony;
+mod fuzz_corpus;
 mod memory;
 mod nitrokey;
 mod offer;

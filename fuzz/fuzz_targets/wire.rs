@@ -1,0 +1,10 @@
+//! cargo-fuzz target `wire`: the body is `targets::wire`, shared with the corpus replay.
+#![no_main]
+
+#[allow(dead_code)]
+#[path = "../targets.rs"]
+mod targets;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    let _ = targets::wire(data);
+});
