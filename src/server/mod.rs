@@ -73,6 +73,75 @@ fn tls_acceptor(cert: &Path, key: &Path) -> Result<tokio_rustls::TlsAcceptor, Se
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 
+/// How long requests in flight may take to finish once the server is told to stop.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Resolves when the process is asked to stop (SIGTERM or SIGINT), naming the signal.
+async fn stop_signal() -> String {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => tokio::select! {
+            _ = term.recv() => "SIGTERM".to_owned(),
+            _ = int.recv() => "SIGINT".to_owned(),
+        },
+        _ => {
+            eprintln!(
+                "warning: cannot watch for SIGTERM/SIGINT; the server stops only when killed"
+            );
+            std::future::pending().await
+        }
+    }
+}
+
+/// Serves one connection; once the server stops, finishes the request in flight (if any)
+/// and closes, instead of keeping an idle keep-alive connection open.
+async fn serve_until_stopped<C>(conn: C, mut stop: tokio::sync::watch::Receiver<bool>)
+where
+    C: std::future::Future + GracefulConnection,
+{
+    tokio::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => {}
+        _ = stopped(&mut stop) => {
+            conn.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(SHUTDOWN_GRACE, conn).await;
+        }
+    }
+}
+
+/// Resolves once the stop flag is set (never if its sender is gone without setting it).
+async fn stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
+    loop {
+        let set = *stop.borrow_and_update();
+        if set {
+            return;
+        }
+        if stop.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// A hyper connection that can be told to finish its request and close.
+trait GracefulConnection {
+    fn graceful_shutdown(self: std::pin::Pin<&mut Self>);
+}
+
+impl<I, S> GracefulConnection for http1::Connection<I, S>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin,
+    S: hyper::service::HttpService<hyper::body::Incoming>,
+    S::ResBody: 'static,
+    <S::ResBody as hyper::body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    fn graceful_shutdown(self: std::pin::Pin<&mut Self>) {
+        http1::Connection::graceful_shutdown(self);
+    }
+}
+
 /// Runs the server until the process is stopped. Prints `listening on ADDR` once bound.
 pub fn run(opts: ServeOptions) -> Result<(), ServerError> {
     if let Err(why) = crate::harden::lock_memory() {
@@ -135,11 +204,22 @@ pub fn run(opts: ServeOptions) -> Result<(), ServerError> {
         });
         let slots = Arc::new(tokio::sync::Semaphore::new(opts.max_connections));
         let per_address = guard::ConnectionLimiter::new(opts.max_connections_per_address);
-        loop {
-            let Ok(permit) = slots.clone().acquire_owned().await else {
-                break;
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let stopping = stop_signal();
+        tokio::pin!(stopping);
+        let why = loop {
+            let permit = tokio::select! {
+                why = &mut stopping => break why,
+                permit = slots.clone().acquire_owned() => match permit {
+                    Ok(p) => p,
+                    Err(_) => break "the connection limiter closed".to_owned(),
+                },
             };
-            let (stream, peer) = match listener.accept().await {
+            let accepted = tokio::select! {
+                why = &mut stopping => break why,
+                accepted = listener.accept() => accepted,
+            };
+            let (stream, peer) = match accepted {
                 Ok(c) => c,
                 Err(e) => {
                     eprintln!("warning: accept: {e}");
@@ -156,6 +236,7 @@ pub fn run(opts: ServeOptions) -> Result<(), ServerError> {
             let _ = stream.set_nodelay(true);
             let state = state.clone();
             let tls = tls.clone();
+            let stop = stop_rx.clone();
             tokio::spawn(async move {
                 let service = service_fn(move |req| http::handle(state.clone(), ip, req));
                 let mut builder = http1::Builder::new();
@@ -168,21 +249,35 @@ pub fn run(opts: ServeOptions) -> Result<(), ServerError> {
                         if let Ok(Ok(stream)) =
                             tokio::time::timeout(http::READ_TIMEOUT, acceptor.accept(stream)).await
                         {
-                            let _ = builder
-                                .serve_connection(TokioIo::new(stream), service)
-                                .await;
+                            let conn = builder.serve_connection(TokioIo::new(stream), service);
+                            serve_until_stopped(conn, stop).await;
                         }
                     }
                     None => {
-                        let _ = builder
-                            .serve_connection(TokioIo::new(stream), service)
-                            .await;
+                        let conn = builder.serve_connection(TokioIo::new(stream), service);
+                        serve_until_stopped(conn, stop).await;
                     }
                 }
                 drop(slot);
                 drop(permit);
             });
-        }
+        };
+        // stop accepting; let requests in flight finish, for a bounded time
+        drop(listener);
+        eprintln!("stopping ({why}): no new connections; finishing requests in flight");
+        let _ = stop_tx.send(true);
+        let _ = tokio::time::timeout(SHUTDOWN_GRACE, async {
+            while slots.available_permits() < opts.max_connections {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await;
+        let s = state.clone();
+        let reason = why.clone();
+        let aborted = tokio::task::spawn_blocking(move || s.shutdown(&reason))
+            .await
+            .map_err(|e| ServerError::Invalid(e.to_string()))??;
+        eprintln!("stopped ({why}): {aborted} open session(s) aborted, their workers ended");
         Ok(())
     })
 }

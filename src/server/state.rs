@@ -753,6 +753,26 @@ impl State {
         self.status(session_id)
     }
 
+    /// The server is stopping: every open session ends `aborted` (its worker, holding its
+    /// secrets, is killed), and the audit log says why the server stopped.
+    pub fn shutdown(&self, why: &str) -> Result<usize, store::StoreError> {
+        let open: Vec<Live> = lock(&self.live).drain().map(|(_, l)| l).collect();
+        drop(open);
+        self.flush_last_seen();
+        let mut store = lock(&self.store);
+        let n = store.abort_sessions_because(&format!(
+            "the server stopped ({why}) while the session was open; its worker was ended"
+        ))?;
+        store.audit(
+            "server-stopped",
+            None,
+            None,
+            None,
+            &format!("{why}; {n} open session(s) aborted"),
+        )?;
+        Ok(n)
+    }
+
     /// Expires every session past its time, wiping its secrets. Returns how many.
     pub fn expire(&self) -> usize {
         let t = now();

@@ -575,6 +575,13 @@ impl Store {
 
     /// At start-up: sessions left `waiting` by a previous run lost their in-memory secrets.
     pub fn abort_open_sessions(&mut self) -> Result<usize> {
+        self.abort_sessions_because(
+            "the server restarted; the session's secrets were in memory only",
+        )
+    }
+
+    /// Ends every session still waiting as `aborted`, with `why`; returns how many.
+    pub fn abort_sessions_because(&mut self, why: &str) -> Result<usize> {
         let open: Vec<String> = {
             let mut stmt = self
                 .conn
@@ -583,12 +590,7 @@ impl Store {
             rows.collect::<std::result::Result<_, _>>()?
         };
         for id in &open {
-            self.finish_session(
-                id,
-                "aborted",
-                "the server restarted; the session's secrets were in memory only",
-                "session-aborted",
-            )?;
+            self.finish_session(id, "aborted", why, "session-aborted")?;
         }
         Ok(open.len())
     }

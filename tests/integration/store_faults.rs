@@ -200,3 +200,52 @@ fn a_session_whose_worker_dies_fails_cleanly_and_the_next_one_signs() {
     );
     env.nkpki(&["audit", "verify", "--data-dir", "data"]).ok();
 }
+
+#[test]
+fn sigterm_aborts_open_sessions_records_it_and_exits_cleanly() {
+    let env = Env::new();
+    let ca_id = registered(&env);
+    let mut server = env.serve(&[]);
+    let session = open_session(&env, &server.url, &ca_id);
+    let id = session["session_id"].as_str().unwrap().to_owned();
+    let pid = server.proc.child.id();
+    let workers = children(pid);
+    assert_eq!(workers.len(), 1, "{workers:?}");
+    env.tool("kill", &["-TERM", &pid.to_string()]).ok();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = server.proc.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(std::time::Instant::now() < deadline, "serve did not stop");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert!(status.success(), "{status}");
+    assert!(
+        !std::path::Path::new(&format!("/proc/{}", workers[0])).exists()
+            || std::fs::read_to_string(format!("/proc/{}/stat", workers[0]))
+                .unwrap_or_default()
+                .contains(") Z "),
+        "the session's worker outlived the server"
+    );
+    let log = std::fs::read_to_string(env.path("serve.log")).unwrap();
+    assert!(
+        log.contains("stopped (SIGTERM): 1 open session(s) aborted"),
+        "{log}"
+    );
+    let audit = env
+        .nkpki(&["audit", "export", "--data-dir", "data"])
+        .ok()
+        .stdout();
+    assert!(audit.contains("server-stopped"), "{audit}");
+    assert!(
+        audit.contains(&id) && audit.contains("the server stopped (SIGTERM)"),
+        "{audit}"
+    );
+    env.nkpki(&["audit", "verify", "--data-dir", "data"]).ok();
+    // the next start finds nothing left open to abort
+    let again = env.serve(&[]);
+    drop(again);
+    let log = std::fs::read_to_string(env.path("serve.log")).unwrap();
+    assert!(!log.contains("left open by the previous run"), "{log}");
+}
