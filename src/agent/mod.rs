@@ -634,8 +634,13 @@ pub fn run(opts: AgentOptions) -> Result<(), AgentError> {
                         agent.opts.config.holder_id, agent.opts.config.ca_id
                     ));
                 }
+                // the server is down, overloaded or failing: retrying can fix it
                 Err(AgentError::Client(
-                    e @ (ClientError::Unreachable { .. } | ClientError::Api { status: 429, .. }),
+                    e @ (ClientError::Unreachable { .. }
+                    | ClientError::Api {
+                        status: 429 | 500..=599,
+                        ..
+                    }),
                 )) => {
                     failures += 1;
                     backoff(failures, &e.to_string());
@@ -697,15 +702,24 @@ pub fn run(opts: AgentOptions) -> Result<(), AgentError> {
 
 /// Waits before reconnecting: 1, 2, 3, 4, 5 s for the quick attempts, then 30 s.
 fn backoff(failures: u32, why: &str) {
-    let secs = if failures <= QUICK_RETRIES {
-        u64::from(failures)
-    } else {
-        30
-    };
+    let delay = backoff_delay(failures, rand::random::<f64>());
     log(&format!(
-        "server unreachable ({why}); attempt {failures}, retrying in {secs} s"
+        "server unreachable ({why}); attempt {failures}, retrying in {:.1} s",
+        delay.as_secs_f64()
     ));
-    std::thread::sleep(Duration::from_secs(secs));
+    std::thread::sleep(delay);
+}
+
+/// About 1, 2, 3, 4, 5 s for the quick attempts, then about 30 s; each spread by up to a
+/// half either way (`spread` in 0..1), so that agents cut off by one outage do not all
+/// come back in the same instant.
+fn backoff_delay(failures: u32, spread: f64) -> Duration {
+    let base = if failures <= QUICK_RETRIES {
+        f64::from(failures.max(1))
+    } else {
+        30.0
+    };
+    Duration::from_secs_f64(base * (0.5 + spread.clamp(0.0, 1.0)))
 }
 
 #[cfg(test)]
@@ -763,6 +777,15 @@ mod tests {
             san_suffix: Some(".example.org".into()),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn reconnections_are_spread_and_capped() {
+        assert_eq!(backoff_delay(1, 0.5), Duration::from_secs(1));
+        assert_eq!(backoff_delay(3, 0.0), Duration::from_secs_f64(1.5));
+        assert_eq!(backoff_delay(6, 1.0), Duration::from_secs(45));
+        assert_eq!(backoff_delay(1000, 0.0), Duration::from_secs(15));
+        assert!(backoff_delay(u32::MAX, 2.0) <= Duration::from_secs(45));
     }
 
     #[test]
