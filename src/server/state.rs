@@ -96,6 +96,9 @@ pub struct State {
     store: Mutex<Store>,
     manifests: Mutex<HashMap<String, Arc<VerifiedManifest>>>,
     live: Mutex<HashMap<String, Live>>,
+    /// Sessions ended in memory whose ending the store could not record yet (a full disk):
+    /// id → (state, detail), written as soon as the store takes it.
+    unrecorded_endings: Mutex<HashMap<String, (String, String)>>,
     agents: Mutex<HashMap<String, AgentLogin>>,
     /// Challenges are stateless (MACed with this key); only used ones are remembered.
     challenge_key: Zeroizing<[u8; 32]>,
@@ -160,6 +163,7 @@ impl State {
             store: Mutex::new(store),
             manifests: Mutex::new(HashMap::new()),
             live: Mutex::new(HashMap::new()),
+            unrecorded_endings: Mutex::new(HashMap::new()),
             agents: Mutex::new(HashMap::new()),
             challenge_key,
             used_challenges: Mutex::new(HashMap::new()),
@@ -708,6 +712,15 @@ impl State {
         };
         // the manifest lookup may take the store's lock itself
         drop(store);
+        let mut row = row;
+        if row.state == "waiting"
+            && let Some((state, detail)) = lock(&self.unrecorded_endings).get(session_id)
+        {
+            row.state = state.clone();
+            row.detail = Some(format!(
+                "{detail} (not yet recorded: the store refuses writes)"
+            ));
+        }
         let threshold = self.manifest(&row.ca_id)?.threshold();
         Ok(SessionStatus {
             session_id: row.session_id.clone(),
@@ -795,14 +808,21 @@ impl State {
                 l.threshold
             );
             drop(l);
-            if let Err(e) =
-                lock(&self.store).finish_session(&id, "expired", &detail, "session-expired")
-            {
-                eprintln!("error: expiring session {id}: {e}");
-            }
+            self.end_session(&id, "expired", &detail);
         }
-        if n > 0 {
-            self.notify();
+        // the store, not only memory, says when a session is over: one whose end was never
+        // recorded (a write that failed, a crash between) is ended here
+        if self.record_endings() {
+            let overdue = lock(&self.store).overdue_sessions(t).unwrap_or_default();
+            for id in overdue {
+                if !lock(&self.live).contains_key(&id) {
+                    self.end_session(
+                        &id,
+                        "expired",
+                        "expired; no open session held it in the server's memory",
+                    );
+                }
+            }
         }
         n
     }
@@ -878,14 +898,44 @@ impl State {
 
     fn fail_unreachable(&self, session_id: &str, l: Live, why: &str) {
         drop(l);
-        if let Err(e) = lock(&self.store).finish_session(
-            session_id,
-            "failed",
-            &format!("{why}; secrets wiped"),
-            "session-failed",
-        ) {
-            eprintln!("error: ending session {session_id}: {e}");
+        self.end_session(session_id, "failed", &format!("{why}; secrets wiped"));
+    }
+
+    /// Records a session's end; when the store cannot take it (a full disk), the ending is
+    /// kept in memory, shown to operators at once, and written as soon as the store can.
+    fn end_session(&self, session_id: &str, state: &str, detail: &str) {
+        let event = format!("session-{state}");
+        let written = lock(&self.store).finish_session(session_id, state, detail, &event);
+        if let Err(e) = written {
+            eprintln!(
+                "error: the store cannot record that session {session_id} {state} ({e}); \
+                 retrying every half second"
+            );
+            lock(&self.unrecorded_endings)
+                .insert(session_id.to_owned(), (state.to_owned(), detail.to_owned()));
         }
+        self.notify();
+    }
+
+    /// Writes the endings the store could not take before; true if none is left.
+    fn record_endings(&self) -> bool {
+        let pending: Vec<(String, (String, String))> = lock(&self.unrecorded_endings)
+            .iter()
+            .map(|(id, ending)| (id.clone(), ending.clone()))
+            .collect();
+        for (id, (state, detail)) in pending {
+            let event = format!("session-{state}");
+            let written = lock(&self.store).finish_session(
+                &id,
+                &state,
+                &format!("{detail} (recorded late: the store refused writes at the time)"),
+                &event,
+            );
+            if written.is_ok() {
+                lock(&self.unrecorded_endings).remove(&id);
+            }
+        }
+        lock(&self.unrecorded_endings).is_empty()
     }
 
     pub fn decline(
@@ -1010,13 +1060,30 @@ impl State {
                 None
             }
         };
-        lock(&self.store).record_event(
+        let recorded = lock(&self.store).record_event(
             session_id,
             ca_id,
             holder_id,
             "approved",
             "share verified against the commitments by the session worker",
-        )?;
+        );
+        if let Err(e) = recorded {
+            // nothing is signed that the store cannot record: the session ends here, and
+            // its worker (holding the shares) with it
+            drop(ready);
+            let l = lock(&self.live).remove(session_id);
+            drop(l);
+            self.end_session(
+                session_id,
+                "failed",
+                &format!("the store refused a write ({e}); secrets wiped"),
+            );
+            return Err(ApiErr::new(
+                503,
+                "store-unavailable",
+                format!("the server cannot record the contribution ({e}); the session failed"),
+            ));
+        }
         if let Some(l) = ready {
             let row = lock(&self.store)
                 .session(session_id)?
@@ -1246,12 +1313,7 @@ impl State {
                 ),
             ),
             Err(why) => {
-                let _ = lock(&self.store).finish_session(
-                    &row.session_id,
-                    "failed",
-                    &format!("{why}; secrets wiped"),
-                    "session-failed",
-                );
+                self.end_session(&row.session_id, "failed", &format!("{why}; secrets wiped"));
             }
         }
     }

@@ -580,6 +580,15 @@ impl Store {
         )
     }
 
+    /// Sessions still `waiting` whose time ran out at `now`.
+    pub fn overdue_sessions(&self, now: i64) -> Result<Vec<String>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT session_id FROM sessions WHERE state = 'waiting' AND expires_at <= ?1",
+        )?;
+        let rows = stmt.query_map([now], |r| r.get(0))?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
+    }
+
     /// Ends every session still waiting as `aborted`, with `why`; returns how many.
     pub fn abort_sessions_because(&mut self, why: &str) -> Result<usize> {
         let open: Vec<String> = {

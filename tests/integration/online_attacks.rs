@@ -12,13 +12,13 @@ use p256::pkcs8::EncodePublicKey;
 use std::io::{Read, Write};
 use std::time::Duration;
 
-struct FakeAgent {
+pub(crate) struct FakeAgent {
     client: Client,
     key: p256::ecdsa::SigningKey,
     ca_id: String,
     id: String,
-    code: String,
-    share_json: Vec<u8>,
+    pub(crate) code: String,
+    pub(crate) share_json: Vec<u8>,
 }
 
 fn sign(key: &p256::ecdsa::SigningKey, msg: &[u8]) -> String {
@@ -28,7 +28,7 @@ fn sign(key: &p256::ecdsa::SigningKey, msg: &[u8]) -> String {
 
 impl FakeAgent {
     /// Opens holder `h`'s package with the age CLI and keeps its share and enrollment code.
-    fn from_package(env: &Env, h: &Holder, url: &str) -> Self {
+    pub(crate) fn from_package(env: &Env, h: &Holder, url: &str) -> Self {
         let dir = format!("pkg-{}", h.id);
         std::fs::create_dir_all(env.path(&dir)).unwrap();
         let tar = format!("{dir}/p.tar");
@@ -57,7 +57,7 @@ impl FakeAgent {
         }
     }
 
-    fn enroll_with(&self, code: &str) -> Result<serde_json::Value, ClientError> {
+    pub(crate) fn enroll_with(&self, code: &str) -> Result<serde_json::Value, ClientError> {
         let pem = String::from_utf8(
             self.key
                 .verifying_key()
@@ -80,7 +80,7 @@ impl FakeAgent {
         self.client.post("/api/v1/enroll", &body)
     }
 
-    fn login(&mut self) {
+    pub(crate) fn login(&mut self) {
         let c: proto::Challenge = self
             .client
             .post(
@@ -110,23 +110,27 @@ impl FakeAgent {
         self.client.set_bearer(Some(ok.bearer));
     }
 
-    fn offers(&self) -> Vec<SessionOffer> {
+    pub(crate) fn offers(&self) -> Vec<SessionOffer> {
         let poll: proto::Poll = self.client.get("/api/v1/agent/poll?wait=5").unwrap();
         poll.sessions
     }
 
     /// A correct contribution for `offer`, with the share `share_json`.
-    fn contribution(&self, offer: &SessionOffer, share_json: &[u8]) -> Contribution {
+    pub(crate) fn contribution(&self, offer: &SessionOffer, share_json: &[u8]) -> Contribution {
         let recipient = nkpki::seal::parse_recipient(&offer.recipient).unwrap();
         let ciphertext = nkpki::seal::to_recipient(&recipient, share_json).unwrap();
         self.contribution_sealed(offer, ciphertext)
     }
 
-    fn resign(&self, c: &mut Contribution) {
+    pub(crate) fn resign(&self, c: &mut Contribution) {
         c.signature = sign(&self.key, &c.envelope.signed_bytes());
     }
 
-    fn send(&self, session_id: &str, c: &Contribution) -> Result<SessionStatus, ClientError> {
+    pub(crate) fn send(
+        &self,
+        session_id: &str,
+        c: &Contribution,
+    ) -> Result<SessionStatus, ClientError> {
         self.client
             .post(&format!("/api/v1/sessions/{session_id}/contribute"), c)
     }
@@ -449,7 +453,11 @@ fn http_operators_and_contributions_are_checked() {
 
 impl FakeAgent {
     /// A contribution for `offer` whose (signed) ciphertext is `ciphertext`.
-    fn contribution_sealed(&self, offer: &SessionOffer, ciphertext: String) -> Contribution {
+    pub(crate) fn contribution_sealed(
+        &self,
+        offer: &SessionOffer,
+        ciphertext: String,
+    ) -> Contribution {
         let envelope = Envelope {
             ca_id: offer.ca_id.clone(),
             session_id: offer.session_id.clone(),

@@ -249,3 +249,105 @@ fn sigterm_aborts_open_sessions_records_it_and_exits_cleanly() {
     let log = std::fs::read_to_string(env.path("serve.log")).unwrap();
     assert!(!log.contains("left open by the previous run"), "{log}");
 }
+
+/// A small tmpfs mounted over a directory for one test; unmounted when dropped.
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    /// None (and a note) where this machine does not let the test mount one.
+    fn mount(dir: std::path::PathBuf, size: &str) -> Option<Self> {
+        std::fs::create_dir_all(&dir).unwrap();
+        let mounted = std::process::Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(&dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        if mounted {
+            Some(SmallDisk(dir))
+        } else {
+            eprintln!(
+                "skipped: cannot mount a tmpfs here (needs root): the full-disk test did not run"
+            );
+            None
+        }
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_disk_fails_the_session_cleanly_and_the_ending_is_recorded_once_space_returns() {
+    use crate::online_attacks::FakeAgent;
+    let env = Env::new();
+    let Some(_disk) = SmallDisk::mount(env.path("data"), "8m") else {
+        return;
+    };
+    let holders = env.packaged_ceremony(3, 2);
+    let ca_id = env.register();
+    let server = env.serve(&[]);
+    let mut agents: Vec<FakeAgent> = holders[..2]
+        .iter()
+        .map(|h| FakeAgent::from_package(&env, h, &server.url))
+        .collect();
+    for a in &mut agents {
+        let code = a.code.clone();
+        a.enroll_with(&code).unwrap();
+        a.login();
+    }
+    let session = open_session(&env, &server.url, &ca_id);
+    let id = session["session_id"].as_str().unwrap().to_owned();
+    let offer = agents[0]
+        .offers()
+        .into_iter()
+        .find(|o| o.session_id == id)
+        .unwrap();
+    // fill the disk to the last byte
+    let fill = env.tool("dd", &["if=/dev/zero", "of=data/fill", "bs=4096"]);
+    assert!(
+        !fill.output.status.success(),
+        "dd should have run out of space"
+    );
+    let contribution = agents[0].contribution(&offer, &agents[0].share_json);
+    match agents[0].send(&id, &contribution) {
+        Err(nkpki::client::ClientError::Api { status, code, .. }) => {
+            assert_eq!((status, code.as_str()), (503, "store-unavailable"));
+        }
+        other => panic!("{other:?}"),
+    }
+    // the operator is told at once, and the worker holding the share is gone
+    assert_eq!(session_state(&env, &server.url, &id), "failed");
+    assert!(
+        children(server.proc.child.id()).is_empty(),
+        "the failed session's worker (holding a share) must be gone"
+    );
+    // space returns: the ending is written, and the audit chain holds
+    std::fs::remove_file(env.path("data/fill")).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let audit = loop {
+        let audit = env
+            .nkpki(&["audit", "export", "--data-dir", "data"])
+            .ok()
+            .stdout();
+        if audit.contains("recorded late") || std::time::Instant::now() > deadline {
+            break audit;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    assert!(
+        audit.contains("session-failed") && audit.contains("recorded late"),
+        "{audit}"
+    );
+    assert!(audit.contains("the store refused a write"), "{audit}");
+    drop(server);
+    env.nkpki(&["audit", "verify", "--data-dir", "data"]).ok();
+}
