@@ -351,3 +351,53 @@ fn a_full_disk_fails_the_session_cleanly_and_the_ending_is_recorded_once_space_r
     drop(server);
     env.nkpki(&["audit", "verify", "--data-dir", "data"]).ok();
 }
+
+#[test]
+fn concurrent_administration_beside_a_busy_server_loses_nothing() {
+    let env = Env::new();
+    let ca_id = registered(&env);
+    let server = env.serve(&[]);
+    let bin = assert_cmd::cargo::cargo_bin("nkpki");
+    let writers: Vec<_> = (0..12)
+        .map(|i| {
+            std::process::Command::new(&bin)
+                .args(["serve", "token", "create", "--data-dir", "data", "--name"])
+                .arg(format!("admin-{i}"))
+                .current_dir(env.dir.path())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let sessions: Vec<String> = (0..6)
+        .map(|_| {
+            open_session(&env, &server.url, &ca_id)["session_id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    for w in writers {
+        let out = w.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let audit = env
+        .nkpki(&["audit", "export", "--data-dir", "data"])
+        .ok()
+        .stdout();
+    for i in 0..12 {
+        assert!(
+            audit.contains(&format!("admin-{i}")),
+            "admin-{i} lost: {audit}"
+        );
+    }
+    for id in &sessions {
+        assert!(audit.contains(id.as_str()), "session {id} lost");
+    }
+    env.nkpki(&["audit", "verify", "--data-dir", "data"]).ok();
+}
