@@ -301,8 +301,37 @@ fn server_killed_mid_session_reports_it_aborted() {
         .post("/api/v1/sessions", &serde_json::json!({"ca_id": ca_id, "kind": "issue", "csr_pem": String::from_utf8(env.read(&csr)).unwrap(), "profile": "server", "days": 10}))
         .unwrap();
     env.wait_for("agent-NK002.log", 20, |t| t.contains("share sent"));
+    let workers: Vec<u32> = std::fs::read_dir(format!("/proc/{}/task", server.proc.child.id()))
+        .unwrap()
+        .flatten()
+        .flat_map(|t| {
+            std::fs::read_to_string(t.path().join("children"))
+                .unwrap_or_default()
+                .split_whitespace()
+                .filter_map(|p| p.parse::<u32>().ok())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(
+        workers.len(),
+        1,
+        "the session's worker holds the share: {workers:?}"
+    );
     server.proc.child.kill().unwrap();
     server.proc.child.wait().unwrap();
+    // the worker, holding NK002's share, sees its pipe close and exits by itself
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let alive = |pid: u32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .is_ok_and(|stat| !stat.contains(") Z "))
+    };
+    while alive(workers[0]) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the worker outlived the killed server"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 
     let server = env.serve(&[]);
     let client = nkpki::client::Client::new(
