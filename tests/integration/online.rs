@@ -301,17 +301,7 @@ fn server_killed_mid_session_reports_it_aborted() {
         .post("/api/v1/sessions", &serde_json::json!({"ca_id": ca_id, "kind": "issue", "csr_pem": String::from_utf8(env.read(&csr)).unwrap(), "profile": "server", "days": 10}))
         .unwrap();
     env.wait_for("agent-NK002.log", 20, |t| t.contains("share sent"));
-    let workers: Vec<u32> = std::fs::read_dir(format!("/proc/{}/task", server.proc.child.id()))
-        .unwrap()
-        .flatten()
-        .flat_map(|t| {
-            std::fs::read_to_string(t.path().join("children"))
-                .unwrap_or_default()
-                .split_whitespace()
-                .filter_map(|p| p.parse::<u32>().ok())
-                .collect::<Vec<_>>()
-        })
-        .collect();
+    let workers = crate::harness::children(server.proc.child.id());
     assert_eq!(
         workers.len(),
         1,

@@ -1,7 +1,7 @@
 //! The server's store under ordinary faults: a second server on the same data directory,
 //! a damaged database, and backups taken while the server runs.
 
-use crate::harness::Env;
+use crate::harness::{Env, children};
 
 /// A registered CA and an operator token in `data/`, without tokens or agents.
 fn registered(env: &Env) -> String {
@@ -9,16 +9,20 @@ fn registered(env: &Env) -> String {
     env.register()
 }
 
-fn open_session(env: &Env, url: &str, ca_id: &str) -> serde_json::Value {
+/// A client with the operator token of [`registered`].
+fn operator(env: &Env, url: &str) -> nkpki::client::Client {
     let token = String::from_utf8(env.read("op.token")).unwrap();
-    let client = nkpki::client::Client::new(
+    nkpki::client::Client::new(
         url,
         &nkpki::client::Trust::System,
         std::time::Duration::from_secs(10),
     )
     .unwrap()
-    .with_bearer(token.trim());
-    client
+    .with_bearer(token.trim())
+}
+
+fn open_session(env: &Env, url: &str, ca_id: &str) -> serde_json::Value {
+    operator(env, url)
         .post(
             "/api/v1/sessions",
             &serde_json::json!({"ca_id": ca_id, "kind": "crl"}),
@@ -27,15 +31,9 @@ fn open_session(env: &Env, url: &str, ca_id: &str) -> serde_json::Value {
 }
 
 fn session_state(env: &Env, url: &str, id: &str) -> String {
-    let token = String::from_utf8(env.read("op.token")).unwrap();
-    let client = nkpki::client::Client::new(
-        url,
-        &nkpki::client::Trust::System,
-        std::time::Duration::from_secs(10),
-    )
-    .unwrap()
-    .with_bearer(token.trim());
-    let status: serde_json::Value = client.get(&format!("/api/v1/sessions/{id}")).unwrap();
+    let status: serde_json::Value = operator(env, url)
+        .get(&format!("/api/v1/sessions/{id}"))
+        .unwrap();
     status["state"].as_str().unwrap().to_owned()
 }
 
@@ -135,22 +133,6 @@ fn a_damaged_database_is_refused_with_a_pointer_to_the_backups() {
     std::fs::write(&db, &bytes).unwrap();
     let run = env.nkpki(&["serve", "--listen", "127.0.0.1:0", "--data-dir", "data"]);
     run.fails_with(&["is damaged", "serve backup", "operator-guide.md"]);
-}
-
-/// The children of process `pid` (its session workers, for `serve`).
-fn children(pid: u32) -> Vec<u32> {
-    let mut out = Vec::new();
-    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
-        .unwrap()
-        .flatten()
-    {
-        let list = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
-        out.extend(
-            list.split_whitespace()
-                .filter_map(|p| p.parse::<u32>().ok()),
-        );
-    }
-    out
 }
 
 #[test]
