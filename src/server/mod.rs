@@ -181,7 +181,7 @@ pub fn run(opts: ServeOptions) -> Result<(), ServerError> {
         state.note(
             "server-started",
             &format!("nkpki {} on {scheme}://{addr}", env!("CARGO_PKG_VERSION")),
-        );
+        )?;
         println!("listening on {scheme}://{addr}");
         let expiry = state.clone();
         tokio::spawn(async move {

@@ -220,7 +220,7 @@ impl State {
         if sample.audit
             && let Some((ca, h)) = holder
         {
-            self.audit(
+            let _ = self.audit(
                 event,
                 Some(ca),
                 None,
@@ -238,7 +238,7 @@ impl State {
         lock(&self.used_challenges).retain(|_, expires| *expires > t);
         if let Some(summary) = self.refusals.summary_due() {
             eprintln!("warning: {summary}");
-            self.note("auth-refusals", &summary);
+            let _ = self.note("auth-refusals", &summary);
         }
     }
 
@@ -260,10 +260,12 @@ impl State {
     }
 
     /// Records an event of the server's own in the audit log.
-    pub fn note(&self, event: &str, detail: &str) {
-        self.audit(event, None, None, None, detail);
+    pub fn note(&self, event: &str, detail: &str) -> Result<(), store::StoreError> {
+        self.audit(event, None, None, None, detail)
     }
 
+    /// Appends to the audit log. A failure is the caller's to report: nothing is dropped
+    /// silently (background writers with no caller log it).
     fn audit(
         &self,
         event: &str,
@@ -271,9 +273,32 @@ impl State {
         session: Option<&str>,
         holder: Option<&str>,
         detail: &str,
-    ) {
-        if let Err(e) = lock(&self.store).audit(event, ca, session, holder, detail) {
-            eprintln!("error: audit log: {e}");
+    ) -> Result<(), store::StoreError> {
+        let written = lock(&self.store).audit(event, ca, session, holder, detail);
+        if let Err(e) = &written {
+            eprintln!("error: audit log: cannot record {event}: {e}");
+        }
+        written
+    }
+
+    /// A refusal the audit log must hold: if it cannot, the caller is told that instead.
+    fn audited_refusal(
+        &self,
+        event: &str,
+        ca: Option<&str>,
+        detail: &str,
+        refusal: ApiErr,
+    ) -> ApiErr {
+        match self.audit(event, ca, None, None, detail) {
+            Ok(()) => refusal,
+            Err(e) => ApiErr::new(
+                503,
+                "store-unavailable",
+                format!(
+                    "{} (and the refusal could not be recorded: {e})",
+                    refusal.message
+                ),
+            ),
         }
     }
 
@@ -527,14 +552,12 @@ impl State {
     pub fn create_session(&self, operator: &str, req: CreateSession) -> ApiResult<SessionStatus> {
         let manifest = self.manifest(&req.ca_id)?;
         let refuse = |message: String| {
-            self.audit(
+            self.audited_refusal(
                 "session-refused",
                 Some(&req.ca_id),
-                None,
-                None,
                 &format!("{operator}: {message}"),
-            );
-            ApiErr::new(422, "policy", message)
+                ApiErr::new(422, "policy", message.clone()),
+            )
         };
         let (request, request_sha256, summary) = match req.kind {
             SessionKind::Issue => {
@@ -867,7 +890,7 @@ impl State {
         let recorded =
             lock(&self.store).record_event(session_id, ca_id, holder_id, "refused", &why);
         if let Err(e) = recorded {
-            self.audit(
+            let _ = self.audit(
                 "contribution-refused",
                 Some(ca_id),
                 None,
@@ -1303,7 +1326,8 @@ impl State {
             self.record_signed(row, manifest, record, &der)
         })();
         match outcome {
-            Ok(what) => self.audit(
+            // the certificate or CRL and its own audit entry are already recorded
+            Ok(what) => drop(self.audit(
                 "session-signed",
                 Some(&row.ca_id),
                 Some(&row.session_id),
@@ -1311,7 +1335,7 @@ impl State {
                 &format!(
                     "{what} with shares of {holders}; the worker that held the CA key and the shares has exited"
                 ),
-            ),
+            )),
             Err(why) => {
                 self.end_session(&row.session_id, "failed", &format!("{why}; secrets wiped"));
             }
@@ -1455,14 +1479,12 @@ impl State {
         req: crate::proto::RegisterCa,
     ) -> ApiResult<serde_json::Value> {
         let refuse = |status: u16, code: &'static str, message: String| {
-            self.audit(
+            self.audited_refusal(
                 "ca-refused",
                 None,
-                None,
-                None,
                 &format!("{operator}: {message}"),
-            );
-            ApiErr::new(status, code, message)
+                ApiErr::new(status, code, message.clone()),
+            )
         };
         let role = lock(&self.store).api_role(operator)?;
         if role != Some(crate::store::ApiRole::CaAdmin) {
