@@ -105,10 +105,13 @@ fn ceremonies(data_dir: &std::path::Path, cas: usize) -> Res<Vec<Holding>> {
     Ok(out)
 }
 
+/// How many HTTP clients the simulated agents share.
+const HTTP_CLIENTS: usize = 50;
+
 /// One agent: enroll, log in, long-poll; record when each session was first seen;
 /// holders 1..=THRESHOLD contribute one second after seeing a session.
 fn agent(
-    url: String,
+    client: Client,
     h: Holding,
     seen: Arc<Mutex<HashMap<(String, String), Instant>>>,
     signed: Arc<Mutex<HashMap<String, Instant>>>,
@@ -117,7 +120,7 @@ fn agent(
     let mut seed = [0u8; 32];
     rand::Rng::fill_bytes(&mut rand::rng(), &mut seed);
     let key = p256::ecdsa::SigningKey::from_slice(&seed)?;
-    let mut client = Client::new(&url, &Trust::System, Duration::from_secs(60))?;
+    let mut client = client;
     let pem = key.verifying_key().to_public_key_pem(Default::default())?;
     let enroll = proto::Enroll {
         ca_id: h.ca_id.clone(),
@@ -352,14 +355,21 @@ fn main() -> Res<()> {
 
     let seen = Arc::new(Mutex::new(HashMap::new()));
     let signed = Arc::new(Mutex::new(HashMap::new()));
+    // the agents share a few HTTP clients (each has its own runtime thread and file
+    // descriptors): thousands of real agents are thousands of processes, here they are
+    // threads of one process, whose file-descriptor limit they must fit in
+    let pool: Vec<Client> = (0..HTTP_CLIENTS.min(holdings.len()).max(1))
+        .map(|_| Client::new(&url, &Trust::System, Duration::from_secs(60)))
+        .collect::<Result<_, _>>()?;
     let agents: Vec<_> = holdings
         .into_iter()
-        .map(|h| {
-            let (url, seen, signed, stop) =
-                (url.clone(), seen.clone(), signed.clone(), stop.clone());
+        .enumerate()
+        .map(|(i, h)| {
+            let client = pool[i % pool.len()].clone();
+            let (seen, signed, stop) = (seen.clone(), signed.clone(), stop.clone());
             let who = format!("{}@{}", h.holder_id, h.ca_id);
             std::thread::spawn(move || {
-                agent(url, h, seen, signed, stop).map_err(|e| format!("{who}: {e}"))
+                agent(client, h, seen, signed, stop).map_err(|e| format!("{who}: {e}"))
             })
         })
         .collect();
