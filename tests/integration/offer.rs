@@ -3,6 +3,7 @@
 //! and approval rules are judged on that certificate.
 
 use crate::harness::Env;
+use crate::online::sign_args;
 
 const FIVE: [&str; 5] = ["NK001", "NK002", "NK003", "NK004", "NK005"];
 
@@ -104,21 +105,8 @@ fn requests_with_terminal_tricks_are_refused_offline_and_online() {
         );
         offline.fails_with(&[expected, "hint:"]);
         assert!(!env.path(&format!("{name}.crt")).exists());
-        let online = env.nkpki(&[
-            "sign",
-            "--server",
-            &server.url,
-            "--ca",
-            &ca_id,
-            "--csr",
-            &csr,
-            "--days",
-            "30",
-            "--api-token-file",
-            "op.token",
-            "--out",
-            &format!("{name}-online.crt"),
-        ]);
+        let out = format!("{name}-online.crt");
+        let online = env.nkpki(&sign_args(&server.url, &ca_id, &csr, &out));
         // the operator's own client refuses to send it; the server refuses it too
         online.fails_with(&[expected]);
     }
@@ -266,21 +254,7 @@ fn the_certificate_shown_is_the_certificate_issued() {
         "/CN=www.example.org/emailAddress=web@example.org",
         &["subjectAltName=DNS:www.example.org,email:web@example.org"],
     );
-    let run = env.nkpki(&[
-        "sign",
-        "--server",
-        &server.url,
-        "--ca",
-        &ca_id,
-        "--csr",
-        &csr,
-        "--days",
-        "30",
-        "--api-token-file",
-        "op.token",
-        "--out",
-        "www.crt",
-    ]);
+    let run = env.nkpki(&sign_args(&server.url, &ca_id, &csr, "www.crt"));
     run.ok();
     let stderr = run.stderr();
     assert!(stderr.contains("exactly as it will be issued"), "{stderr}");

@@ -24,7 +24,7 @@ fn deployed(env: &Env) -> (Vec<Holder>, String) {
     (holders, ca_id)
 }
 
-fn sign_args<'a>(url: &'a str, ca: &'a str, csr: &'a str, out: &'a str) -> Vec<&'a str> {
+pub(crate) fn sign_args<'a>(url: &'a str, ca: &'a str, csr: &'a str, out: &'a str) -> Vec<&'a str> {
     vec![
         "sign",
         "--server",

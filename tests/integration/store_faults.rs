@@ -30,6 +30,18 @@ fn open_session(env: &Env, url: &str, ca_id: &str) -> serde_json::Value {
         .unwrap()
 }
 
+/// The session's state once it has left `waiting` (or still `waiting` after 20 s).
+fn settled_state(env: &Env, url: &str, id: &str) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let state = session_state(env, url, id);
+        if state != "waiting" || std::time::Instant::now() > deadline {
+            return state;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
 fn session_state(env: &Env, url: &str, id: &str) -> String {
     let status: serde_json::Value = operator(env, url)
         .get(&format!("/api/v1/sessions/{id}"))
@@ -155,12 +167,7 @@ fn a_session_whose_worker_dies_fails_cleanly_and_the_next_one_signs() {
         .iter()
         .map(|h| env.agent(h, &ca_id, &server.url, &rule))
         .collect();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while session_state(&env, &server.url, &id) == "waiting" && std::time::Instant::now() < deadline
-    {
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    }
-    assert_eq!(session_state(&env, &server.url, &id), "failed");
+    assert_eq!(settled_state(&env, &server.url, &id), "failed");
     let audit = env
         .nkpki(&["audit", "export", "--data-dir", "data"])
         .ok()
@@ -169,13 +176,7 @@ fn a_session_whose_worker_dies_fails_cleanly_and_the_next_one_signs() {
     // the server goes on: a new session gets a new worker and signs
     let next = open_session(&env, &server.url, &ca_id);
     let next_id = next["session_id"].as_str().unwrap().to_owned();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while session_state(&env, &server.url, &next_id) == "waiting"
-        && std::time::Instant::now() < deadline
-    {
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    }
-    assert_eq!(session_state(&env, &server.url, &next_id), "signed");
+    assert_eq!(settled_state(&env, &server.url, &next_id), "signed");
     assert!(
         children(server.proc.child.id()).is_empty(),
         "the worker exited after signing"
