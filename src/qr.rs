@@ -1,6 +1,5 @@
-//! A QR code as a PNG image, for fingerprints a holder compares by eye or with a phone.
-//! The PNG is written here (grey-scale, stored deflate blocks): a few dozen lines instead of
-//! an image library.
+//! A QR code as a PNG image, for fingerprints a holder compares by eye or with a phone:
+//! one bit per pixel, deflate-compressed by the `png` crate (a few KB).
 
 use qrcode::{Color, EcLevel, QrCode};
 
@@ -12,16 +11,18 @@ const QUIET: usize = 4;
 #[error("cannot make a QR code: {0}")]
 pub struct QrError(String);
 
-/// Renders `text` as a QR code PNG.
+/// Renders `text` as a QR code PNG: black modules on white, a quiet zone of four modules,
+/// six pixels a module, one-bit grey-scale.
 pub fn png(text: &str) -> Result<Vec<u8>, QrError> {
     let code = QrCode::with_error_correction_level(text.as_bytes(), EcLevel::M)
         .map_err(|e| QrError(e.to_string()))?;
     let modules = code.width();
     let colors = code.to_colors();
     let side = (modules + 2 * QUIET) * SCALE;
-    let mut raw = Vec::with_capacity(side * (side + 1));
+    let row_bytes = side.div_ceil(8);
+    // one bit a pixel, most significant first; 1 is white
+    let mut pixels = vec![0u8; row_bytes * side];
     for y in 0..side {
-        raw.push(0); // filter type: none
         for x in 0..side {
             let (mx, my) = (
                 (x / SCALE).wrapping_sub(QUIET),
@@ -29,74 +30,66 @@ pub fn png(text: &str) -> Result<Vec<u8>, QrError> {
             );
             let dark =
                 mx < modules && my < modules && colors.get(my * modules + mx) == Some(&Color::Dark);
-            raw.push(if dark { 0 } else { 255 });
+            if !dark && let Some(byte) = pixels.get_mut(y * row_bytes + x / 8) {
+                *byte |= 0x80 >> (x % 8);
+            }
         }
     }
-    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
-    let mut ihdr = Vec::with_capacity(13);
-    ihdr.extend_from_slice(&(side as u32).to_be_bytes());
-    ihdr.extend_from_slice(&(side as u32).to_be_bytes());
-    ihdr.extend_from_slice(&[8, 0, 0, 0, 0]); // 8-bit grey, deflate, adaptive filter, no interlace
-    chunk(&mut out, b"IHDR", &ihdr);
-    chunk(&mut out, b"IDAT", &zlib_stored(&raw));
-    chunk(&mut out, b"IEND", &[]);
+    let side = u32::try_from(side).map_err(|_| QrError("the code is too large".into()))?;
+    let mut out = Vec::new();
+    let mut encoder = png::Encoder::new(&mut out, side, side);
+    encoder.set_color(png::ColorType::Grayscale);
+    encoder.set_depth(png::BitDepth::One);
+    encoder.set_compression(png::Compression::High);
+    let mut writer = encoder.write_header().map_err(|e| QrError(e.to_string()))?;
+    writer
+        .write_image_data(&pixels)
+        .map_err(|e| QrError(e.to_string()))?;
+    writer.finish().map_err(|e| QrError(e.to_string()))?;
     Ok(out)
-}
-
-fn chunk(out: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
-    out.extend_from_slice(&(data.len() as u32).to_be_bytes());
-    let start = out.len();
-    out.extend_from_slice(kind);
-    out.extend_from_slice(data);
-    let crc = crc32(&out[start..]);
-    out.extend_from_slice(&crc.to_be_bytes());
-}
-
-/// zlib stream of uncompressed deflate blocks (RFC 1950/1951).
-fn zlib_stored(data: &[u8]) -> Vec<u8> {
-    let mut out = vec![0x78, 0x01];
-    let mut blocks = data.chunks(65_535).peekable();
-    if blocks.peek().is_none() {
-        out.extend_from_slice(&[1, 0, 0, 0xff, 0xff]);
-    }
-    while let Some(block) = blocks.next() {
-        out.push(u8::from(blocks.peek().is_none()));
-        let len = block.len() as u16;
-        out.extend_from_slice(&len.to_le_bytes());
-        out.extend_from_slice(&(!len).to_le_bytes());
-        out.extend_from_slice(block);
-    }
-    let (mut a, mut b) = (1u32, 0u32);
-    for &byte in data {
-        a = (a + u32::from(byte)) % 65_521;
-        b = (b + a) % 65_521;
-    }
-    out.extend_from_slice(&((b << 16) | a).to_be_bytes());
-    out
-}
-
-fn crc32(data: &[u8]) -> u32 {
-    let mut crc = 0xffff_ffffu32;
-    for &byte in data {
-        crc ^= u32::from(byte);
-        for _ in 0..8 {
-            crc = if crc & 1 == 1 {
-                (crc >> 1) ^ 0xedb8_8320
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
 }
 
 #[cfg(test)]
 mod tests {
+    use qrcode::{Color, EcLevel, QrCode};
+
+    /// Decodes the PNG and checks every module against the QR code, and the quiet zone.
     #[test]
-    fn crc_and_png_header() {
-        assert_eq!(super::crc32(b"123456789"), 0xcbf4_3926);
-        let png = super::png("nkpki").unwrap();
-        assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"));
-        assert!(png.ends_with(&[0xae, 0x42, 0x60, 0x82]));
+    fn png_decodes_to_the_code_with_its_quiet_zone() {
+        let text = "3A5FC2D19B7E4F0A8C6D2E1B9F3A7C5D0E8B4A6F2C1D9E7B3A5F0C8D6E2B4A1F";
+        let png = super::png(text).unwrap();
+        println!("QR PNG of a fingerprint: {} bytes", png.len());
+        assert!(png.len() < 8_000, "{} bytes: not compressed", png.len());
+
+        let mut decoder = png::Decoder::new(std::io::Cursor::new(&png));
+        decoder.set_transformations(png::Transformations::EXPAND);
+        let mut reader = decoder.read_info().unwrap();
+        let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+        let frame = reader.next_frame(&mut buf).unwrap();
+        assert_eq!(frame.color_type, png::ColorType::Grayscale);
+        assert_eq!(frame.bit_depth, png::BitDepth::Eight);
+
+        let code = QrCode::with_error_correction_level(text.as_bytes(), EcLevel::M).unwrap();
+        let modules = code.width();
+        let colors = code.to_colors();
+        let (scale, quiet) = (super::SCALE, super::QUIET);
+        let side = (modules + 2 * quiet) * scale;
+        assert_eq!((frame.width as usize, frame.height as usize), (side, side));
+        let pixel = |x: usize, y: usize| buf[y * frame.line_size + x];
+        for y in 0..side {
+            for x in 0..side {
+                let (mx, my) = (
+                    (x / scale).checked_sub(quiet),
+                    (y / scale).checked_sub(quiet),
+                );
+                let dark = match (mx, my) {
+                    (Some(mx), Some(my)) if mx < modules && my < modules => {
+                        colors[my * modules + mx] == Color::Dark
+                    }
+                    _ => false,
+                };
+                assert_eq!(pixel(x, y), if dark { 0 } else { 255 }, "pixel ({x}, {y})");
+            }
+        }
     }
 }

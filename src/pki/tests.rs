@@ -34,3 +34,24 @@ fn ca_certificate_has_the_ca_extensions() {
     assert_eq!(ca.spki_der, key.spki_der().unwrap());
     assert!(ca.subject.contains("CN=Test Root"));
 }
+
+#[test]
+fn pem_armour_is_64_columns_with_lf_and_round_trips() {
+    let der: Vec<u8> = (0..=200u8).collect();
+    let pem = super::pem_encode("CERTIFICATE", &der);
+    assert!(pem.starts_with("-----BEGIN CERTIFICATE-----\n"));
+    assert!(pem.ends_with("-----END CERTIFICATE-----\n"));
+    assert!(!pem.contains('\r'));
+    let body: Vec<&str> = pem
+        .lines()
+        .skip(1)
+        .take_while(|l| !l.starts_with("-----"))
+        .collect();
+    assert_eq!(
+        body.iter().map(|l| l.len()).collect::<Vec<_>>(),
+        [64, 64, 64, 64, 12]
+    );
+    let (_, parsed) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).unwrap();
+    assert_eq!(parsed.label, "CERTIFICATE");
+    assert_eq!(parsed.contents, der);
+}
