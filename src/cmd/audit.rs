@@ -1,7 +1,8 @@
 //! `nkpki audit`: check and export the server's hash-chained audit log.
 
+use super::output::{JsonFlag, print_json, rfc3339};
 use anyhow::bail;
-use nkpki::store::{Store, verify_chain};
+use nkpki::store::{AuditEntry, Store, verify_chain};
 use std::path::PathBuf;
 
 #[derive(Debug, clap::Args)]
@@ -17,11 +18,21 @@ enum Sub {
         #[arg(long, value_name = "DIR", default_value = "/var/lib/nkpki")]
         data_dir: PathBuf,
     },
-    /// Print every entry as JSON lines
+    /// Print every entry as JSON lines (with --json: one JSON array)
     Export {
         #[arg(long, value_name = "DIR", default_value = "/var/lib/nkpki")]
         data_dir: PathBuf,
+        #[command(flatten)]
+        output: JsonFlag,
     },
+}
+
+/// An entry of `audit export --json`: the exported line's fields, and `at` as RFC 3339.
+#[derive(Debug, serde::Serialize)]
+struct ExportedEntry<'a> {
+    #[serde(flatten)]
+    entry: &'a AuditEntry,
+    time: Option<String>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -40,12 +51,23 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 ),
             }
         }
-        Sub::Export { data_dir } => {
+        Sub::Export { data_dir, output } => {
             if !data_dir.join("nkpki.sqlite3").exists() {
                 bail!("{} holds no nkpki database", data_dir.display());
             }
             let store = Store::open(&data_dir)?;
-            for entry in store.audit_entries()? {
+            let entries = store.audit_entries()?;
+            if output.json {
+                let out: Vec<ExportedEntry<'_>> = entries
+                    .iter()
+                    .map(|entry| ExportedEntry {
+                        entry,
+                        time: rfc3339(entry.at),
+                    })
+                    .collect();
+                return print_json(&out);
+            }
+            for entry in entries {
                 println!("{}", serde_json::to_string(&entry)?);
             }
         }

@@ -1,8 +1,10 @@
 //! `nkpki crl`: fetch a CA's current CRL, or have a new one signed (M-of-N session).
 
 use super::online::{self, ServerArgs};
+use super::output::{JsonFlag, print_json};
 use anyhow::Context;
-use nkpki::proto::{CreateSession, SessionKind};
+use nkpki::pki::CrlSummary;
+use nkpki::proto::{CreateSession, SessionKind, SessionStatus};
 use std::path::PathBuf;
 
 #[derive(Debug, clap::Args)]
@@ -19,14 +21,27 @@ pub struct Args {
     /// Where to write the CRL (PEM)
     #[arg(long, value_name = "FILE")]
     out: PathBuf,
+    #[command(flatten)]
+    output: JsonFlag,
+}
+
+/// What `crl --json` prints.
+#[derive(Debug, serde::Serialize)]
+struct CrlReport<'a> {
+    ca_id: &'a str,
+    out: String,
+    /// A new CRL was signed (`--sign`), rather than the current one fetched.
+    signed: bool,
+    crl: CrlSummary,
+    session: Option<&'a SessionStatus>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let ca = args.server.ca()?.to_owned();
-    let pem = if args.sign {
+    let (pem, status) = if args.sign {
         let client = args.server.operator_client()?;
         let request = CreateSession {
-            ca_id: ca,
+            ca_id: ca.clone(),
             kind: SessionKind::Crl,
             csr_pem: None,
             profile: None,
@@ -34,11 +49,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             serial: None,
             reason: None,
         };
-        let status = online::run_session(&client, &request, args.server.json)?;
-        if args.server.json {
-            println!("{}", serde_json::to_string_pretty(&status)?);
-        }
-        status.crl_pem.context("the server returned no CRL")?
+        let status = online::run_session(&client, &request, args.output.json)?;
+        let pem = status
+            .crl_pem
+            .clone()
+            .context("the server returned no CRL")?;
+        (pem, Some(status))
     } else {
         let client = nkpki::client::Client::new(
             args.server.url()?,
@@ -48,14 +64,23 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let bytes = client
             .document(&format!("/crl/{ca}.pem"))
             .map_err(|e| online::Exit(online::EXIT_SERVER, e.to_string()))?;
-        String::from_utf8(bytes).context("the CRL is not PEM text")?
+        (
+            String::from_utf8(bytes).context("the CRL is not PEM text")?,
+            None,
+        )
     };
     nkpki::fsx::write_new(&args.out, pem.as_bytes(), 0o644, true)
         .with_context(|| format!("cannot write {}", args.out.display()))?;
-    if args.server.json {
-        eprintln!("CRL written to {}", args.out.display());
+    if args.output.json {
+        print_json(&CrlReport {
+            ca_id: &ca,
+            out: args.out.display().to_string(),
+            signed: args.sign,
+            crl: CrlSummary::from_pem(&pem)?,
+            session: status.as_ref(),
+        })
     } else {
         println!("CRL written to {}", args.out.display());
+        Ok(())
     }
-    Ok(())
 }

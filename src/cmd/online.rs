@@ -45,9 +45,6 @@ pub struct ServerArgs {
     /// Trust exactly the server certificate with this SHA-256 (hex of its DER)
     #[arg(long, value_name = "HEX", conflicts_with = "server_ca")]
     pub server_cert_sha256: Option<String>,
-    /// Print the final session as JSON on standard output
-    #[arg(long)]
-    pub json: bool,
 }
 
 impl ServerArgs {

@@ -81,6 +81,13 @@ enum CaCmd {
         #[arg(long, value_name = "SHA256")]
         expect_fingerprint: String,
     },
+    /// List the registered CAs: certificate, threshold, holders' enrollment and last poll
+    List {
+        #[arg(long, value_name = "DIR", default_value = "/var/lib/nkpki")]
+        data_dir: PathBuf,
+        #[command(flatten)]
+        output: super::output::JsonFlag,
+    },
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -95,6 +102,13 @@ enum TokenCmd {
         /// the API)
         #[arg(long, value_enum, default_value_t = Role::Operator)]
         role: Role,
+    },
+    /// List the operators' API tokens, revoked ones too (names, roles, times; never a token)
+    List {
+        #[arg(long, value_name = "DIR", default_value = "/var/lib/nkpki")]
+        data_dir: PathBuf,
+        #[command(flatten)]
+        output: super::output::JsonFlag,
     },
     /// Revoke an operator's API token (effective at once, also on a running server)
     Revoke {
@@ -154,6 +168,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 server::register_ca(&data_dir, &text, codes.as_deref(), &expect_fingerprint)
                     .with_context(|| format!("manifest {}", manifest.display()))?;
             println!("registered CA {ca_id}");
+        }
+        Some(Admin::Ca(CaCmd::List { data_dir, output })) => {
+            super::serve_list::cas(&data_dir, output.json)?;
+        }
+        Some(Admin::Token(TokenCmd::List { data_dir, output })) => {
+            super::serve_list::api_tokens(&data_dir, output.json)?;
         }
         Some(Admin::Token(TokenCmd::Create {
             data_dir,

@@ -53,6 +53,24 @@ pub struct Args {
     /// Replace --out if it exists
     #[arg(long)]
     force: bool,
+    #[command(flatten)]
+    output: super::output::JsonFlag,
+}
+
+/// What `sign --json` prints: the certificate as written to `--out`, read back.
+#[derive(Debug, serde::Serialize)]
+struct SignReport<'a> {
+    #[serde(flatten)]
+    certificate: pki::CertificateSummary,
+    ca_id: &'a str,
+    profile: String,
+    days: u32,
+    out: String,
+    chain: bool,
+    /// The holders whose shares signed it.
+    holders: Vec<String>,
+    /// `sign --server`: the final session.
+    session: Option<&'a nkpki::proto::SessionStatus>,
 }
 
 fn report_share(share: &nkpki::sss::Share, what: &str) {
@@ -124,6 +142,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         shares.extend(token_shares);
     }
     let issued = offline::sign(&manifest, &csr, &terms, &shares)?;
+    let holders: Vec<String> = shares
+        .iter()
+        .map(|(_, s)| {
+            s.holder
+                .clone()
+                .unwrap_or_else(|| format!("share {}", s.index))
+        })
+        .collect();
     drop(shares);
     for note in &issued.dropped {
         eprintln!(
@@ -138,6 +164,18 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     fsx::write_new(&args.out, pem.as_bytes(), 0o644, args.force)
         .with_context(|| format!("cannot write {}", args.out.display()))?;
+    if args.output.json {
+        return super::output::print_json(&SignReport {
+            certificate: pki::CertificateSummary::from_der(&issued.der)?,
+            ca_id: &manifest.ca_id().0,
+            profile: args.profile.to_string(),
+            days: args.days,
+            out: args.out.display().to_string(),
+            chain: args.chain,
+            holders,
+            session: None,
+        });
+    }
     let until = issued.not_after.format(&Rfc3339).unwrap_or_default();
     println!(
         "Issued serial {} valid until {until} -> {}",
@@ -178,7 +216,7 @@ fn run_online(args: &Args) -> anyhow::Result<()> {
     } else {
         None
     };
-    let status = super::online::run_session(&client, &request, args.server.json)?;
+    let status = super::online::run_session(&client, &request, args.output.json)?;
     let mut pem = status
         .certificate_pem
         .clone()
@@ -188,8 +226,17 @@ fn run_online(args: &Args) -> anyhow::Result<()> {
     }
     fsx::write_new(&args.out, pem.as_bytes(), 0o644, args.force)
         .with_context(|| format!("cannot write {}", args.out.display()))?;
-    if args.server.json {
-        println!("{}", serde_json::to_string_pretty(&status)?);
+    if args.output.json {
+        super::output::print_json(&SignReport {
+            certificate: pki::CertificateSummary::from_pem(&pem)?,
+            ca_id: &request.ca_id,
+            profile: args.profile.to_string(),
+            days: args.days,
+            out: args.out.display().to_string(),
+            chain: args.chain,
+            holders: status.approved.clone(),
+            session: Some(&status),
+        })?;
     } else {
         println!(
             "Issued serial {} (approved by {}) -> {}",

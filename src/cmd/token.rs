@@ -1,8 +1,9 @@
 //! `nkpki token`: what a holder does with the token itself — list, enroll, list shares,
 //! and the fire drill.
 
+use super::output::{JsonFlag, print_json};
 use anyhow::Context;
-use nkpki::hsm::{Module, PinSource, TokenSelector, read_pin};
+use nkpki::hsm::{Module, PinSource, ShareObject, TokenSelector, read_pin};
 use nkpki::manifest::Manifest;
 use nkpki::sss::Share;
 use std::path::PathBuf;
@@ -38,14 +39,18 @@ enum Sub {
         /// PKCS#11 module (default: $NKPKI_PKCS11_MODULE, else OpenSC's opensc-pkcs11.so)
         #[arg(long, value_name = "PATH")]
         module: Option<PathBuf>,
-        /// Print JSON
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        output: JsonFlag,
     },
     /// Make sure the token has the holder's signing key; print the holder card (JSON)
     Enroll(TokenOpts),
     /// List the CA shares the token holds (ids, never values)
-    Shares(TokenOpts),
+    Shares {
+        #[command(flatten)]
+        token: TokenOpts,
+        #[command(flatten)]
+        output: JsonFlag,
+    },
     /// Delete this token's share of one CA (after a re-keying ceremony, or a test)
     RemoveShare {
         #[command(flatten)]
@@ -61,6 +66,8 @@ enum Sub {
         /// The CA's manifest.json
         #[arg(long, value_name = "FILE")]
         manifest: PathBuf,
+        #[command(flatten)]
+        output: JsonFlag,
     },
 }
 
@@ -76,11 +83,11 @@ pub fn open_logged_in(opts: &TokenOpts) -> anyhow::Result<(Module, nkpki::hsm::T
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     match args.command {
-        Sub::List { module, json } => {
+        Sub::List { module, output } => {
             let module = Module::load(module.as_deref())?;
             let tokens = module.tokens()?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&tokens)?);
+            if output.json {
+                print_json(&tokens)?;
             } else if tokens.is_empty() {
                 println!("no token present (module {})", module.path().display());
             } else {
@@ -122,9 +129,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             });
             println!("{}", serde_json::to_string_pretty(&card)?);
         }
-        Sub::Shares(opts) => {
+        Sub::Shares {
+            token: opts,
+            output,
+        } => {
             let (_module, token) = open_logged_in(&opts)?;
             let shares = token.list_shares()?;
+            if output.json {
+                return print_json(&shares);
+            }
             if shares.is_empty() {
                 println!("token {} holds no nkpki share", token.label());
             }
@@ -143,7 +156,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Sub::Drill {
             token: opts,
             manifest,
-        } => drill(&opts, &manifest)?,
+            output,
+        } => drill(&opts, &manifest, output.json)?,
         Sub::RemoveShare { token: opts, ca } => {
             let (_module, token) = open_logged_in(&opts)?;
             if !token.delete_share(&ca)? {
@@ -158,19 +172,75 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn drill(opts: &TokenOpts, manifest_path: &std::path::Path) -> anyhow::Result<()> {
+/// What `token drill --json` prints.
+#[derive(Debug, serde::Serialize)]
+struct DrillReport {
+    token: DrillToken,
+    ca_id: String,
+    ca_name: String,
+    share: DrillShare,
+    objects: Vec<ShareObject>,
+    holder_key: DrillHolderKey,
+    warnings: Vec<String>,
+    seconds: f64,
+}
+
+#[derive(Debug, serde::Serialize)]
+struct DrillToken {
+    label: String,
+    serial: String,
+}
+
+#[derive(Debug, serde::Serialize)]
+struct DrillShare {
+    index: u8,
+    holder: Option<String>,
+    threshold: u8,
+    total: u8,
+}
+
+#[derive(Debug, serde::Serialize)]
+struct DrillHolderKey {
+    present: bool,
+    fingerprint: Option<String>,
+}
+
+/// The drill's result lines (standard output, unless JSON) and warnings (standard error).
+struct Say {
+    json: bool,
+    warnings: Vec<String>,
+}
+
+impl Say {
+    fn line(&self, line: String) {
+        if !self.json {
+            println!("{line}");
+        }
+    }
+
+    fn warn(&mut self, warning: String) {
+        eprintln!("{warning}");
+        self.warnings.push(warning);
+    }
+}
+
+fn drill(opts: &TokenOpts, manifest_path: &std::path::Path, json: bool) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(manifest_path)
         .with_context(|| format!("cannot read manifest {}", manifest_path.display()))?;
     let manifest = Manifest::from_json(&text)
         .and_then(|m| m.verify())
         .with_context(|| format!("manifest {}", manifest_path.display()))?;
     let started = std::time::Instant::now();
+    let mut say = Say {
+        json,
+        warnings: Vec::new(),
+    };
     let (_module, token) = open_logged_in(opts)?;
-    println!(
+    say.line(format!(
         "PIN:        accepted by token {} (serial {})",
         token.label(),
         token.summary().serial
-    );
+    ));
     let bytes = token.read_share(&manifest.ca_id().0)?;
     let share: Share = serde_json::from_slice(&bytes).map_err(|e| {
         anyhow::anyhow!(
@@ -181,39 +251,68 @@ fn drill(opts: &TokenOpts, manifest_path: &std::path::Path) -> anyhow::Result<()
     drop(bytes);
     let what = format!("the share on token {}", token.label());
     manifest.check_share(&share, &what)?;
-    println!(
+    say.line(format!(
         "Share:      {} of CA {} ({}) matches the manifest's commitments",
         share.describe(),
         manifest.body.ca.name,
         manifest.ca_id()
-    );
+    ));
     // OpenSC keeps data objects modifiable whatever nkpki asks: check the object's label
     // and application too, as the agent finds it
-    object_check(&token, &manifest.ca_id().0)?;
+    let objects = object_check(&token, &manifest.ca_id().0, &mut say)?;
     if let Some(holder) = manifest.holder(share.index)
         && holder.nitrokey_id != token.holder_label()
     {
-        eprintln!(
+        say.warn(format!(
             "warning: the manifest gives this share to {}, but the token is labelled {}",
             holder.nitrokey_id,
             token.label()
-        );
+        ));
     }
-    match token.holder_key()? {
-        Some(key) => println!("Holder key: present, fingerprint {}", key.fingerprint()),
-        None => println!(
+    let fingerprint = token.holder_key()?.map(|key| key.fingerprint());
+    match &fingerprint {
+        Some(fp) => say.line(format!("Holder key: present, fingerprint {fp}")),
+        None => say.line(format!(
             "Holder key: absent (run `nkpki token enroll --token {}`)",
             opts.token
-        ),
+        )),
     }
-    println!("Drill OK in {:.2} s", started.elapsed().as_secs_f64());
+    let seconds = started.elapsed().as_secs_f64();
+    say.line(format!("Drill OK in {seconds:.2} s"));
+    if json {
+        print_json(&DrillReport {
+            token: DrillToken {
+                label: token.label().to_owned(),
+                serial: token.summary().serial.clone(),
+            },
+            ca_id: manifest.ca_id().0.clone(),
+            ca_name: manifest.body.ca.name.clone(),
+            share: DrillShare {
+                index: share.index,
+                holder: share.holder.clone(),
+                threshold: manifest.threshold(),
+                total: manifest.body.share_set.total,
+            },
+            objects,
+            holder_key: DrillHolderKey {
+                present: fingerprint.is_some(),
+                fingerprint,
+            },
+            warnings: say.warnings,
+            seconds,
+        })?;
+    }
     Ok(())
 }
 
 /// Reports the share object's label and application; warns about what differs from what
 /// nkpki writes (another tool's label, an application OpenSC stored with garbage after it,
 /// several objects holding a share of this CA).
-fn object_check(token: &nkpki::hsm::Token, ca_id: &str) -> anyhow::Result<()> {
+fn object_check(
+    token: &nkpki::hsm::Token,
+    ca_id: &str,
+    say: &mut Say,
+) -> anyhow::Result<Vec<ShareObject>> {
     let label = nkpki::hsm::share_label(ca_id);
     let objects: Vec<_> = token
         .list_shares()?
@@ -221,31 +320,31 @@ fn object_check(token: &nkpki::hsm::Token, ca_id: &str) -> anyhow::Result<()> {
         .filter(|s| s.ca_id == ca_id)
         .collect();
     for o in &objects {
-        println!(
+        say.line(format!(
             "Object:     label {:?}, application {:?}",
             o.label, o.application
-        );
+        ));
     }
     if objects.len() > 1 {
-        eprintln!(
+        say.warn(format!(
             "warning: {} objects on token {} hold a share of this CA; the agent reads the one \
              labelled {label:?}; remove the others (pkcs11-tool --delete-object)",
             objects.len(),
             token.label()
-        );
+        ));
     }
     match objects.iter().find(|o| o.label == label) {
-        Some(o) if o.application != nkpki::hsm::APPLICATION => eprintln!(
+        Some(o) if o.application != nkpki::hsm::APPLICATION => say.warn(format!(
             "warning: the share object's CKA_APPLICATION reads {:?}, not {:?} (nkpki before \
              0.2 let OpenSC read past the name); the share itself is checked above",
             o.application,
             nkpki::hsm::APPLICATION
-        ),
+        )),
         Some(_) => {}
-        None => eprintln!(
+        None => say.warn(format!(
             "note: the share object is not labelled {label:?} (another tool wrote it); the \
              agent finds it by its content"
-        ),
+        )),
     }
-    Ok(())
+    Ok(objects)
 }

@@ -30,6 +30,26 @@ impl std::fmt::Display for San {
     }
 }
 
+impl San {
+    /// The name as nkpki reads it, in a CSR or a certificate.
+    pub(super) fn from_general_name(name: &GeneralName<'_>) -> Result<Self, PkiError> {
+        Ok(match name {
+            GeneralName::DNSName(d) => San::Dns((*d).to_owned()),
+            GeneralName::RFC822Name(e) => San::Email((*e).to_owned()),
+            GeneralName::IPAddress(b) => match b.len() {
+                4 => San::Ip(IpAddr::from(
+                    <[u8; 4]>::try_from(*b).map_err(|_| malformed("IP"))?,
+                )),
+                16 => San::Ip(IpAddr::from(
+                    <[u8; 16]>::try_from(*b).map_err(|_| malformed("IP"))?,
+                )),
+                _ => return Err(malformed("IP address SAN of a bad length")),
+            },
+            other => San::Other(other_name(other)),
+        })
+    }
+}
+
 /// The kind of public key a CSR carries.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CsrKey {
@@ -176,20 +196,7 @@ impl Csr {
                     ParsedExtension::SubjectAlternativeName(san) => {
                         for name in &san.general_names {
                             refuse_unsafe_name(name)?;
-                            sans.push(match name {
-                                GeneralName::DNSName(d) => San::Dns((*d).to_owned()),
-                                GeneralName::RFC822Name(e) => San::Email((*e).to_owned()),
-                                GeneralName::IPAddress(b) => match b.len() {
-                                    4 => San::Ip(IpAddr::from(
-                                        <[u8; 4]>::try_from(*b).map_err(|_| malformed("IP"))?,
-                                    )),
-                                    16 => San::Ip(IpAddr::from(
-                                        <[u8; 16]>::try_from(*b).map_err(|_| malformed("IP"))?,
-                                    )),
-                                    _ => return Err(malformed("IP address SAN of a bad length")),
-                                },
-                                other => San::Other(other_name(other)),
-                            });
+                            sans.push(San::from_general_name(name)?);
                         }
                     }
                     ParsedExtension::ParseError { error } => {

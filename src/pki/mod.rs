@@ -7,6 +7,7 @@ mod crl;
 mod csr;
 mod issue;
 mod key;
+mod summary;
 pub mod text;
 
 pub use ca::{CaCertificate, CaSubject, check_signed_by, self_signed};
@@ -14,6 +15,7 @@ pub use crl::{CRL_VALIDITY_DAYS, REASONS, Revoked, parse_reason, sign_crl};
 pub use csr::{Csr, CsrKey, San};
 pub use issue::{CertificateView, Issued, Profile, Terms, check as check_request, issue};
 pub use key::{CaKey, KeyAlgorithm, verify_signature};
+pub use summary::{CertificateSummary, CrlEntry, CrlSummary};
 
 use sha2::{Digest, Sha256};
 
@@ -74,6 +76,8 @@ pub enum PkiError {
     BadCaCertificate(String),
     #[error("certificate construction failed: {0}")]
     Build(String),
+    #[error("cannot read the {what}: {why}")]
+    Unreadable { what: &'static str, why: String },
 }
 
 impl From<rcgen::Error> for PkiError {

@@ -4,8 +4,10 @@
 
 mod guard;
 mod http;
+mod listing;
 mod state;
 
+pub use listing::{CaListing, list_api_tokens, list_cas};
 pub use state::{ApiErr, State, token_hash};
 
 use crate::manifest::Manifest;

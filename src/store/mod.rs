@@ -93,6 +93,30 @@ pub struct HolderRow {
     pub last_seen: Option<i64>,
 }
 
+/// A registered CA.
+#[derive(Clone, Debug)]
+pub struct CaRow {
+    pub ca_id: String,
+    pub name: String,
+    /// The ceremony's manifest, as registered.
+    pub manifest: String,
+    /// Unix seconds.
+    pub added_at: i64,
+}
+
+/// An operator's API token as the store keeps it (its hash is not read).
+#[derive(Clone, Debug)]
+pub struct ApiTokenRow {
+    pub name: String,
+    /// `operator` or `ca-admin`.
+    pub role: String,
+    /// Unix seconds.
+    pub created_at: i64,
+    pub revoked: bool,
+    /// Unix seconds; `None` while active (or for a token revoked before nkpki recorded when).
+    pub revoked_at: Option<i64>,
+}
+
 /// A session row (no secret: the session key lives in the server's memory only).
 #[derive(Clone, Debug)]
 pub struct SessionRow {
@@ -267,6 +291,22 @@ impl Store {
         Ok(())
     }
 
+    /// Every registered CA, in the order they were registered.
+    pub fn cas(&self) -> Result<Vec<CaRow>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT ca_id, name, manifest, added_at FROM cas ORDER BY added_at, ca_id")?;
+        let rows = stmt.query_map([], |r| {
+            Ok(CaRow {
+                ca_id: r.get(0)?,
+                name: r.get(1)?,
+                manifest: r.get(2)?,
+                added_at: r.get(3)?,
+            })
+        })?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
+    }
+
     pub fn ca_manifests(&self) -> Result<Vec<(String, String)>> {
         let mut stmt = self
             .conn
@@ -426,8 +466,8 @@ impl Store {
     pub fn revoke_api_token(&mut self, name: &str) -> Result<()> {
         let tx = self.write_tx()?;
         let changed = tx.execute(
-            "UPDATE api_tokens SET revoked = 1 WHERE name = ?1 AND revoked = 0",
-            [name],
+            "UPDATE api_tokens SET revoked = 1, revoked_at = ?2 WHERE name = ?1 AND revoked = 0",
+            params![name, now()],
         )?;
         if changed != 1 {
             return Err(StoreError::NotFound(format!(
@@ -437,6 +477,23 @@ impl Store {
         audit::append_tx(&tx, "api-token-revoked", None, None, None, name)?;
         tx.commit()?;
         Ok(())
+    }
+
+    /// Every API token, revoked ones too, oldest first (names, roles and times; no hash).
+    pub fn api_tokens(&self) -> Result<Vec<ApiTokenRow>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT name, role, created_at, revoked, revoked_at FROM api_tokens ORDER BY created_at, name",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(ApiTokenRow {
+                name: r.get(0)?,
+                role: r.get(1)?,
+                created_at: r.get(2)?,
+                revoked: r.get::<_, i64>(3)? != 0,
+                revoked_at: r.get(4)?,
+            })
+        })?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
     }
 
     /// The operator name owning a token hash, if any.

@@ -36,6 +36,11 @@ const MIGRATIONS: &[&str] = &[
      ALTER TABLE audit ADD COLUMN hash_version INTEGER NOT NULL DEFAULT 1;",
     // 3: issue sessions keep the certificate the holders are shown and approve
     "ALTER TABLE sessions ADD COLUMN certificate_view TEXT;",
+    // 4: when an API token was revoked (`serve token list`); tokens revoked before take
+    // the time of their `api-token-revoked` audit entry
+    "ALTER TABLE api_tokens ADD COLUMN revoked_at INTEGER;
+     UPDATE api_tokens SET revoked_at = (SELECT MAX(at) FROM audit
+        WHERE event = 'api-token-revoked' AND detail = api_tokens.name) WHERE revoked = 1;",
 ];
 
 pub fn migrate(conn: &mut Connection) -> Result<()> {
@@ -54,4 +59,36 @@ pub fn migrate(conn: &mut Connection) -> Result<()> {
         tx.commit()?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use rusqlite::Connection;
+
+    /// A token revoked under schema 3 gets the time of its audit entry as `revoked_at`.
+    #[test]
+    fn migration_4_dates_tokens_revoked_before_it_from_the_audit_log() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        for sql in &super::MIGRATIONS[..3] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 3).unwrap();
+        conn.execute_batch(
+            "INSERT INTO api_tokens (name, token_sha256, created_at, revoked) VALUES ('alice', 'a', 100, 0), ('bob', 'b', 200, 1);
+             INSERT INTO audit (seq, at, event, detail, prev_hash, hash) VALUES
+                (1, 300, 'api-token-revoked', 'bob', '', ''), (2, 400, 'api-token-created', 'alice', '', '');",
+        )
+        .unwrap();
+        super::migrate(&mut conn).unwrap();
+        let revoked_at = |name: &str| -> Option<i64> {
+            conn.query_row(
+                "SELECT revoked_at FROM api_tokens WHERE name = ?1",
+                [name],
+                |r| r.get(0),
+            )
+            .unwrap()
+        };
+        assert_eq!(revoked_at("bob"), Some(300));
+        assert_eq!(revoked_at("alice"), None);
+    }
 }

@@ -11,6 +11,7 @@ mod bad_input;
 mod ca_binding;
 mod ceremony;
 mod fuzz_corpus;
+mod json_output;
 mod memory;
 mod nitrokey;
 mod offer;

@@ -636,7 +636,8 @@ fn tls_with_a_private_ca_a_pinned_certificate_and_an_interactive_holder() {
     std::io::Write::write_all(manual.stdin.as_mut().unwrap(), b"y\n").unwrap();
     let out = sign.wait_with_output().unwrap();
     assert!(out.status.success());
-    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let status = &report["session"];
     assert_eq!(status["state"], "signed");
     assert!(
         status["approved"]
@@ -660,8 +661,8 @@ fn tls_with_a_private_ca_a_pinned_certificate_and_an_interactive_holder() {
     let _d = env.agent("NK004", &ca_id, &url, &rule);
     let out = second.wait_with_output().unwrap();
     assert!(out.status.success());
-    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let approved: Vec<&str> = status["approved"]
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let approved: Vec<&str> = report["holders"]
         .as_array()
         .unwrap()
         .iter()
@@ -669,7 +670,7 @@ fn tls_with_a_private_ca_a_pinned_certificate_and_an_interactive_holder() {
         .collect();
     assert!(
         !approved.contains(&"NK003") && approved.contains(&"NK004"),
-        "{status}"
+        "{report}"
     );
     env.openssl_verify("ca/ca.crt", "t.crt");
     assert_eq!(
