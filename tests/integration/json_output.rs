@@ -536,6 +536,28 @@ fn json_online_sign_revoke_crl_server_lists_and_audit_export() {
     time::OffsetDateTime::parse(revoked_at, &time::format_description::well_known::Rfc3339)
         .unwrap_or_else(|e| panic!("{revoked_at}: {e}"));
     assert!(revoked_at >= bob["created_at"].as_str().unwrap());
+    // the table says the same
+    let table = env
+        .nkpki(&["serve", "token", "list", "--data-dir", "data"])
+        .ok()
+        .stdout();
+    let bob_row = table.lines().find(|l| l.starts_with("bob ")).unwrap();
+    assert!(
+        bob_row.contains("ca-admin") && bob_row.ends_with(revoked_at),
+        "{table}"
+    );
+    let cas_table = env
+        .nkpki(&["serve", "ca", "list", "--data-dir", "data"])
+        .ok()
+        .stdout();
+    assert!(
+        cas_table.starts_with(&format!("CA {ca}  Test Root CA  2 of 3")),
+        "{cas_table}"
+    );
+    assert!(
+        cas_table.contains("NK002    share 2   not enrolled last seen -"),
+        "{cas_table}"
+    );
 
     // audit export --json: the entries of the JSON lines, in one array, with RFC 3339 times
     let lines = env
