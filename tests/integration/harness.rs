@@ -287,6 +287,19 @@ impl Env {
         days: &str,
         out: &str,
     ) -> Run {
+        self.sign_with(holders, csr, profile, days, out, &[])
+    }
+
+    /// [`Env::sign`] with `extra` flags.
+    pub fn sign_with(
+        &self,
+        holders: &[&Holder],
+        csr: &str,
+        profile: &str,
+        days: &str,
+        out: &str,
+        extra: &[&str],
+    ) -> Run {
         let mut args: Vec<String> = vec![
             "sign".into(),
             "--offline".into(),
@@ -307,6 +320,7 @@ impl Env {
             args.push("--identity".into());
             args.push(h.key_file.to_string_lossy().into_owned());
         }
+        args.extend(extra.iter().map(|a| a.to_string()));
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
         self.nkpki(&refs)
     }
@@ -410,6 +424,17 @@ impl Env {
             &["--package", "--server-url", "https://pki.example.org:8443"],
         )
         .ok();
+        holders
+    }
+
+    /// A packaged ceremony whose every package is deployed onto the token of its holder's
+    /// label (tokens made by [`Env::with_softhsm`]).
+    pub fn packaged_and_deployed(&self, n: usize, threshold: usize) -> Vec<Holder> {
+        let holders = self.packaged_ceremony(n, threshold);
+        for h in &holders {
+            self.deploy(h, &format!("ca/packages/{}.nkpkg", h.id), &h.id, &[])
+                .ok();
+        }
         holders
     }
 
@@ -614,6 +639,11 @@ impl Env {
             .ok()
             .stdout();
         self.write("op.token", token.trim());
+        self.ca_id()
+    }
+
+    /// The CA id of `ca/manifest.json`.
+    pub fn ca_id(&self) -> String {
         let manifest: serde_json::Value =
             serde_json::from_slice(&self.read("ca/manifest.json")).unwrap();
         manifest["signed"]["ca_id"].as_str().unwrap().to_owned()

@@ -48,20 +48,11 @@ fn iso(rfc3339: &Value) -> String {
     rfc3339.as_str().unwrap().replacen('T', " ", 1)
 }
 
-fn ca_id(env: &Env) -> String {
-    let manifest: Value = serde_json::from_slice(&env.read("ca/manifest.json")).unwrap();
-    manifest["signed"]["ca_id"].as_str().unwrap().to_owned()
-}
-
 #[test]
 fn json_token_list_shares_and_drill() {
     let env = Env::new().with_softhsm(&THREE);
-    let holders = env.packaged_ceremony(3, 2);
-    for h in &holders {
-        env.deploy(h, &format!("ca/packages/{}.nkpkg", h.id), &h.id, &[])
-            .ok();
-    }
-    let ca = ca_id(&env);
+    env.packaged_and_deployed(3, 2);
+    let ca = env.ca_id();
 
     // token list: one object per token; the serials are those pkcs11-tool lists
     let list = json(&env.nkpki(&["token", "list", "--json"]));
@@ -195,33 +186,16 @@ fn json_offline_sign_reports_the_issued_certificate() {
         "/CN=www.example.org/O=Example",
         &["subjectAltName=DNS:www.example.org,IP:192.0.2.7"],
     );
-    let mut args = vec![
-        "sign",
-        "--offline",
-        "--manifest",
-        "ca/manifest.json",
-        "--csr",
+    let signers = [&holders[1], &holders[2]];
+    let run = env.sign_with(
+        &signers,
         &csr,
-        "--days",
+        "server",
         "30",
-        "--out",
         "www.crt",
-        "--chain",
-        "--json",
-    ];
-    let files: Vec<(String, String)> = holders[1..]
-        .iter()
-        .map(|h| {
-            (
-                format!("ca/shares/{}.age", h.id),
-                h.key_file.display().to_string(),
-            )
-        })
-        .collect();
-    for (share, key) in &files {
-        args.extend(["--share", share, "--identity", key]);
-    }
-    let report = json(&env.nkpki(&args));
+        &["--chain", "--json"],
+    );
+    let report = json(&run);
     assert_eq!(
         keys(&report),
         sorted(vec![
@@ -247,7 +221,7 @@ fn json_offline_sign_reports_the_issued_certificate() {
         serde_json::json!(["DNS:www.example.org", "IP:192.0.2.7"])
     );
     assert_eq!(report["subject"], "CN=www.example.org, O=Example");
-    assert_eq!(report["ca_id"], ca_id(&env).as_str());
+    assert_eq!(report["ca_id"], env.ca_id().as_str());
     assert_eq!(report["profile"], "server");
     assert_eq!(report["days"], 30);
     assert_eq!(report["chain"], true);
@@ -287,11 +261,7 @@ fn assert_certificate(env: &Env, report: &Value, cert: &str) {
 #[test]
 fn json_online_sign_revoke_crl_server_lists_and_audit_export() {
     let env = Env::new().with_softhsm(&THREE);
-    let holders = env.packaged_ceremony(3, 2);
-    for h in &holders {
-        env.deploy(h, &format!("ca/packages/{}.nkpkg", h.id), &h.id, &[])
-            .ok();
-    }
+    env.packaged_and_deployed(3, 2);
     let ca = env.register();
     let server = env.serve(&[]);
     let rule = [
@@ -487,6 +457,44 @@ fn json_online_sign_revoke_crl_server_lists_and_audit_export() {
     );
     assert_eq!(fetched["crl"], revoked["crl"]);
     assert_eq!(env.read("fetched.pem"), env.read("crl.pem"));
+
+    // crl --sign: the next CRL, listing the same revocation, and its session
+    let resigned = json(&env.nkpki(&[
+        "crl",
+        "--server",
+        &server.url,
+        "--ca",
+        &ca,
+        "--sign",
+        "--api-token-file",
+        "op.token",
+        "--out",
+        "next.pem",
+        "--json",
+    ]));
+    assert_eq!(resigned["signed"], true);
+    assert_eq!(resigned["out"], "next.pem");
+    assert_eq!(resigned["session"]["kind"], "crl");
+    assert_eq!(resigned["session"]["state"], "signed");
+    assert_eq!(
+        resigned["crl"]["number"].as_u64(),
+        crl["number"].as_u64().map(|n| n + 1)
+    );
+    assert_eq!(resigned["crl"]["revoked"], crl["revoked"]);
+
+    // a failure with --json: the documented exit code, nothing on standard output
+    let other = env.csr(
+        "oth",
+        &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"],
+        "/CN=www.example.com",
+        &["subjectAltName=DNS:www.example.com"],
+    );
+    let mut declined = crate::online::sign_args(&server.url, &ca, &other, "oth.crt");
+    declined.push("--json");
+    let run = env.nkpki(&declined);
+    assert_eq!(run.output.status.code(), Some(4), "{}", run.stderr());
+    assert_eq!(run.stdout(), "");
+    assert!(run.stderr().contains("declined"), "{}", run.stderr());
 
     // serve token list: active and revoked tokens, never a token or its hash
     let secret = env
