@@ -117,8 +117,8 @@ pub fn api_tokens(data_dir: &Path, json: bool) -> anyhow::Result<()> {
     for t in tokens {
         let revoked = match (t.revoked, t.revoked_at) {
             (false, _) => "-".to_owned(),
-            (true, at) if at.is_some() => when(at),
-            (true, _) => "yes".to_owned(),
+            (true, Some(at)) => when(Some(at)),
+            (true, None) => "yes".to_owned(),
         };
         println!(
             "{:<24} {:<10} {:<22} {revoked}",
