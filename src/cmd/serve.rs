@@ -69,7 +69,12 @@ enum Admin {
     #[command(after_help = "Example:\n  \
         nkpki serve backup --data-dir /var/lib/nkpki --out /backup/nkpki-$(date +%F).sqlite3")]
     Backup {
-        #[arg(long, value_name = "DIR", default_value = "/var/lib/nkpki")]
+        #[arg(
+            long,
+            value_name = "DIR",
+            env = "NKPKI_DATA_DIR",
+            default_value = "/var/lib/nkpki"
+        )]
         data_dir: PathBuf,
         /// The backup file to create (it must not exist)
         #[arg(long, value_name = "FILE")]
@@ -81,7 +86,12 @@ enum Admin {
 enum CaCmd {
     /// Register a CA from its ceremony manifest (and the holders' enrollment codes)
     Add {
-        #[arg(long, value_name = "DIR", default_value = "/var/lib/nkpki")]
+        #[arg(
+            long,
+            value_name = "DIR",
+            env = "NKPKI_DATA_DIR",
+            default_value = "/var/lib/nkpki"
+        )]
         data_dir: PathBuf,
         #[arg(long, value_name = "FILE")]
         manifest: PathBuf,
@@ -99,7 +109,12 @@ enum CaCmd {
 enum TokenCmd {
     /// Create an operator API token; it is printed once and stored hashed
     Create {
-        #[arg(long, value_name = "DIR", default_value = "/var/lib/nkpki")]
+        #[arg(
+            long,
+            value_name = "DIR",
+            env = "NKPKI_DATA_DIR",
+            default_value = "/var/lib/nkpki"
+        )]
         data_dir: PathBuf,
         #[arg(long)]
         name: String,
@@ -110,7 +125,12 @@ enum TokenCmd {
     },
     /// Revoke an operator's API token (effective at once, also on a running server)
     Revoke {
-        #[arg(long, value_name = "DIR", default_value = "/var/lib/nkpki")]
+        #[arg(
+            long,
+            value_name = "DIR",
+            env = "NKPKI_DATA_DIR",
+            default_value = "/var/lib/nkpki"
+        )]
         data_dir: PathBuf,
         #[arg(long)]
         name: String,
@@ -136,7 +156,12 @@ impl From<Role> for ApiRole {
 enum HolderCmd {
     /// Forget a holder's token key and print a new one-time enrollment code
     Reset {
-        #[arg(long, value_name = "DIR", default_value = "/var/lib/nkpki")]
+        #[arg(
+            long,
+            value_name = "DIR",
+            env = "NKPKI_DATA_DIR",
+            default_value = "/var/lib/nkpki"
+        )]
         data_dir: PathBuf,
         #[arg(long)]
         ca: String,
