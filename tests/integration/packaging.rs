@@ -237,11 +237,53 @@ fn the_deb_installs_with_dpkg_on_a_ci_machine() {
     let conf = std::fs::metadata("/etc/nkpki/serve.toml").unwrap();
     assert_eq!(conf.mode() & 0o777, 0o640);
     assert_ne!(state.uid(), 0, "/var/lib/nkpki belongs to root");
+    installed_server_runs_as_nkpki();
     assert_eq!(conf.uid(), 0);
     assert_eq!(
         state.gid(),
         conf.gid(),
         "serve.toml is not in the nkpki group"
+    );
+}
+
+/// The installed binary, as the nkpki user (setpriv execs it, so the kill reaches it), with
+/// the installed config file and state directory: what the unit runs.
+fn installed_server_runs_as_nkpki() {
+    let mut cmd = std::process::Command::new("setpriv");
+    cmd.args([
+        "--reuid",
+        "nkpki",
+        "--regid",
+        "nkpki",
+        "--init-groups",
+        "--",
+    ])
+    .args([
+        "/usr/bin/nkpki",
+        "serve",
+        "--config",
+        "/etc/nkpki/serve.toml",
+    ])
+    .args(["--listen", "127.0.0.1:0"])
+    .current_dir("/")
+    .stdin(std::process::Stdio::null())
+    .stdout(std::process::Stdio::piped());
+    let mut proc = crate::harness::Proc {
+        child: cmd.spawn().unwrap(),
+    };
+    let stdout = proc.child.stdout.take().unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line).unwrap();
+    assert!(
+        line.starts_with("listening on http://127.0.0.1:"),
+        "serve said {line:?}"
+    );
+    let db = std::fs::metadata("/var/lib/nkpki/nkpki.sqlite3").unwrap();
+    let state = std::fs::metadata("/var/lib/nkpki").unwrap();
+    assert_eq!(
+        db.uid(),
+        state.uid(),
+        "the database is not the nkpki user's"
     );
 }
 
@@ -252,6 +294,7 @@ impl Drop for Purge {
     fn drop(&mut self) {
         let _ = std::process::Command::new("dpkg")
             .args(["--purge", "nkpki"])
+            .stdout(std::process::Stdio::null())
             .status();
     }
 }
