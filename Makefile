@@ -3,7 +3,7 @@
 CARGO ?= cargo
 NKPKI := target/debug/nkpki
 
-.PHONY: all deps build demo test lint bench fuzz clean
+.PHONY: all deps build release man completions install deb demo test lint bench fuzz clean
 
 all: build
 
@@ -12,6 +12,41 @@ deps:
 
 build:
 	$(CARGO) build --locked
+
+# What gets installed or packaged: the release binary, and man pages and completions
+# generated from it (`make install BIN=target/debug/nkpki` skips the release build).
+RELEASE := target/release/nkpki
+BIN ?= $(RELEASE)
+PREFIX ?= /usr/local
+DESTDIR ?=
+
+release:
+	$(CARGO) build --locked --release
+
+$(RELEASE): release
+
+man: $(BIN)
+	rm -rf target/man
+	$(BIN) man --out target/man
+
+completions: $(BIN)
+	mkdir -p target/completions
+	$(BIN) completions bash > target/completions/nkpki
+	$(BIN) completions zsh > target/completions/_nkpki
+	$(BIN) completions fish > target/completions/nkpki.fish
+
+install: man completions
+	install -Dm 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/nkpki
+	install -d $(DESTDIR)$(PREFIX)/share/man/man1
+	install -m 0644 target/man/*.1 $(DESTDIR)$(PREFIX)/share/man/man1/
+	install -Dm 0644 target/completions/nkpki $(DESTDIR)$(PREFIX)/share/bash-completion/completions/nkpki
+	install -Dm 0644 target/completions/_nkpki $(DESTDIR)$(PREFIX)/share/zsh/site-functions/_nkpki
+	install -Dm 0644 target/completions/nkpki.fish $(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d/nkpki.fish
+
+# target/debian/nkpki_<version>_<arch>.deb: binary, man pages, completions, systemd units,
+# /etc/nkpki/serve.toml (scripts/deb.sh; dpkg-deb, no cargo-deb needed).
+deb: $(BIN)
+	scripts/deb.sh $(BIN) target/debian
 
 # A 3-of-5 ceremony, an OpenSSL CSR, offline signing with three shares, openssl verify.
 demo: deps build

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what nkpki's tests and demo need on a Debian machine, as root: the real peers
-# (OpenSSL, the age CLI, SoftHSM2, OpenSC, zbar's QR reader) from Debian, and pkilint in a Python venv.
+# (OpenSSL, the age CLI, SoftHSM2, OpenSC, zbar's QR reader), what checks the Debian package
+# (man-db, systemd-analyze, dpkg-deb, objdump) from Debian, and pkilint in a Python venv.
 # Safe to run again: it installs only what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,6 +13,10 @@ command -v age-keygen >/dev/null || need_apt+=(age)
 command -v softhsm2-util >/dev/null || need_apt+=(softhsm2)
 command -v pkcs11-tool >/dev/null || need_apt+=(opensc)
 command -v zbarimg >/dev/null || need_apt+=(zbar-tools)
+command -v man >/dev/null || need_apt+=(man-db)
+command -v systemd-analyze >/dev/null || need_apt+=(systemd)
+command -v dpkg-deb >/dev/null || need_apt+=(dpkg)
+command -v objdump >/dev/null || need_apt+=(binutils)
 command -v python3 >/dev/null || need_apt+=(python3)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)
 

@@ -15,12 +15,22 @@ pub struct Args {
 enum Sub {
     /// Recompute the chain: report the first edited, deleted or missing entry
     Verify {
-        #[arg(long, value_name = "DIR", default_value = "/var/lib/nkpki")]
+        #[arg(
+            long,
+            value_name = "DIR",
+            env = "NKPKI_DATA_DIR",
+            default_value = "/var/lib/nkpki"
+        )]
         data_dir: PathBuf,
     },
     /// Print every entry as JSON lines (with --json: one JSON array)
     Export {
-        #[arg(long, value_name = "DIR", default_value = "/var/lib/nkpki")]
+        #[arg(
+            long,
+            value_name = "DIR",
+            env = "NKPKI_DATA_DIR",
+            default_value = "/var/lib/nkpki"
+        )]
         data_dir: PathBuf,
         #[command(flatten)]
         output: JsonFlag,

@@ -5,6 +5,8 @@ mod agent;
 mod audit;
 mod ca_init;
 mod combine;
+mod completions;
+mod config_file;
 mod crl;
 mod deploy;
 mod online;
@@ -65,6 +67,11 @@ pub enum Command {
     Crl(crl::Args),
     /// Check or export the server's hash-chained audit log
     Audit(audit::Args),
+    /// Print shell completions (bash, zsh, fish, elvish, powershell) to standard output
+    Completions(completions::Args),
+    /// Internal: write the man pages (`make man`)
+    #[command(hide = true)]
+    Man(completions::ManArgs),
     /// Internal: the one-shot process that holds a signing session's secrets for `serve`
     #[command(hide = true)]
     SessionWorker(session_worker::Args),
@@ -84,6 +91,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Revoke(args) => revoke::run(args),
         Command::Crl(args) => crl::run(args),
         Command::Audit(args) => audit::run(args),
+        Command::Completions(args) => completions::run(args),
+        Command::Man(args) => completions::man(args),
         Command::SessionWorker(args) => session_worker::run(args),
     }
 }

@@ -1,6 +1,7 @@
 //! `nkpki serve`: run the orchestrator, and its administration (CAs, API tokens, holders).
 
 use anyhow::Context;
+use clap::{CommandFactory, FromArgMatches};
 use nkpki::server::{self, ServeOptions};
 use nkpki::store::ApiRole;
 use std::path::PathBuf;
@@ -13,32 +14,43 @@ use std::path::PathBuf;
     --expect-fingerprint 3A:5F:…:C2\n  \
     nkpki serve token create --data-dir /var/lib/nkpki --name alice\n  \
     nkpki serve token create --data-dir /var/lib/nkpki --name bob --role ca-admin\n  \
-    nkpki serve --listen 0.0.0.0:8443 --data-dir /var/lib/nkpki --tls-cert server.crt --tls-key server.key"
+    nkpki serve --listen 0.0.0.0:8443 --data-dir /var/lib/nkpki --tls-cert server.crt --tls-key server.key\n  \
+    nkpki serve --config /etc/nkpki/serve.toml --listen 127.0.0.1:9443"
 )]
 pub struct Args {
     #[command(subcommand)]
     admin: Option<Admin>,
+    /// Read options from this TOML file (keys are the flags' names, e.g. `listen`,
+    /// `data-dir`); flags and NKPKI_* variables override it
+    #[arg(long, value_name = "FILE", env = "NKPKI_CONFIG")]
+    config: Option<PathBuf>,
     /// Address to listen on (port 0 picks a free port; the chosen one is printed)
-    #[arg(long, default_value = "127.0.0.1:8443")]
+    #[arg(long, env = "NKPKI_LISTEN", default_value = "127.0.0.1:8443")]
     listen: String,
     /// The server's state directory (SQLite database; nothing secret)
-    #[arg(long, value_name = "DIR", default_value = "/var/lib/nkpki")]
+    #[arg(
+        long,
+        value_name = "DIR",
+        env = "NKPKI_DATA_DIR",
+        default_value = "/var/lib/nkpki"
+    )]
     data_dir: PathBuf,
     /// TLS certificate chain (PEM); without it the server speaks plain HTTP
-    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    #[arg(long, value_name = "FILE", env = "NKPKI_TLS_CERT")]
     tls_cert: Option<PathBuf>,
     /// TLS private key (PEM)
-    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    #[arg(long, value_name = "FILE", env = "NKPKI_TLS_KEY")]
     tls_key: Option<PathBuf>,
     /// Seconds a signing session stays open
-    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(i64).range(10..=86_400))]
+    #[arg(long, env = "NKPKI_SESSION_TTL", default_value_t = 300,
+          value_parser = clap::value_parser!(i64).range(10..=86_400))]
     session_ttl: i64,
     /// Most simultaneous connections
-    #[arg(long, default_value_t = 4096)]
+    #[arg(long, env = "NKPKI_MAX_CONNECTIONS", default_value_t = 4096)]
     max_connections: usize,
     /// Most simultaneous connections from one address (0: no limit); raise it when many
     /// agents share an address (NAT, a reverse proxy)
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, env = "NKPKI_MAX_CONNECTIONS_PER_ADDRESS", default_value_t = 64)]
     max_connections_per_address: usize,
 }
 
@@ -57,7 +69,12 @@ enum Admin {
     #[command(after_help = "Example:\n  \
         nkpki serve backup --data-dir /var/lib/nkpki --out /backup/nkpki-$(date +%F).sqlite3")]
     Backup {
-        #[arg(long, value_name = "DIR", default_value = "/var/lib/nkpki")]
+        #[arg(
+            long,
+            value_name = "DIR",
+            env = "NKPKI_DATA_DIR",
+            default_value = "/var/lib/nkpki"
+        )]
         data_dir: PathBuf,
         /// The backup file to create (it must not exist)
         #[arg(long, value_name = "FILE")]
@@ -69,7 +86,12 @@ enum Admin {
 enum CaCmd {
     /// Register a CA from its ceremony manifest (and the holders' enrollment codes)
     Add {
-        #[arg(long, value_name = "DIR", default_value = "/var/lib/nkpki")]
+        #[arg(
+            long,
+            value_name = "DIR",
+            env = "NKPKI_DATA_DIR",
+            default_value = "/var/lib/nkpki"
+        )]
         data_dir: PathBuf,
         #[arg(long, value_name = "FILE")]
         manifest: PathBuf,
@@ -94,7 +116,12 @@ enum CaCmd {
 enum TokenCmd {
     /// Create an operator API token; it is printed once and stored hashed
     Create {
-        #[arg(long, value_name = "DIR", default_value = "/var/lib/nkpki")]
+        #[arg(
+            long,
+            value_name = "DIR",
+            env = "NKPKI_DATA_DIR",
+            default_value = "/var/lib/nkpki"
+        )]
         data_dir: PathBuf,
         #[arg(long)]
         name: String,
@@ -112,7 +139,12 @@ enum TokenCmd {
     },
     /// Revoke an operator's API token (effective at once, also on a running server)
     Revoke {
-        #[arg(long, value_name = "DIR", default_value = "/var/lib/nkpki")]
+        #[arg(
+            long,
+            value_name = "DIR",
+            env = "NKPKI_DATA_DIR",
+            default_value = "/var/lib/nkpki"
+        )]
         data_dir: PathBuf,
         #[arg(long)]
         name: String,
@@ -138,7 +170,12 @@ impl From<Role> for ApiRole {
 enum HolderCmd {
     /// Forget a holder's token key and print a new one-time enrollment code
     Reset {
-        #[arg(long, value_name = "DIR", default_value = "/var/lib/nkpki")]
+        #[arg(
+            long,
+            value_name = "DIR",
+            env = "NKPKI_DATA_DIR",
+            default_value = "/var/lib/nkpki"
+        )]
         data_dir: PathBuf,
         #[arg(long)]
         ca: String,
@@ -206,14 +243,47 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 .with_context(|| format!("backing up {}", data_dir.display()))?;
             println!("backup written to {} (integrity checked)", out.display());
         }
-        None => server::run(ServeOptions {
-            listen: args.listen,
-            data_dir: args.data_dir,
-            tls: args.tls_cert.zip(args.tls_key),
-            session_ttl: args.session_ttl,
-            max_connections: args.max_connections,
-            max_connections_per_address: args.max_connections_per_address,
-        })?,
+        None => {
+            let args = match &args.config {
+                Some(path) => with_config_file(path)?,
+                None => args,
+            };
+            let tls = match (args.tls_cert, args.tls_key) {
+                (Some(cert), Some(key)) => Some((cert, key)),
+                (None, None) => None,
+                _ => {
+                    return Err(super::hinted(
+                        "a TLS certificate needs its key, and a key its certificate",
+                        "set both tls-cert and tls-key (flags, NKPKI_TLS_* or the config file), or neither",
+                    ));
+                }
+            };
+            server::run(ServeOptions {
+                listen: args.listen,
+                data_dir: args.data_dir,
+                tls,
+                session_ttl: args.session_ttl,
+                max_connections: args.max_connections,
+                max_connections_per_address: args.max_connections_per_address,
+            })?
+        }
     }
     Ok(())
+}
+
+/// The serve options again, with the config file's values under the flags and NKPKI_*
+/// variables: the command line is parsed a second time with the file's values as defaults.
+fn with_config_file(path: &std::path::Path) -> anyhow::Result<Args> {
+    let cli = super::Cli::command();
+    let serve = cli
+        .find_subcommand("serve")
+        .context("internal: no serve subcommand")?;
+    let defaults = super::config_file::load(serve, path)?;
+    let matches = cli
+        .mut_subcommand("serve", |serve| defaults.apply(serve))
+        .try_get_matches_from(std::env::args_os())?;
+    match super::Cli::from_arg_matches(&matches)?.command {
+        super::Command::Serve(args) => Ok(args),
+        _ => anyhow::bail!("internal: the command line is no longer `serve`"),
+    }
 }

@@ -484,10 +484,6 @@ pub struct Server {
 }
 
 impl Env {
-    fn spawn(&self, args: &[&str], stdout: std::process::Stdio, log: &str) -> Proc {
-        self.spawn_with(args, stdout, log, &[])
-    }
-
     fn spawn_with(
         &self,
         args: &[&str],
@@ -518,7 +514,13 @@ impl Env {
     pub fn serve(&self, extra: &[&str]) -> Server {
         let mut args = vec!["serve", "--listen", "127.0.0.1:0", "--data-dir", "data"];
         args.extend_from_slice(extra);
-        let mut proc = self.spawn(&args, std::process::Stdio::piped(), "serve.log");
+        self.serve_with(&args, &[])
+    }
+
+    /// Starts `nkpki` with exactly `args` (a `serve` that must print where it listens) and
+    /// these extra variables.
+    pub fn serve_with(&self, args: &[&str], envs: &[(&str, &str)]) -> Server {
+        let mut proc = self.spawn_with(args, std::process::Stdio::piped(), "serve.log", envs);
         let stdout = proc.child.stdout.take().unwrap();
         let mut line = String::new();
         std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line).unwrap();

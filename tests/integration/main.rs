@@ -17,6 +17,7 @@ mod nitrokey;
 mod offer;
 mod online;
 mod online_attacks;
+mod packaging;
 mod sign;
 mod split_combine;
 mod store_faults;
