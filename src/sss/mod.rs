@@ -11,6 +11,7 @@
 
 mod feldman;
 mod share;
+pub mod shoup;
 mod wrap;
 
 pub use share::{SetId, Share, ShareFile, ShareValue};
