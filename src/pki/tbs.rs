@@ -128,3 +128,124 @@ fn push_length(out: &mut Vec<u8>, len: usize) {
     out.push(0x80 | (bytes.len() - first) as u8);
     out.extend_from_slice(&bytes[first..]);
 }
+
+/// What a TBSCertList says, read back from its bytes.
+#[derive(Clone, Debug)]
+pub struct CrlContents {
+    pub number: u64,
+    pub this_update: OffsetDateTime,
+    pub next_update: Option<OffsetDateTime>,
+    pub revoked: Vec<Revoked>,
+}
+
+/// RFC 5280 reason code → the name `revoke` takes; no code means `unspecified`.
+fn reason_name(code: Option<u8>) -> Option<&'static str> {
+    Some(match code {
+        None | Some(0) => "unspecified",
+        Some(1) => "keyCompromise",
+        Some(2) => "cACompromise",
+        Some(3) => "affiliationChanged",
+        Some(4) => "superseded",
+        Some(5) => "cessationOfOperation",
+        Some(6) => "certificateHold",
+        Some(9) => "privilegeWithdrawn",
+        Some(10) => "aACompromise",
+        Some(_) => return None,
+    })
+}
+
+/// Reads the TBSCertList `tbs` and checks that it is, byte for byte, the one this CA's
+/// [`tbs_crl`] makes from what it says: nothing hidden besides what is read back.
+pub fn read_tbs_crl(ca: &CaCertificate, tbs: &[u8]) -> Result<CrlContents, PkiError> {
+    use x509_parser::revocation_list::TbsCertList;
+    let bad = |why: String| PkiError::Build(format!("the to-be-signed CRL {why}"));
+    let (rest, list) =
+        TbsCertList::from_der(tbs).map_err(|e| bad(format!("does not parse: {e}")))?;
+    if !rest.is_empty() {
+        return Err(bad("has trailing bytes".into()));
+    }
+    let number = list
+        .iter_extensions()
+        .find_map(|e| match e.parsed_extension() {
+            x509_parser::extensions::ParsedExtension::CRLNumber(n) => Some(n.to_u64_digits()),
+            _ => None,
+        })
+        .ok_or_else(|| bad("has no CRL number".into()))?;
+    let number = match number.as_slice() {
+        [] => 0,
+        [n] => *n,
+        _ => return Err(bad("has a CRL number over 64 bits".into())),
+    };
+    let mut revoked = Vec::with_capacity(list.revoked_certificates.len());
+    for r in &list.revoked_certificates {
+        let code = r.reason_code().map(|(_, c)| c.0);
+        revoked.push(Revoked {
+            serial_hex: hex::encode(r.raw_serial()),
+            reason: reason_name(code)
+                .ok_or_else(|| bad(format!("has an unknown reason code {code:?}")))?
+                .to_owned(),
+            revoked_at: r.revocation_date.timestamp(),
+        });
+    }
+    let contents = CrlContents {
+        number,
+        this_update: list.this_update.to_datetime(),
+        next_update: list.next_update.map(|t| t.to_datetime()),
+        revoked,
+    };
+    if tbs_crl(ca, contents.number, &contents.revoked, contents.this_update)? != tbs {
+        return Err(bad(
+            "is not the CRL this CA makes from its number, time and entries (other issuer, \
+             extensions or encoding)"
+                .into(),
+        ));
+    }
+    Ok(contents)
+}
+
+/// Checks that `tbs` is exactly the TBSCertificate [`tbs_certificate`] makes for `csr`
+/// under `terms`; when it is not, says which part differs.
+pub fn check_tbs_certificate(
+    ca: &CaCertificate,
+    csr: &Csr,
+    terms: &Terms,
+    tbs: &[u8],
+) -> Result<(), PkiError> {
+    use x509_parser::certificate::TbsCertificate;
+    let bad = |why: String| PkiError::Build(format!("the to-be-signed certificate {why}"));
+    let (rest, offered) =
+        TbsCertificate::from_der(tbs).map_err(|e| bad(format!("does not parse: {e}")))?;
+    if !rest.is_empty() {
+        return Err(bad("has trailing bytes".into()));
+    }
+    let expected_der = tbs_certificate(ca, csr, terms)?;
+    if expected_der == tbs {
+        return Ok(());
+    }
+    let (_, expected) = TbsCertificate::from_der(&expected_der)
+        .map_err(|e| PkiError::Build(format!("the recomputed certificate: {e}")))?;
+    let extensions = |t: &TbsCertificate<'_>| {
+        t.extensions()
+            .iter()
+            .map(|e| (e.oid.to_id_string(), e.critical, e.value.to_vec()))
+            .collect::<Vec<_>>()
+    };
+    let differs = if offered.raw_serial() != expected.raw_serial() {
+        "serial number"
+    } else if offered.subject.as_raw() != expected.subject.as_raw() {
+        "subject"
+    } else if offered.issuer.as_raw() != expected.issuer.as_raw() {
+        "issuer"
+    } else if offered.validity != expected.validity {
+        "validity"
+    } else if offered.subject_pki.raw != expected.subject_pki.raw {
+        "public key"
+    } else if extensions(&offered) != extensions(&expected) {
+        "extensions (SANs, key usage, CA flag, …)"
+    } else {
+        "encoding"
+    };
+    Err(bad(format!(
+        "differs from the one the CSR and the terms give: its {differs} differs"
+    )))
+}

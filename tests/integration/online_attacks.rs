@@ -469,12 +469,15 @@ impl FakeAgent {
             days: offer.summary.days,
             certificate_sha256: offer.summary.certificate.as_ref().map(|v| v.digest()),
             ciphertext_sha256: nkpki::pki::sha256_hex(ciphertext.as_bytes()),
+            tbs_sha256: None,
+            signature_share_sha256: None,
         };
         let signature = sign(&self.key, &envelope.signed_bytes());
         Contribution {
             envelope,
             ciphertext,
             signature,
+            signature_share: None,
         }
     }
 
