@@ -151,3 +151,96 @@ fn tbs_is_refused_for_an_ecdsa_ca_and_assembly_for_non_der() {
     assert!(assemble_certificate(b"not der", b"sig").is_err());
     assert!(assemble_crl(&[0x30, 0x00], b"").is_err());
 }
+
+#[test]
+fn a_tbs_that_differs_from_the_request_is_refused_and_the_difference_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, ca, csr) = rsa_ca_and_csr(dir.path());
+    let now = OffsetDateTime::now_utc();
+    let terms = Terms::new(Profile::Server, 30, now).unwrap();
+    let tbs = tbs_certificate(&ca, &csr, &terms).unwrap();
+    check_tbs_certificate(&ca, &csr, &terms, &tbs).unwrap();
+
+    let other_serial = Terms {
+        serial: vec![0x01, 0x02],
+        ..terms.clone()
+    };
+    let why = check_tbs_certificate(&ca, &csr, &other_serial, &tbs)
+        .unwrap_err()
+        .to_string();
+    assert!(why.contains("serial number differs"), "{why}");
+    let longer = Terms {
+        days: 31,
+        ..terms.clone()
+    };
+    let why = check_tbs_certificate(&ca, &csr, &longer, &tbs)
+        .unwrap_err()
+        .to_string();
+    assert!(why.contains("validity differs"), "{why}");
+    let sub_ca = Terms {
+        profile: Profile::Client,
+        ..terms.clone()
+    };
+    let why = check_tbs_certificate(&ca, &csr, &sub_ca, &tbs)
+        .unwrap_err()
+        .to_string();
+    assert!(why.contains("extensions"), "{why}");
+    let why = check_tbs_certificate(&ca, &csr, &terms, b"\x30\x03\x02\x01\x00")
+        .unwrap_err()
+        .to_string();
+    assert!(why.contains("does not parse"), "{why}");
+}
+
+#[test]
+fn a_tbs_crl_reads_back_and_anything_else_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, ca, _) = rsa_ca_and_csr(dir.path());
+    let now = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
+    let revoked = vec![
+        Revoked {
+            serial_hex: "0a1b2c".into(),
+            reason: "keyCompromise".into(),
+            revoked_at: now.unix_timestamp() - 60,
+        },
+        Revoked {
+            serial_hex: "7f01".into(),
+            reason: "unspecified".into(),
+            revoked_at: now.unix_timestamp(),
+        },
+    ];
+    let tbs = tbs_crl(&ca, 12, &revoked, now).unwrap();
+    let read = read_tbs_crl(&ca, &tbs).unwrap();
+    assert_eq!(read.number, 12);
+    assert_eq!(read.this_update, now);
+    assert_eq!(
+        read.next_update,
+        Some(now + time::Duration::days(CRL_VALIDITY_DAYS))
+    );
+    let entries: Vec<_> = read
+        .revoked
+        .iter()
+        .map(|r| (r.serial_hex.as_str(), r.reason.as_str(), r.revoked_at))
+        .collect();
+    assert_eq!(
+        entries,
+        [
+            ("0a1b2c", "keyCompromise", now.unix_timestamp() - 60),
+            ("7f01", "unspecified", now.unix_timestamp())
+        ]
+    );
+    // a TBSCertificate is not a CRL; another CA's CRL does not read back as this CA's
+    let other = {
+        let key = CaKey::generate(KeyAlgorithm::Rsa2048).unwrap();
+        let subject = CaSubject {
+            name: "Other Root".into(),
+            org: "Org".into(),
+            country: "FR".into(),
+        };
+        CaCertificate::from_der(&self_signed(&key, &subject, 10, None, now).unwrap()).unwrap()
+    };
+    let why = read_tbs_crl(&other, &tbs).unwrap_err().to_string();
+    assert!(why.contains("is not the CRL this CA makes"), "{why}");
+    let mut truncated = tbs.clone();
+    truncated.truncate(tbs.len() - 3);
+    assert!(read_tbs_crl(&ca, &truncated).is_err());
+}
