@@ -189,6 +189,7 @@ pub fn recompute(
     manifest: &VerifiedManifest,
 ) -> Result<Approving, AgentError> {
     let refused = |why: String| AgentError::Refused(why);
+    check_mode(offer, manifest)?;
     match offer.kind {
         SessionKind::Issue => {
             let csr = Csr::parse(offer.request.as_bytes())
@@ -256,6 +257,24 @@ pub fn recompute(
                 crl,
             })
         }
+    }
+}
+
+/// The session's mode must be the CA's: above all, a threshold CA's key share is never
+/// sealed and sent, whatever a server asks.
+fn check_mode(offer: &SessionOffer, manifest: &VerifiedManifest) -> Result<(), AgentError> {
+    match (offer.mode, manifest.threshold_key().is_some()) {
+        (SigningMode::Reconstruct, true) => Err(AgentError::Refused(
+            "the server asks for a sealed share, but this CA is in threshold mode: its key \
+             share never leaves this machine, only signature shares do"
+                .into(),
+        )),
+        (SigningMode::Threshold, false) => Err(AgentError::Refused(
+            "the server offers a threshold session, but this CA is in reconstruct mode (its \
+             manifest has no threshold key)"
+                .into(),
+        )),
+        _ => Ok(()),
     }
 }
 
@@ -596,6 +615,7 @@ impl Agent {
         if approving.tbs.is_some() {
             return self.send_signature_share(offer, approving);
         }
+        check_mode(offer, &self.manifest)?;
         let interactive = matches!(self.opts.approval, Approval::Interactive);
         let share_json = self.read_share_freshly_logged_in()?;
         // the value is decoded from the hex text in `share_json` straight into the share's

@@ -492,6 +492,14 @@ fn an_agent_refuses_a_threshold_offer_whose_tbs_is_not_the_request() {
     let refusal = |o: SessionOffer| nkpki::agent::recompute(&o, &m).unwrap_err().to_string();
 
     let tbs = nkpki::pki::tbs_certificate(&m.ca, &csr, &terms).unwrap();
+    // a server asking a threshold CA's agent for its sealed key share is refused
+    let sealed = SessionOffer {
+        mode: SigningMode::Reconstruct,
+        recipient: "age1qqqq".into(),
+        ..offer(SessionKind::Issue, Some(tbs.clone()))
+    };
+    let why = refusal(sealed);
+    assert!(why.contains("never leaves this machine"), "{why}");
     let ok = nkpki::agent::recompute(&offer(SessionKind::Issue, Some(tbs.clone())), &m).unwrap();
     assert_eq!(ok.tbs.as_deref(), Some(tbs.as_slice()));
     assert_eq!(ok.certificate.as_ref(), Some(&view));
