@@ -5,6 +5,7 @@
 mod guard;
 mod http;
 mod state;
+mod threshold;
 
 pub use state::{ApiErr, State, token_hash};
 

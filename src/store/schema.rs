@@ -36,6 +36,10 @@ const MIGRATIONS: &[&str] = &[
      ALTER TABLE audit ADD COLUMN hash_version INTEGER NOT NULL DEFAULT 1;",
     // 3: issue sessions keep the certificate the holders are shown and approve
     "ALTER TABLE sessions ADD COLUMN certificate_view TEXT;",
+    // 4: another branch's migration; a no-op here until the branches are merged
+    "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);",
+    // 5: threshold-mode sessions keep the exact to-be-signed DER the holders sign shares of
+    "ALTER TABLE sessions ADD COLUMN tbs BLOB;",
 ];
 
 pub fn migrate(conn: &mut Connection) -> Result<()> {

@@ -22,5 +22,6 @@ mod store_faults;
 mod token_bad_input;
 mod token_hardening;
 mod token_login;
+mod threshold_online;
 mod tokens;
 mod worker;
