@@ -154,7 +154,10 @@ fn scan_files(dir: &std::path::Path, needles: &[Needle]) -> Vec<String> {
 fn a_threshold_ca_signs_revokes_and_lists_online_and_the_server_holds_no_secret() {
     let env = threshold_env(&APPROVERS);
     let holders = threshold_ceremony(&env);
-    for h in holders.iter().filter(|h| APPROVERS.contains(&h.id.as_str())) {
+    for h in holders
+        .iter()
+        .filter(|h| APPROVERS.contains(&h.id.as_str()))
+    {
         env.deploy(h, &format!("ca/packages/{}.nkpkg", h.id), &h.id, &[])
             .ok();
     }
@@ -278,12 +281,12 @@ fn a_threshold_ca_signs_revokes_and_lists_online_and_the_server_holds_no_secret(
     );
     let report = memscan::scan(server.proc.pid(), &needles);
     eprintln!("serve (threshold CA): {report}");
-    assert!(
-        report.hits.is_empty(),
-        "secrets in the server:\n{report}"
-    );
+    assert!(report.hits.is_empty(), "secrets in the server:\n{report}");
     let on_disk = scan_files(&env.path("data"), &needles);
-    assert!(on_disk.is_empty(), "secrets in the data directory: {on_disk:?}");
+    assert!(
+        on_disk.is_empty(),
+        "secrets in the data directory: {on_disk:?}"
+    );
 }
 
 /// Logs in the five holders as software agents speaking the protocol themselves.
@@ -301,7 +304,10 @@ fn fake_agents(env: &Env, holders: &[Holder], url: &str) -> Vec<FakeAgent> {
 
 fn tbs_of(offer: &SessionOffer) -> Vec<u8> {
     assert_eq!(offer.mode, proto::SigningMode::Threshold);
-    assert!(offer.recipient.is_empty(), "no session key in threshold mode");
+    assert!(
+        offer.recipient.is_empty(),
+        "no session key in threshold mode"
+    );
     B64.decode(offer.tbs.as_deref().unwrap()).unwrap()
 }
 
@@ -315,7 +321,10 @@ fn forged_misdirected_and_stolen_signature_shares_are_refused_and_attributed() {
     let agents = fake_agents(&env, &holders, &server.url);
     let m = manifest(&env);
     let key = m.threshold_key().unwrap();
-    let shares: Vec<KeyShare> = agents.iter().map(|a| key_share(&m, &a.share_json)).collect();
+    let shares: Vec<KeyShare> = agents
+        .iter()
+        .map(|a| key_share(&m, &a.share_json))
+        .collect();
     let csr = |name: &str| {
         String::from_utf8(env.read(&env.csr(
             name,
@@ -331,7 +340,10 @@ fn forged_misdirected_and_stolen_signature_shares_are_refused_and_attributed() {
     let offer = |id: &str| offers.iter().find(|o| o.session_id == id).unwrap().clone();
     let (offer_a, offer_b) = (offer(&a.session_id), offer(&b.session_id));
     let (tbs_a, tbs_b) = (tbs_of(&offer_a), tbs_of(&offer_b));
-    let (sha_a, sha_b) = (nkpki::pki::sha256_hex(&tbs_a), nkpki::pki::sha256_hex(&tbs_b));
+    let (sha_a, sha_b) = (
+        nkpki::pki::sha256_hex(&tbs_a),
+        nkpki::pki::sha256_hex(&tbs_b),
+    );
     let context = |o: &SessionOffer| proto::threshold_context(&o.ca_id, &o.session_id);
     let sign = |i: usize, tbs: &[u8], o: &SessionOffer| {
         shoup::sign_share(key, &shares[i], tbs, &context(o), &mut rand::rng()).unwrap()
@@ -347,23 +359,37 @@ fn forged_misdirected_and_stolen_signature_shares_are_refused_and_attributed() {
     let last = forged.z.len() - 1;
     forged.z[last] ^= 1;
     let c = agents[1].threshold_contribution(&offer_a, &sha_a, forged);
-    let why = refused(agents[1].send(&a.session_id, &c), 422, "bad-signature-share");
+    let why = refused(
+        agents[1].send(&a.session_id, &c),
+        422,
+        "bad-signature-share",
+    );
     assert!(why.contains("fails its proof"), "{why}");
 
     // NK003: a signature share made for session B's TBS, sent to session A under A's digest
     let misdirected = sign(2, &tbs_b, &offer_a);
     let c = agents[2].threshold_contribution(&offer_a, &sha_a, misdirected);
-    let why = refused(agents[2].send(&a.session_id, &c), 422, "bad-signature-share");
+    let why = refused(
+        agents[2].send(&a.session_id, &c),
+        422,
+        "bad-signature-share",
+    );
     assert!(why.contains("fails its proof"), "{why}");
 
     // NK004: NK001's index (a stolen or duplicated share) is not NK004's to bring
     let stolen = sign(0, &tbs_a, &offer_a);
     let c = agents[3].threshold_contribution(&offer_a, &sha_a, stolen);
-    let why = refused(agents[3].send(&a.session_id, &c), 422, "bad-signature-share");
+    let why = refused(
+        agents[3].send(&a.session_id, &c),
+        422,
+        "bad-signature-share",
+    );
     assert!(why.contains("belongs to NK001"), "{why}");
 
     // three refusals out of five: session A can no longer be signed, and nothing was
-    let status: SessionStatus = op.get(&format!("/api/v1/sessions/{}", a.session_id)).unwrap();
+    let status: SessionStatus = op
+        .get(&format!("/api/v1/sessions/{}", a.session_id))
+        .unwrap();
     assert_eq!(status.state, SessionState::Failed, "{status:?}");
     assert!(status.certificate_pem.is_none());
     let export = audit_export(&env);
@@ -386,9 +412,15 @@ fn forged_misdirected_and_stolen_signature_shares_are_refused_and_attributed() {
     refused(agents[1].send(&b.session_id, &sealed), 400, "bad-envelope");
     let replayed = sign(2, &tbs_b, &offer_a);
     let c = agents[2].threshold_contribution(&offer_b, &sha_b, replayed);
-    let why = refused(agents[2].send(&b.session_id, &c), 422, "bad-signature-share");
+    let why = refused(
+        agents[2].send(&b.session_id, &c),
+        422,
+        "bad-signature-share",
+    );
     assert!(why.contains("fails its proof"), "{why}");
-    let status: SessionStatus = op.get(&format!("/api/v1/sessions/{}", b.session_id)).unwrap();
+    let status: SessionStatus = op
+        .get(&format!("/api/v1/sessions/{}", b.session_id))
+        .unwrap();
     assert_eq!(status.state, SessionState::Failed, "{status:?}");
 
     // the honest holders sign a third session
@@ -482,7 +514,10 @@ fn an_agent_refuses_a_threshold_offer_whose_tbs_is_not_the_request() {
     let why = refusal(offer(SessionKind::Issue, Some(other)));
     assert!(why.contains("extensions"), "{why}");
     // bytes that are no TBSCertificate, and none at all
-    let why = refusal(offer(SessionKind::Issue, Some(b"\x30\x02\x05\x00".to_vec())));
+    let why = refusal(offer(
+        SessionKind::Issue,
+        Some(b"\x30\x02\x05\x00".to_vec()),
+    ));
     assert!(why.contains("does not parse"), "{why}");
     let why = refusal(offer(SessionKind::Issue, None));
     assert!(why.contains("without to-be-signed bytes"), "{why}");
