@@ -134,3 +134,5 @@ ours=$(median_ms 9 online)
 printf '%-52s %10s %10s %8s\n' "sign --server, 3 agents on SoftHSM (to certificate)" "$ours" "-" "-"
 kill "$serve_pid" "${agent_pids[@]}" 2>/dev/null || true
 wait 2>/dev/null || true
+
+"$scripts/bench-online-modes.sh" "$nkpki"

@@ -721,22 +721,30 @@ impl Agent {
 
 /// The CA's threshold public key, from the holder's own manifest.
 fn threshold_key(manifest: &VerifiedManifest) -> Result<&shoup::ThresholdKey, AgentError> {
-    let _ = manifest; // STUB until the manifest carries the threshold key
-    Err(AgentError::Refused(
-        "the manifest has no threshold key: this CA signs in reconstruct mode".into(),
-    ))
+    manifest.threshold_key().ok_or_else(|| {
+        AgentError::Refused(
+            "a threshold offer, but this CA's manifest has no threshold key (reconstruct mode)"
+                .into(),
+        )
+    })
 }
 
-/// The key share s_i read from the token, checked against the manifest.
+/// The key share s_i read from the token, checked against the manifest (its set, its
+/// holder, and v^{s_i} = v_i).
 fn key_share_from_token(
     manifest: &VerifiedManifest,
     bytes: &[u8],
     label: &str,
 ) -> Result<shoup::KeyShare, AgentError> {
-    let _ = (manifest, bytes); // STUB until the share format carries s_i
-    Err(AgentError::Refused(format!(
-        "the share on token {label} is not a threshold share"
-    )))
+    let what = format!("the share on token {label}");
+    let share: Share = serde_json::from_slice(bytes)
+        .map_err(|e| AgentError::Refused(format!("{what} is unreadable: {e}")))?;
+    manifest.check_share(&share, &what)?;
+    manifest
+        .body
+        .share_set
+        .key_share(&share)
+        .map_err(|e| AgentError::Refused(format!("{what}: {e}")))
 }
 
 /// Runs the agent: connect, enroll if needed, log in, then answer sessions for ever (or

@@ -23,8 +23,7 @@ pub(super) struct ThresholdSession {
 
 /// The CA's threshold public key, when it was made in threshold mode.
 pub(super) fn key(manifest: &VerifiedManifest) -> Option<&ThresholdKey> {
-    let _ = manifest; // STUB until the manifest carries the threshold key
-    None
+    manifest.threshold_key()
 }
 
 /// The TBSCertificate of an `issue` session: the certificate `view` describes, for `csr`.

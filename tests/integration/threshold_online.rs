@@ -16,7 +16,6 @@ use nkpki::sss::shoup::{self, KeyShare};
 use num_bigint::BigUint;
 use std::time::Duration;
 
-const FIVE: [&str; 5] = ["NK001", "NK002", "NK003", "NK004", "NK005"];
 const APPROVERS: [&str; 3] = ["NK001", "NK003", "NK005"];
 const RULE: [&str; 5] = [
     "--approve-profile",
@@ -499,7 +498,7 @@ fn an_agent_refuses_a_threshold_offer_whose_tbs_is_not_the_request() {
 
     // a TBS for a longer validity than the offer describes
     let longer = nkpki::pki::Terms {
-        days: 3650,
+        days: 365,
         ..terms.clone()
     };
     let other = nkpki::pki::tbs_certificate(&m.ca, &csr, &longer).unwrap();
