@@ -149,6 +149,17 @@ impl SafePrimes {
         }
     }
 
+    /// The ordinary RSA private key over these primes (e = 65537): what the dealer uses
+    /// to self-sign the CA certificate and the manifest before dealing and wiping.
+    pub fn to_rsa_private_key(&self) -> Result<rsa::PrivateKey> {
+        rsa::PrivateKey::from_p_q(
+            self.p.clone(),
+            self.q.clone(),
+            BoxedUint::from(PUBLIC_EXPONENT),
+        )
+        .map_err(|e| ThresholdError::BadPrimes(e.to_string()))
+    }
+
     /// The modulus size these primes make.
     pub fn modulus_bits(&self) -> usize {
         self.modulus().bit_width_vartime() as usize
