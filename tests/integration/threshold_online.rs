@@ -162,7 +162,7 @@ fn a_threshold_ca_signs_revokes_and_lists_online_and_the_server_holds_no_secret(
     }
     let ca_id = env.register();
     let server = env.serve(&[]);
-    let _agents: Vec<_> = APPROVERS
+    let agents: Vec<_> = APPROVERS
         .iter()
         .map(|id| env.agent(id, &ca_id, &server.url, &RULE))
         .collect();
@@ -281,6 +281,13 @@ fn a_threshold_ca_signs_revokes_and_lists_online_and_the_server_holds_no_secret(
     let report = memscan::scan(server.proc.pid(), &needles);
     eprintln!("serve (threshold CA): {report}");
     assert!(report.hits.is_empty(), "secrets in the server:\n{report}");
+    // nor in the agents, once they have sent their signature shares: each key share was
+    // wiped after use
+    for (id, agent) in APPROVERS.iter().zip(&agents) {
+        let report = memscan::scan(agent.pid(), &needles);
+        eprintln!("agent {id} (threshold CA): {report}");
+        assert!(report.hits.is_empty(), "secrets in agent {id}:\n{report}");
+    }
     let on_disk = scan_files(&env.path("data"), &needles);
     assert!(
         on_disk.is_empty(),
