@@ -405,7 +405,7 @@ mod threshold_tests {
         let key = body.share_set.threshold_key.as_mut().unwrap();
         key.n = key
             .n
-            .wrapping_add(&BoxedUint::from(2u64).resize_unchecked(2048));
+            .wrapping_add(BoxedUint::from(2u64).resize_unchecked(2048));
         key.check().unwrap();
         let err = Manifest::sign(body, &dealer).unwrap().verify().unwrap_err();
         assert!(
