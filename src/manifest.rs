@@ -349,3 +349,78 @@ mod tests {
         assert_eq!(normalize_fingerprint(&bare.replace('e', "g")), None);
     }
 }
+
+#[cfg(test)]
+mod threshold_tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::ceremony::{self, CaMode, CeremonyParams, Holder, NitrokeyId};
+    use crate::pki::{CaKey, CaSubject, KeyAlgorithm};
+    use crate::sss::shoup::SafePrimes;
+    use crypto_bigint::{BoxedUint, Resize};
+
+    const PRIMES: &str = include_str!("../tests/fixtures/threshold/rsa-2048.primes");
+
+    fn threshold_manifest() -> Manifest {
+        let holders = (1..=3)
+            .map(|i| Holder {
+                nitrokey_id: NitrokeyId::parse(&format!("NK00{i}")).unwrap(),
+                holder_name: format!("Holder {i}"),
+                holder_email: format!("h{i}@example.org"),
+                location: "Paris".into(),
+                age_recipient: Some(age::x25519::Identity::generate().to_public()),
+            })
+            .collect();
+        let subject = CaSubject {
+            name: "Threshold CA".into(),
+            org: "nkpki tests".into(),
+            country: "FR".into(),
+        };
+        let params = CeremonyParams::new(subject, KeyAlgorithm::Rsa2048, 5, None, 2, holders)
+            .unwrap()
+            .with_mode(CaMode::Threshold)
+            .unwrap();
+        let primes = SafePrimes::from_text(PRIMES).unwrap();
+        ceremony::perform_threshold(&params, primes, time::OffsetDateTime::now_utc())
+            .unwrap()
+            .manifest
+    }
+
+    #[test]
+    fn a_signed_manifest_whose_threshold_key_is_not_the_certificates_is_refused() {
+        let manifest = threshold_manifest();
+        let verified = manifest.verify().unwrap();
+        assert!(verified.threshold_key().is_some());
+
+        // the dealer's own key signs a body whose n is not the certificate's: still refused
+        let dealer = CaKey::from_rsa(
+            SafePrimes::from_text(PRIMES)
+                .unwrap()
+                .to_rsa_private_key()
+                .unwrap(),
+        )
+        .unwrap();
+        let mut body = manifest.signed.clone();
+        let key = body.share_set.threshold_key.as_mut().unwrap();
+        key.n = key
+            .n
+            .wrapping_add(BoxedUint::from(2u64).resize_unchecked(2048));
+        key.check().unwrap();
+        let err = Manifest::sign(body, &dealer).unwrap().verify().unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("the threshold key's modulus n is not the CA certificate's"),
+            "{err}"
+        );
+
+        // a key share set of the wrong size for the manifest's key type
+        let mut body = manifest.signed.clone();
+        body.ca.key = "rsa-3072".into();
+        let err = Manifest::sign(body, &dealer).unwrap().verify().unwrap_err();
+        assert!(
+            err.to_string().contains("the manifest says rsa-3072"),
+            "{err}"
+        );
+    }
+}

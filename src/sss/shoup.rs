@@ -602,8 +602,9 @@ pub fn deal(
         })
         .collect();
     drop(coefficients);
-    drop(m_odd);
-    drop(m_nz);
+    let (mut m_odd, mut m_nz) = (m_odd, m_nz);
+    m_odd.zeroize();
+    m_nz.zeroize();
 
     let key_params = BoxedMontyParams::new_vartime(
         Odd::new(n.clone())

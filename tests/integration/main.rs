@@ -19,6 +19,7 @@ mod online_attacks;
 mod sign;
 mod split_combine;
 mod store_faults;
+mod threshold_ceremony;
 mod threshold_online;
 mod token_bad_input;
 mod token_hardening;

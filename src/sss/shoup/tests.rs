@@ -12,6 +12,7 @@ fn fixture_text(bits: usize) -> &'static str {
     match bits {
         2048 => include_str!("../../../tests/fixtures/threshold/rsa-2048.primes"),
         3072 => include_str!("../../../tests/fixtures/threshold/rsa-3072.primes"),
+        4096 => include_str!("../../../tests/fixtures/threshold/rsa-4096.primes"),
         _ => unreachable!(),
     }
 }
@@ -125,6 +126,11 @@ fn larger_key_gives_the_whole_key_signature(bits: usize) {
 #[test]
 fn rsa_3072_gives_the_whole_key_signature() {
     larger_key_gives_the_whole_key_signature(3072);
+}
+
+#[test]
+fn rsa_4096_gives_the_whole_key_signature() {
+    larger_key_gives_the_whole_key_signature(4096);
 }
 
 #[test]
