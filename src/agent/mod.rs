@@ -292,8 +292,10 @@ fn offered_tbs(offer: &SessionOffer) -> Result<Vec<u8>, AgentError> {
 fn check_crl_terms(offer: &SessionOffer, crl: &pki::CrlContents) -> Result<(), AgentError> {
     let refused = |why: String| Err(AgentError::Refused(why));
     let now = time::OffsetDateTime::now_utc();
-    let drift = time::Duration::minutes(10);
-    if crl.this_update > now + drift || crl.this_update < now - drift * 6 {
+    // dated when its session opened: not in the future (clock skew aside), and not before
+    // the longest session a server keeps open (`serve --session-ttl`, a day at most)
+    let skew = time::Duration::minutes(10);
+    if crl.this_update > now + skew || crl.this_update < now - time::Duration::days(1) - skew {
         return refused(format!(
             "the to-be-signed CRL is dated {}, not now",
             crl.this_update

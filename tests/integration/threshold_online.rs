@@ -548,8 +548,8 @@ fn an_agent_refuses_a_threshold_offer_whose_tbs_is_not_the_request() {
     let crl = nkpki::pki::tbs_crl(&m.ca, 2, &[revoked("0c0d")], now).unwrap();
     let why = refusal(offer(SessionKind::Revoke, Some(crl)));
     assert!(why.contains("does not revoke serial 0a0b"), "{why}");
-    // a CRL dated a day ago, and a certificate offered as a CRL
-    let old = now - time::Duration::days(1);
+    // a CRL dated two days ago, and a certificate offered as a CRL
+    let old = now - time::Duration::days(2);
     let crl = nkpki::pki::tbs_crl(&m.ca, 2, &[], old).unwrap();
     let why = refusal(offer(SessionKind::Crl, Some(crl)));
     assert!(why.contains("not now"), "{why}");
