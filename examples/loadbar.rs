@@ -198,6 +198,8 @@ fn agent(
                 days: offer.summary.days,
                 certificate_sha256: offer.summary.certificate.as_ref().map(|v| v.digest()),
                 ciphertext_sha256: nkpki::pki::sha256_hex(ciphertext.as_bytes()),
+                tbs_sha256: None,
+                signature_share_sha256: None,
             };
             let signature = sign(&key, &envelope.signed_bytes());
             let status: SessionStatus = client.post(
@@ -206,6 +208,7 @@ fn agent(
                     envelope,
                     ciphertext,
                     signature,
+                    signature_share: None,
                 },
             )?;
             // the M-th contribution's answer is the signed session: when it was signed

@@ -134,3 +134,32 @@ ours=$(median_ms 9 online)
 printf '%-52s %10s %10s %8s\n' "sign --server, 3 agents on SoftHSM (to certificate)" "$ours" "-" "-"
 kill "$serve_pid" "${agent_pids[@]}" 2>/dev/null || true
 wait 2>/dev/null || true
+
+# Threshold RSA (Shoup). The safe-prime search of a threshold ceremony against OpenSSL
+# finding the same two safe primes; then, per key size, one signature share with its proof,
+# its verification and the combination of three, against OpenSSL signing with the whole key
+# (`openssl speed`, in-process on both sides). The search is random: medians vary a lot.
+threshold_ceremony() {
+    rm -rf "ca-t$1"
+    "$nkpki" ca-init --name Bench --org Bench --country FR --key "$1" --mode threshold --threshold 3 \
+        --holders holders.json --out "ca-t$1"
+}
+safe_sizes=(rsa-2048); [ "${BENCH_SAFE_4096:-0}" = 1 ] && safe_sizes+=(rsa-4096)
+for key in "${safe_sizes[@]}"; do
+    half=$(( ${key#rsa-} / 2 ))
+    runs=5; [ "$key" = rsa-4096 ] && runs=1
+    ours=$(median_ms $runs threshold_ceremony "$key")
+    peer=$(median_ms $runs bash -c "openssl prime -generate -safe -bits $half && openssl prime -generate -safe -bits $half")
+    printf '%-52s %10s %10s %8s\n' "ca-init --mode threshold $key vs 2 openssl safe primes" "$ours" "$peer" "$(ratio "$ours" "$peer")"
+done
+[ "${BENCH_SAFE_4096:-0}" = 1 ] || echo "(rsa-4096 safe primes take minutes on both sides: BENCH_SAFE_4096=1 to include them)"
+"$(dirname "$nkpki")/examples/threshold_bench" "$scripts/../tests/fixtures/threshold" |
+while read -r bits deal share verify combine; do
+    whole=$(openssl speed -seconds 2 -mr "rsa$bits" 2>/dev/null | awk -F: '/^\+F2:/ {printf "%.3f", 1000 / $4}')
+    printf '%-52s %10s %10s %8s\n' "rsa-$bits: signature share + proof vs openssl sign" "$share" "$whole" "$(ratio "$share" "$whole")"
+    printf '%-52s %10s %10s %8s\n' "rsa-$bits: verify one proof vs openssl sign" "$verify" "$whole" "$(ratio "$verify" "$whole")"
+    printf '%-52s %10s %10s %8s\n' "rsa-$bits: combine 3 (proofs checked) vs openssl sign" "$combine" "$whole" "$(ratio "$combine" "$whole")"
+    printf '%-52s %10s %10s %8s\n' "rsa-$bits: deal 3 of 5 from the primes" "$deal" "-" "-"
+done
+
+"$scripts/bench-online-modes.sh" "$nkpki"

@@ -5,7 +5,8 @@
 use crate::manifest::{CaInfo, Manifest, ManifestBody, ManifestError, ManifestHolder};
 use crate::pki::{self, CaKey, CaSubject, KeyAlgorithm, PkiError};
 use crate::seal::{self, SealError};
-use crate::sss::{self, SssError};
+use crate::sss::shoup::{self, SafePrimes, ThresholdError};
+use crate::sss::{self, Share, ShareSet, SssError};
 use age::secrecy::SecretString;
 use serde::Deserialize;
 use std::fmt::Write as _;
@@ -31,6 +32,42 @@ pub enum CeremonyError {
     Package(#[from] crate::package::PackageError),
     #[error(transparent)]
     Enrollment(#[from] crate::enrollment::EnrollmentError),
+    #[error(transparent)]
+    Threshold(#[from] ThresholdError),
+}
+
+/// How the CA key is held after the ceremony.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CaMode {
+    /// Shares of a KEK that wraps the key: M of them rebuild it for one signature.
+    #[default]
+    Reconstruct,
+    /// Shoup threshold RSA: each share signs on its own, the key is never whole again.
+    Threshold,
+}
+
+impl std::str::FromStr for CaMode {
+    type Err = CeremonyError;
+
+    fn from_str(s: &str) -> Result<Self, CeremonyError> {
+        match s {
+            "reconstruct" => Ok(CaMode::Reconstruct),
+            "threshold" => Ok(CaMode::Threshold),
+            other => Err(invalid(
+                "--mode",
+                format!("{other:?} is not a CA mode (reconstruct or threshold)"),
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for CaMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            CaMode::Reconstruct => "reconstruct",
+            CaMode::Threshold => "threshold",
+        })
+    }
 }
 
 fn invalid(field: impl Into<String>, reason: impl Into<String>) -> CeremonyError {
@@ -180,6 +217,7 @@ pub struct CeremonyParams {
     pub threshold: u8,
     pub holders: Vec<Holder>,
     pub delivery: Delivery,
+    pub mode: CaMode,
 }
 
 impl CeremonyParams {
@@ -235,7 +273,24 @@ impl CeremonyParams {
             threshold: threshold as u8,
             holders,
             delivery: Delivery::ShareFiles,
+            mode: CaMode::Reconstruct,
         })
+    }
+
+    /// Chooses the CA mode; threshold mode takes RSA keys only.
+    pub fn with_mode(mut self, mode: CaMode) -> Result<Self, CeremonyError> {
+        if mode == CaMode::Threshold && self.key.rsa_bits().is_none() {
+            return Err(invalid(
+                "--key",
+                format!(
+                    "{} cannot be a threshold-mode key: threshold mode is Shoup threshold RSA \
+                     (rsa-2048, rsa-3072 or rsa-4096); ECDSA CAs use --mode reconstruct",
+                    self.key
+                ),
+            ));
+        }
+        self.mode = mode;
+        Ok(self)
     }
 }
 
@@ -283,18 +338,15 @@ pub struct CeremonyOutput {
     pub log: String,
 }
 
-/// Runs the ceremony in memory.
-pub fn perform(
-    params: &CeremonyParams,
-    now: OffsetDateTime,
-) -> Result<CeremonyOutput, CeremonyError> {
+fn stamp(log: &mut String, line: &str) {
+    let t = OffsetDateTime::now_utc()
+        .format(&Rfc3339)
+        .unwrap_or_default();
+    let _ = writeln!(log, "{t} {line}");
+}
+
+fn start_log(params: &CeremonyParams) -> String {
     let mut log = String::new();
-    let stamp = |log: &mut String, line: &str| {
-        let t = OffsetDateTime::now_utc()
-            .format(&Rfc3339)
-            .unwrap_or_default();
-        let _ = writeln!(log, "{t} {line}");
-    };
     stamp(
         &mut log,
         &format!("nkpki {} ceremony started", env!("CARGO_PKG_VERSION")),
@@ -302,24 +354,29 @@ pub fn perform(
     stamp(
         &mut log,
         &format!(
-            "parameters: CN={} O={} C={} key={} validity={}y threshold={}/{}",
+            "parameters: CN={} O={} C={} key={} mode={} validity={}y threshold={}/{}",
             params.subject.name,
             params.subject.org,
             params.subject.country,
             params.key,
+            params.mode,
             params.validity_years,
             params.threshold,
             params.holders.len()
         ),
     );
+    log
+}
 
-    let key = CaKey::generate(params.key)?;
-    stamp(
-        &mut log,
-        &format!("CA key generated in memory ({})", params.key),
-    );
+/// The CA certificate, self-signed: (DER, PEM, fingerprint).
+fn self_sign(
+    key: &CaKey,
+    params: &CeremonyParams,
+    now: OffsetDateTime,
+    log: &mut String,
+) -> Result<(Vec<u8>, String, String), CeremonyError> {
     let cert_der = pki::self_signed(
-        &key,
+        key,
         &params.subject,
         params.validity_years,
         params.path_len,
@@ -328,15 +385,39 @@ pub fn perform(
     let certificate_pem = pki::pem_encode("CERTIFICATE", &cert_der);
     let fingerprint = pki::fingerprint(&cert_der);
     stamp(
-        &mut log,
+        log,
         &format!("CA certificate self-signed, SHA-256 fingerprint {fingerprint}"),
     );
+    Ok((cert_der, certificate_pem, fingerprint))
+}
 
-    let ids: Vec<String> = params
+fn holder_ids(params: &CeremonyParams) -> Vec<String> {
+    params
         .holders
         .iter()
         .map(|h| h.nitrokey_id.to_string())
-        .collect();
+        .collect()
+}
+
+/// Runs a reconstruct-mode ceremony in memory.
+pub fn perform(
+    params: &CeremonyParams,
+    now: OffsetDateTime,
+) -> Result<CeremonyOutput, CeremonyError> {
+    if params.mode != CaMode::Reconstruct {
+        return Err(invalid(
+            "--mode",
+            "a threshold-mode ceremony needs safe primes (perform_threshold)",
+        ));
+    }
+    let mut log = start_log(params);
+    let key = CaKey::generate(params.key)?;
+    stamp(
+        &mut log,
+        &format!("CA key generated in memory ({})", params.key),
+    );
+    let (cert_der, certificate_pem, fingerprint) = self_sign(&key, params, now, &mut log)?;
+    let ids = holder_ids(params);
     let spki = pki::CaCertificate::from_der(&cert_der)?.spki_der;
     let pkcs8 = key.to_pkcs8_der()?;
     let (set, shares) = sss::split_bound(
@@ -347,16 +428,96 @@ pub fn perform(
         &spki,
     )?;
     drop(pkcs8);
-    let ca_id = set.id();
     stamp(
         &mut log,
         &format!(
-            "CA key wrapped and bound to the certificate's key; KEK split {}-of-{}; CA id {ca_id}",
+            "CA key wrapped and bound to the certificate's key; KEK split {}-of-{}; CA id {}",
             params.threshold,
-            ids.len()
+            ids.len(),
+            set.id()
         ),
     );
+    finish(
+        params,
+        now,
+        log,
+        key,
+        (certificate_pem, fingerprint),
+        set,
+        shares,
+    )
+}
 
+/// Runs a threshold-mode ceremony in memory over two safe primes: the dealer assembles
+/// the RSA key from them only to self-sign the CA certificate and the manifest, deals the
+/// private exponent as Shoup shares, and wipes the primes, d and the polynomial.
+pub fn perform_threshold(
+    params: &CeremonyParams,
+    primes: SafePrimes,
+    now: OffsetDateTime,
+) -> Result<CeremonyOutput, CeremonyError> {
+    if params.mode != CaMode::Threshold {
+        return Err(invalid("--mode", "not a threshold-mode ceremony"));
+    }
+    if params.key.rsa_bits() != Some(primes.modulus_bits()) {
+        return Err(invalid(
+            "--key",
+            format!(
+                "{} does not match safe primes for a {}-bit modulus",
+                params.key,
+                primes.modulus_bits()
+            ),
+        ));
+    }
+    let mut log = start_log(params);
+    let key = CaKey::from_rsa(primes.to_rsa_private_key()?)?;
+    stamp(
+        &mut log,
+        &format!(
+            "CA key ({}) assembled in memory from two safe primes",
+            params.key
+        ),
+    );
+    let (cert_der, certificate_pem, fingerprint) = self_sign(&key, params, now, &mut log)?;
+    let ids = holder_ids(params);
+    let spki = pki::CaCertificate::from_der(&cert_der)?.spki_der;
+    let (threshold_key, key_shares) =
+        shoup::deal(primes, params.threshold, ids.len() as u8, &mut rand::rng())?;
+    let (set, shares) = sss::threshold_set(threshold_key, &key_shares, &ids, &spki)?;
+    drop(key_shares);
+    stamp(
+        &mut log,
+        &format!(
+            "private exponent dealt as Shoup threshold-RSA shares {}-of-{}; primes, p'q', d and \
+             the polynomial wiped; CA id {}",
+            params.threshold,
+            ids.len(),
+            set.id()
+        ),
+    );
+    finish(
+        params,
+        now,
+        log,
+        key,
+        (certificate_pem, fingerprint),
+        set,
+        shares,
+    )
+}
+
+/// The part of the ceremony both modes share: the manifest, signed with the CA key (then
+/// wiped), and every share sealed for its holder.
+fn finish(
+    params: &CeremonyParams,
+    now: OffsetDateTime,
+    mut log: String,
+    key: CaKey,
+    (certificate_pem, fingerprint): (String, String),
+    set: ShareSet,
+    shares: Vec<Share>,
+) -> Result<CeremonyOutput, CeremonyError> {
+    let ca_id = set.id();
     let body = ManifestBody {
         format: crate::manifest::FORMAT.to_owned(),
         version: crate::manifest::VERSION,
@@ -471,7 +632,10 @@ pub fn perform(
     drop(shares);
     stamp(
         &mut log,
-        "KEK and shares wiped from memory; ceremony complete",
+        match params.mode {
+            CaMode::Reconstruct => "KEK and shares wiped from memory; ceremony complete",
+            CaMode::Threshold => "key shares wiped from memory; ceremony complete",
+        },
     );
     Ok(CeremonyOutput {
         certificate_pem,

@@ -71,10 +71,14 @@ pub fn sign_entry(
         .holder(share.index)
         .ok_or_else(|| EnrollmentError::UnknownHolder(format!("share {}", share.index)))?;
     let msg = message(&manifest.ca_id().0, &holder.nitrokey_id, code_sha256);
-    let signature = share.sign(&msg).map_err(|reason| EnrollmentError::Share {
-        index: share.index,
-        reason,
-    })?;
+    let signature = manifest
+        .body
+        .share_set
+        .sign_with_share(share, &msg)
+        .map_err(|reason| EnrollmentError::Share {
+            index: share.index,
+            reason,
+        })?;
     Ok((
         holder.nitrokey_id.clone(),
         EnrollmentEntry {

@@ -8,6 +8,7 @@
 //! certificate fingerprint printed at the ceremony (see docs/threat-model.md).
 
 use crate::pki::{self, CaCertificate, PkiError};
+use crate::sss::shoup::ThresholdKey;
 use crate::sss::{SetId, Share, ShareSet, SssError};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -169,6 +170,12 @@ impl Manifest {
                 "certificate fingerprint".into(),
             ));
         }
+        body.share_set
+            .check()
+            .map_err(|e| ManifestError::Inconsistent(format!("the share set: {e}")))?;
+        if let Some(key) = &body.share_set.threshold_key {
+            check_threshold_key(key, &ca, &body.ca.key)?;
+        }
         if !body.share_set.is_bound_to(&ca.spki_der) {
             return Err(ManifestError::CertificateNotBound);
         }
@@ -215,6 +222,45 @@ impl Manifest {
     }
 }
 
+/// A threshold-mode manifest's key must be the CA certificate's: same n, same e, and an
+/// RSA key type.
+fn check_threshold_key(
+    key: &ThresholdKey,
+    ca: &CaCertificate,
+    key_type: &str,
+) -> Result<(), ManifestError> {
+    let pki::RsaNumbers { n, e } = pki::rsa_public_numbers(&ca.spki_der).ok_or_else(|| {
+        ManifestError::Inconsistent("a threshold-mode CA needs an RSA certificate".into())
+    })?;
+    let algorithm: pki::KeyAlgorithm = key_type
+        .parse()
+        .map_err(|_| ManifestError::Inconsistent(format!("unknown key type {key_type:?}")))?;
+    if algorithm.rsa_bits() != Some(key.modulus_bits()) {
+        return Err(ManifestError::Inconsistent(format!(
+            "the threshold key has {} bits, the manifest says {key_type}",
+            key.modulus_bits()
+        )));
+    }
+    let e_matches = e
+        .iter()
+        .skip_while(|b| **b == 0)
+        .copied()
+        .collect::<Vec<_>>()
+        == key
+            .e
+            .to_be_bytes()
+            .iter()
+            .skip_while(|b| **b == 0)
+            .copied()
+            .collect::<Vec<_>>();
+    if n != key.modulus_bytes() || !e_matches {
+        return Err(ManifestError::Inconsistent(
+            "the threshold key's modulus n is not the CA certificate's".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// A SHA-256 fingerprint as `AA:BB:…` (what [`pki::fingerprint`] writes and `ca-init`
 /// prints), from any of `AA:BB:…`, `aabb…` or either prefixed with `SHA256:`; `None` if it
 /// is not 32 bytes of hex.
@@ -242,6 +288,11 @@ impl VerifiedManifest {
 
     pub fn threshold(&self) -> u8 {
         self.body.share_set.threshold
+    }
+
+    /// The threshold-RSA public key of a threshold-mode CA; `None` in reconstruct mode.
+    pub fn threshold_key(&self) -> Option<&ThresholdKey> {
+        self.body.share_set.threshold_key.as_ref()
     }
 
     pub fn holder(&self, index: u8) -> Option<&ManifestHolder> {
@@ -296,5 +347,80 @@ mod tests {
         assert_eq!(normalize_fingerprint(&bare[2..]), None);
         assert_eq!(normalize_fingerprint(&format!("{bare}00")), None);
         assert_eq!(normalize_fingerprint(&bare.replace('e', "g")), None);
+    }
+}
+
+#[cfg(test)]
+mod threshold_tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::ceremony::{self, CaMode, CeremonyParams, Holder, NitrokeyId};
+    use crate::pki::{CaKey, CaSubject, KeyAlgorithm};
+    use crate::sss::shoup::SafePrimes;
+    use crypto_bigint::{BoxedUint, Resize};
+
+    const PRIMES: &str = include_str!("../tests/fixtures/threshold/rsa-2048.primes");
+
+    fn threshold_manifest() -> Manifest {
+        let holders = (1..=3)
+            .map(|i| Holder {
+                nitrokey_id: NitrokeyId::parse(&format!("NK00{i}")).unwrap(),
+                holder_name: format!("Holder {i}"),
+                holder_email: format!("h{i}@example.org"),
+                location: "Paris".into(),
+                age_recipient: Some(age::x25519::Identity::generate().to_public()),
+            })
+            .collect();
+        let subject = CaSubject {
+            name: "Threshold CA".into(),
+            org: "nkpki tests".into(),
+            country: "FR".into(),
+        };
+        let params = CeremonyParams::new(subject, KeyAlgorithm::Rsa2048, 5, None, 2, holders)
+            .unwrap()
+            .with_mode(CaMode::Threshold)
+            .unwrap();
+        let primes = SafePrimes::from_text(PRIMES).unwrap();
+        ceremony::perform_threshold(&params, primes, time::OffsetDateTime::now_utc())
+            .unwrap()
+            .manifest
+    }
+
+    #[test]
+    fn a_signed_manifest_whose_threshold_key_is_not_the_certificates_is_refused() {
+        let manifest = threshold_manifest();
+        let verified = manifest.verify().unwrap();
+        assert!(verified.threshold_key().is_some());
+
+        // the dealer's own key signs a body whose n is not the certificate's: still refused
+        let dealer = CaKey::from_rsa(
+            SafePrimes::from_text(PRIMES)
+                .unwrap()
+                .to_rsa_private_key()
+                .unwrap(),
+        )
+        .unwrap();
+        let mut body = manifest.signed.clone();
+        let key = body.share_set.threshold_key.as_mut().unwrap();
+        key.n = key
+            .n
+            .wrapping_add(BoxedUint::from(2u64).resize_unchecked(2048));
+        key.check().unwrap();
+        let err = Manifest::sign(body, &dealer).unwrap().verify().unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("the threshold key's modulus n is not the CA certificate's"),
+            "{err}"
+        );
+
+        // a key share set of the wrong size for the manifest's key type
+        let mut body = manifest.signed.clone();
+        body.ca.key = "rsa-3072".into();
+        let err = Manifest::sign(body, &dealer).unwrap().verify().unwrap_err();
+        assert!(
+            err.to_string().contains("the manifest says rsa-3072"),
+            "{err}"
+        );
     }
 }

@@ -142,8 +142,10 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 /// The text a holder compares: CA id, holder, share index, the CA certificate's
 /// fingerprint (first 16 hex digits) and the share's public fingerprint.
 pub fn fingerprint(manifest: &VerifiedManifest, share: &Share) -> Result<String, PackageError> {
-    let share_fp = share
-        .fingerprint()
+    let share_fp = manifest
+        .body
+        .share_set
+        .fingerprint_of(share)
         .map_err(|e| PackageError::Inconsistent(e.to_string()))?;
     let cert: String = manifest
         .body

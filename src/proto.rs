@@ -106,6 +106,18 @@ pub struct SessionStatus {
     pub crl_pem: Option<String>,
 }
 
+/// How a CA signs online, chosen at its ceremony.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SigningMode {
+    /// M shares of the KEK rebuild the key in a one-shot session worker.
+    #[default]
+    Reconstruct,
+    /// Shoup threshold RSA: each holder sends a signature share on the offered
+    /// to-be-signed bytes; the key is never whole.
+    Threshold,
+}
+
 /// A session as agents see it: everything the holder must be shown to decide.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionOffer {
@@ -122,8 +134,16 @@ pub struct SessionOffer {
     /// Server nonce, hex.
     pub nonce: String,
     pub expires_at: i64,
-    /// The session's age X25519 recipient: shares are encrypted to it alone.
+    /// The session's age X25519 recipient: shares are encrypted to it alone. Empty in
+    /// threshold mode (nothing secret is sent).
     pub recipient: String,
+    #[serde(default)]
+    pub mode: SigningMode,
+    /// Threshold mode: the exact DER TBSCertificate (`issue`) or TBSCertList (`revoke`,
+    /// `crl`), base64, that the signature shares sign. The agent parses it, recomputes it
+    /// and shows what it says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tbs: Option<String>,
 }
 
 /// The terms of a session. For `issue`, the agent recomputes the certificate from the CSR
@@ -174,16 +194,40 @@ pub struct Envelope {
     /// SHA-256 of the certificate as it will be issued ([`crate::pki::CertificateView::digest`]),
     /// for `issue` sessions.
     pub certificate_sha256: Option<String>,
+    /// SHA-256 of the sealed share's armoured text; empty in threshold mode.
     pub ciphertext_sha256: String,
+    /// Threshold mode: SHA-256 (hex) of the to-be-signed DER the holder approved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tbs_sha256: Option<String>,
+    /// Threshold mode: SHA-256 (hex) of the signature share's compact JSON
+    /// ([`signature_share_sha256`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature_share_sha256: Option<String>,
 }
 
 impl Envelope {
-    /// The bytes the signature covers.
+    /// The bytes the signature covers. A threshold envelope (one naming a TBS) has its own
+    /// first line, so that neither kind of statement can pass for the other.
     pub fn signed_bytes(&self) -> Vec<u8> {
-        let mut bytes = b"nkpki contribution v2\n".to_vec();
+        let mut bytes = if self.tbs_sha256.is_some() {
+            b"nkpki threshold contribution v1\n".to_vec()
+        } else {
+            b"nkpki contribution v2\n".to_vec()
+        };
         bytes.extend_from_slice(&serde_json::to_vec(self).unwrap_or_default());
         bytes
     }
+}
+
+/// What a threshold signature share's proof is bound to besides the message: this CA and
+/// this session, so that a share made for one session proves nothing in another.
+pub fn threshold_context(ca_id: &str, session_id: &str) -> Vec<u8> {
+    format!("nkpki threshold v1\n{ca_id}\n{session_id}\n").into_bytes()
+}
+
+/// SHA-256 (hex) of a signature share's compact JSON: what the envelope binds.
+pub fn signature_share_sha256(share: &crate::sss::shoup::SignatureShare) -> String {
+    crate::pki::sha256_hex(&serde_json::to_vec(share).unwrap_or_default())
 }
 
 /// POST /api/v1/sessions/{id}/contribute (agent).
@@ -191,8 +235,12 @@ impl Envelope {
 #[serde(deny_unknown_fields)]
 pub struct Contribution {
     pub envelope: Envelope,
-    /// The share, age-encrypted (armoured) to the session's recipient.
+    /// The share, age-encrypted (armoured) to the session's recipient; empty in threshold
+    /// mode.
     pub ciphertext: String,
+    /// Threshold mode: the holder's signature share on the offered TBS, with its proof.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature_share: Option<crate::sss::shoup::SignatureShare>,
     /// ECDSA P-256 / SHA-256 DER signature by the holder's token key, base64.
     pub signature: String,
 }

@@ -8,8 +8,9 @@ use crate::hsm::{HolderKey, Module, PinSource, Token, TokenSelector, read_pin};
 use crate::manifest::{Manifest, VerifiedManifest};
 use crate::package::AgentConfig;
 use crate::pki::{self, CertificateView, Csr};
-use crate::proto::{self, API, Contribution, Envelope, SessionKind, SessionOffer};
+use crate::proto::{self, API, Contribution, Envelope, SessionKind, SessionOffer, SigningMode};
 use crate::sss::Share;
+use crate::sss::shoup;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use std::io::Write;
@@ -174,6 +175,11 @@ pub struct Approving {
     pub request_sha256: String,
     /// `issue`: the certificate as it will be issued.
     pub certificate: Option<CertificateView>,
+    /// Threshold mode: the exact bytes to sign (a TBSCertificate or TBSCertList), checked
+    /// against what the request and the terms give.
+    pub tbs: Option<Vec<u8>>,
+    /// Threshold `revoke` and `crl`: the CRL as the TBS says it.
+    pub crl: Option<pki::CrlContents>,
 }
 
 /// Recomputes what `offer` asks the holder to approve, and refuses an offer whose own
@@ -183,6 +189,7 @@ pub fn recompute(
     manifest: &VerifiedManifest,
 ) -> Result<Approving, AgentError> {
     let refused = |why: String| AgentError::Refused(why);
+    check_mode(offer, manifest)?;
     match offer.kind {
         SessionKind::Issue => {
             let csr = Csr::parse(offer.request.as_bytes())
@@ -203,9 +210,20 @@ pub fn recompute(
                     "the server describes another certificate than this request issues".into(),
                 ));
             }
+            let tbs = match offer.mode {
+                SigningMode::Reconstruct => None,
+                SigningMode::Threshold => {
+                    let tbs = offered_tbs(offer)?;
+                    pki::check_tbs_certificate(&manifest.ca, &csr, &terms, &tbs)
+                        .map_err(|e| refused(e.to_string()))?;
+                    Some(tbs)
+                }
+            };
             Ok(Approving {
                 request_sha256: csr.digest(),
                 certificate: Some(view),
+                tbs,
+                crl: None,
             })
         }
         SessionKind::Revoke | SessionKind::Crl => {
@@ -222,12 +240,87 @@ pub fn recompute(
                     "the statement does not match the session's terms".into(),
                 ));
             }
+            let (tbs, crl) = match offer.mode {
+                SigningMode::Reconstruct => (None, None),
+                SigningMode::Threshold => {
+                    let tbs = offered_tbs(offer)?;
+                    let crl = pki::read_tbs_crl(&manifest.ca, &tbs)
+                        .map_err(|e| refused(e.to_string()))?;
+                    check_crl_terms(offer, &crl)?;
+                    (Some(tbs), Some(crl))
+                }
+            };
             Ok(Approving {
                 request_sha256: pki::sha256_hex(offer.request.as_bytes()),
                 certificate: None,
+                tbs,
+                crl,
             })
         }
     }
+}
+
+/// The session's mode must be the CA's: above all, a threshold CA's key share is never
+/// sealed and sent, whatever a server asks.
+fn check_mode(offer: &SessionOffer, manifest: &VerifiedManifest) -> Result<(), AgentError> {
+    match (offer.mode, manifest.threshold_key().is_some()) {
+        (SigningMode::Reconstruct, true) => Err(AgentError::Refused(
+            "the server asks for a sealed share, but this CA is in threshold mode: its key \
+             share never leaves this machine, only signature shares do"
+                .into(),
+        )),
+        (SigningMode::Threshold, false) => Err(AgentError::Refused(
+            "the server offers a threshold session, but this CA is in reconstruct mode (its \
+             manifest has no threshold key)"
+                .into(),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The offer's to-be-signed bytes.
+fn offered_tbs(offer: &SessionOffer) -> Result<Vec<u8>, AgentError> {
+    let text = offer.tbs.as_deref().ok_or_else(|| {
+        AgentError::Refused("a threshold offer without to-be-signed bytes".into())
+    })?;
+    B64.decode(text)
+        .map_err(|e| AgentError::Refused(format!("the to-be-signed bytes are not base64: {e}")))
+}
+
+/// A threshold CRL must say what the session's statement does: a revocation lists the
+/// serial with the reason approved, and every CRL is valid the CA's usual time.
+fn check_crl_terms(offer: &SessionOffer, crl: &pki::CrlContents) -> Result<(), AgentError> {
+    let refused = |why: String| Err(AgentError::Refused(why));
+    let now = time::OffsetDateTime::now_utc();
+    // dated when its session opened: not in the future (clock skew aside), and not before
+    // the longest session a server keeps open (`serve --session-ttl`, a day at most)
+    let skew = time::Duration::minutes(10);
+    if crl.this_update > now + skew || crl.this_update < now - time::Duration::days(1) - skew {
+        return refused(format!(
+            "the to-be-signed CRL is dated {}, not now",
+            crl.this_update
+        ));
+    }
+    if crl.next_update != Some(crl.this_update + time::Duration::days(pki::CRL_VALIDITY_DAYS)) {
+        return refused(format!(
+            "the to-be-signed CRL is not valid {} days",
+            pki::CRL_VALIDITY_DAYS
+        ));
+    }
+    if offer.kind == SessionKind::Revoke {
+        let serial = offer.summary.serial.as_deref().unwrap_or_default();
+        let reason = offer.summary.reason.as_deref().unwrap_or_default();
+        if !crl
+            .revoked
+            .iter()
+            .any(|r| r.serial_hex == serial && r.reason == reason)
+        {
+            return refused(format!(
+                "the to-be-signed CRL does not revoke serial {serial} ({reason})"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Shows the holder what it is asked to approve: the certificate as this agent computed
@@ -249,6 +342,30 @@ fn show(offer: &SessionOffer, approving: &Approving, ca_name: &str) {
             }
         }
         None => eprintln!("Statement:   {}", esc(&offer.request)),
+    }
+    if let Some(crl) = &approving.crl {
+        eprintln!(
+            "The CRL, exactly as it will be signed: number {}, from {} to {}",
+            crl.number,
+            crl.this_update,
+            crl.next_update
+                .map_or_else(|| "(none)".to_owned(), |t| t.to_string())
+        );
+        for r in &crl.revoked {
+            eprintln!(
+                "  revoked {} ({}) at {}",
+                esc(&r.serial_hex),
+                esc(&r.reason),
+                r.revoked_at
+            );
+        }
+    }
+    if let Some(tbs) = &approving.tbs {
+        eprintln!(
+            "Signs:       {} bytes to be signed, SHA-256 {} (threshold: no share leaves the token)",
+            tbs.len(),
+            pki::sha256_hex(tbs)
+        );
     }
     eprintln!("Digest:      SHA-256 {}", approving.request_sha256);
     let left = offer.expires_at - crate::store::now();
@@ -497,6 +614,10 @@ impl Agent {
             log(&format!("declined session {}", offer.session_id));
             return Ok(());
         }
+        if approving.tbs.is_some() {
+            return self.send_signature_share(offer, approving);
+        }
+        check_mode(offer, &self.manifest)?;
         let interactive = matches!(self.opts.approval, Approval::Interactive);
         let share_json = self.read_share_freshly_logged_in()?;
         // the value is decoded from the hex text in `share_json` straight into the share's
@@ -525,6 +646,8 @@ impl Agent {
             days: offer.summary.days,
             certificate_sha256: approving.certificate.as_ref().map(CertificateView::digest),
             ciphertext_sha256: pki::sha256_hex(ciphertext.as_bytes()),
+            tbs_sha256: None,
+            signature_share_sha256: None,
         };
         let signature = B64.encode(self.token.sign(&self.key, &envelope.signed_bytes())?);
         if interactive {
@@ -538,6 +661,7 @@ impl Agent {
                 envelope,
                 ciphertext,
                 signature,
+                signature_share: None,
             },
         )?;
         log(&format!(
@@ -549,6 +673,100 @@ impl Agent {
         ));
         Ok(())
     }
+}
+
+impl Agent {
+    /// Threshold mode: turns the key share on the token into a signature share on exactly
+    /// the approved TBS (with its proof, bound to this session), wipes the key share, and
+    /// sends the signature share in an envelope signed by the token. Nothing secret leaves.
+    fn send_signature_share(
+        &mut self,
+        offer: &SessionOffer,
+        approving: Approving,
+    ) -> Result<(), AgentError> {
+        let tbs = approving
+            .tbs
+            .as_deref()
+            .ok_or_else(|| AgentError::Refused("nothing to sign".into()))?;
+        let interactive = matches!(self.opts.approval, Approval::Interactive);
+        let label = self.token.label().to_owned();
+        threshold_key(&self.manifest)?;
+        let share_bytes = self.read_share_freshly_logged_in()?;
+        let key = threshold_key(&self.manifest)?;
+        let share = key_share_from_token(&self.manifest, &share_bytes, &label)?;
+        drop(share_bytes);
+        let context = proto::threshold_context(&offer.ca_id, &offer.session_id);
+        let signed = shoup::sign_share(key, &share, tbs, &context, &mut rand::rng());
+        // the key share is wiped here, before anything is sent
+        drop(share);
+        let signature_share = signed.map_err(|e| {
+            AgentError::Refused(format!("cannot sign with the share on token {label}: {e}"))
+        })?;
+        let envelope = Envelope {
+            ca_id: offer.ca_id.clone(),
+            session_id: offer.session_id.clone(),
+            nonce: offer.nonce.clone(),
+            expires_at: offer.expires_at,
+            holder_id: self.opts.config.holder_id.clone(),
+            request_sha256: approving.request_sha256.clone(),
+            profile: offer.summary.profile.clone(),
+            days: offer.summary.days,
+            certificate_sha256: approving.certificate.as_ref().map(CertificateView::digest),
+            ciphertext_sha256: String::new(),
+            tbs_sha256: Some(pki::sha256_hex(tbs)),
+            signature_share_sha256: Some(proto::signature_share_sha256(&signature_share)),
+        };
+        let signature = B64.encode(self.token.sign(&self.key, &envelope.signed_bytes())?);
+        if interactive {
+            self.token.logout()?;
+            self.logged_in_token = false;
+        }
+        let status: proto::SessionStatus = self.client.post(
+            &format!("{API}/sessions/{}/contribute", offer.session_id),
+            &Contribution {
+                envelope,
+                ciphertext: String::new(),
+                signature,
+                signature_share: Some(signature_share),
+            },
+        )?;
+        log(&format!(
+            "signature share sent for session {}: {} of {} approvals, state {}",
+            offer.session_id,
+            status.approved.len(),
+            status.threshold,
+            status.state.as_str()
+        ));
+        Ok(())
+    }
+}
+
+/// The CA's threshold public key, from the holder's own manifest.
+fn threshold_key(manifest: &VerifiedManifest) -> Result<&shoup::ThresholdKey, AgentError> {
+    manifest.threshold_key().ok_or_else(|| {
+        AgentError::Refused(
+            "a threshold offer, but this CA's manifest has no threshold key (reconstruct mode)"
+                .into(),
+        )
+    })
+}
+
+/// The key share s_i read from the token, checked against the manifest (its set, its
+/// holder, and v^{s_i} = v_i).
+fn key_share_from_token(
+    manifest: &VerifiedManifest,
+    bytes: &[u8],
+    label: &str,
+) -> Result<shoup::KeyShare, AgentError> {
+    let what = format!("the share on token {label}");
+    let share: Share = serde_json::from_slice(bytes)
+        .map_err(|e| AgentError::Refused(format!("{what} is unreadable: {e}")))?;
+    manifest.check_share(&share, &what)?;
+    manifest
+        .body
+        .share_set
+        .key_share(&share)
+        .map_err(|e| AgentError::Refused(format!("{what}: {e}")))
 }
 
 /// Runs the agent: connect, enroll if needed, log in, then answer sessions for ever (or
@@ -747,6 +965,8 @@ mod tests {
             nonce: String::new(),
             expires_at: 0,
             recipient: String::new(),
+            mode: SigningMode::Reconstruct,
+            tbs: None,
         }
     }
 

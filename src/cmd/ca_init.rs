@@ -2,12 +2,15 @@
 
 use super::hinted;
 use anyhow::{Context, bail};
-use nkpki::ceremony::{self, CeremonyParams};
+use nkpki::ceremony::{self, CaMode, CeremonyParams};
 use nkpki::pki::{CaSubject, KeyAlgorithm};
+use nkpki::sss::shoup::{self, SafePrimes, ThresholdError};
 use nkpki::{fsx, seal};
 use std::fmt::Write as _;
 use std::io::IsTerminal;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use time::OffsetDateTime;
 use zeroize::Zeroizing;
 
@@ -31,6 +34,10 @@ pub struct Args {
     /// CA key type: rsa-2048, rsa-3072, rsa-4096, ecdsa-p256, ecdsa-p384
     #[arg(long, default_value = "rsa-4096")]
     key: String,
+    /// CA mode: reconstruct (M shares rebuild the key for each signature) or threshold
+    /// (Shoup threshold RSA: each holder signs with its share, the key is never whole again)
+    #[arg(long, default_value = "reconstruct", value_name = "MODE")]
+    mode: String,
     /// CA certificate validity in years (1–30)
     #[arg(long, default_value_t = 20)]
     validity_years: u32,
@@ -69,6 +76,7 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let key: KeyAlgorithm = args.key.parse()?;
+    let mode: CaMode = args.mode.parse()?;
     let holders_text = std::fs::read_to_string(&args.holders)
         .with_context(|| format!("cannot read holders file {}", args.holders.display()))?;
     let holders = ceremony::parse_holders(&holders_text)
@@ -85,7 +93,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         args.path_len,
         args.threshold,
         holders,
-    )?;
+    )?
+    .with_mode(mode)?;
     if args.package {
         let server = super::package::server_info(
             args.server_url.clone(),
@@ -126,7 +135,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
 
     let started = std::time::Instant::now();
-    let output = ceremony::perform(&params, OffsetDateTime::now_utc())?;
+    let output = match params.mode {
+        CaMode::Reconstruct => ceremony::perform(&params, OffsetDateTime::now_utc())?,
+        CaMode::Threshold => {
+            let bits = params.key.rsa_bits().unwrap_or_default();
+            let primes = safe_primes(bits)?;
+            ceremony::perform_threshold(&params, primes, OffsetDateTime::now_utc())?
+        }
+    };
 
     let staged = fsx::StagedDir::new(&args.out)
         .with_context(|| format!("cannot create {}", args.out.display()))?;
@@ -178,6 +194,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         m.ca.name, m.ca.org, m.ca.country
     );
     println!("Key:          {}", m.ca.key);
+    println!("Mode:         {mode}");
     println!("Fingerprint:  SHA-256 {}", m.certificate_sha256);
     println!(
         "Threshold:    {} of {}",
@@ -190,5 +207,66 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     println!("Output:       {}/ ({contents})", args.out.display());
     println!("Took:         {:.2} s", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// Two safe primes for a threshold-mode CA, with progress on stderr; Ctrl-C stops the
+/// search and the ceremony, before anything is written.
+fn safe_primes(bits: usize) -> anyhow::Result<SafePrimes> {
+    #[cfg(debug_assertions)]
+    if let Some(path) = std::env::var_os("NKPKI_TEST_SAFE_PRIMES") {
+        // test hook, compiled out of release builds: see docs/decisions.md (at)
+        let text = std::fs::read_to_string(&path).context("cannot read the test safe primes")?;
+        eprintln!("debug build: safe primes read from NKPKI_TEST_SAFE_PRIMES");
+        return Ok(SafePrimes::from_text(&text)?);
+    }
+    let cancel = Arc::new(AtomicBool::new(false));
+    watch_interrupt(Arc::clone(&cancel))?;
+    eprintln!(
+        "Generating two {}-bit safe primes for the threshold key (minutes for rsa-4096; Ctrl-C stops)",
+        bits / 2
+    );
+    let mut last = (0u8, 0u64);
+    let mut progress = |p: shoup::PrimeProgress| {
+        if p.prime != last.0 || p.candidates >= last.1 + 250 {
+            eprintln!(
+                "  safe prime {} of 2: {} candidates tested",
+                p.prime, p.candidates
+            );
+            last = (p.prime, p.candidates);
+        }
+    };
+    match shoup::generate_safe_primes(bits, &mut progress, &cancel) {
+        Ok(primes) => {
+            eprintln!("  both safe primes found");
+            Ok(primes)
+        }
+        Err(ThresholdError::Cancelled) => Err(hinted(
+            "interrupted: safe-prime generation stopped; nothing was written",
+            "run `nkpki ca-init` again to start over",
+        )),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Sets `cancel` on SIGINT instead of letting it kill the process mid-ceremony. The
+/// handler is registered before this returns.
+fn watch_interrupt(cancel: Arc<AtomicBool>) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .context("cannot start the interrupt watcher")?;
+    let mut interrupt = {
+        let _guard = runtime.enter();
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+            .context("cannot watch for Ctrl-C")?
+    };
+    std::thread::spawn(move || {
+        runtime.block_on(async move {
+            if interrupt.recv().await.is_some() {
+                cancel.store(true, Ordering::Relaxed);
+            }
+        });
+    });
     Ok(())
 }

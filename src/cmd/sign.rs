@@ -2,7 +2,7 @@
 
 use super::hinted;
 use anyhow::Context;
-use nkpki::manifest::Manifest;
+use nkpki::manifest::{Manifest, VerifiedManifest};
 use nkpki::pki::{self, Csr, Profile};
 use nkpki::{fsx, offline};
 use std::path::PathBuf;
@@ -123,34 +123,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     eprintln!("CSR SHA-256: {}", csr.digest());
 
-    let mut unsealer = args.unseal.unsealer()?;
-    let mut shares = Vec::with_capacity(args.shares.len() + args.tokens.len());
-    for path in &args.shares {
-        let what = path.display().to_string();
-        let armored = super::read_file(path, "share file")?;
-        let pass = || unsealer.passphrases.get(path);
-        let share = offline::open_share(&manifest, &armored, &what, &unsealer.identities, pass)?;
-        report_share(&share, &what);
-        shares.push((what, share));
-    }
-    if !args.tokens.is_empty() || args.insert_tokens {
-        let token_shares = if args.insert_tokens {
-            super::tokens::insert_one_by_one(&manifest, &args.token_access, shares.len())?
-        } else {
-            super::tokens::read_named(&manifest, &args.token_access, &args.tokens)?
-        };
-        shares.extend(token_shares);
-    }
-    let issued = offline::sign(&manifest, &csr, &terms, &shares)?;
-    let holders: Vec<String> = shares
-        .iter()
-        .map(|(_, s)| {
-            s.holder
-                .clone()
-                .unwrap_or_else(|| format!("share {}", s.index))
-        })
-        .collect();
-    drop(shares);
+    let (issued, holders) = if manifest.threshold_key().is_some() {
+        sign_threshold(&args, &manifest, &csr, &terms)?
+    } else {
+        sign_reconstruct(&args, &manifest, &csr, &terms)?
+    };
     for note in &issued.dropped {
         eprintln!(
             "note: not copied from the CSR (profile {}): {}",
@@ -183,6 +160,89 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         args.out.display()
     );
     Ok(())
+}
+
+/// Reconstruct mode: every share is read, then M of them rebuild the key for one signature.
+fn sign_reconstruct(
+    args: &Args,
+    manifest: &VerifiedManifest,
+    csr: &Csr,
+    terms: &pki::Terms,
+) -> anyhow::Result<(pki::Issued, Vec<String>)> {
+    let mut unsealer = args.unseal.unsealer()?;
+    let mut shares = Vec::with_capacity(args.shares.len() + args.tokens.len());
+    for path in &args.shares {
+        let what = path.display().to_string();
+        let armored = super::read_file(path, "share file")?;
+        let pass = || unsealer.passphrases.get(path);
+        let share = offline::open_share(manifest, &armored, &what, &unsealer.identities, pass)?;
+        report_share(&share, &what);
+        shares.push((what, share));
+    }
+    if !args.tokens.is_empty() || args.insert_tokens {
+        let token_shares = if args.insert_tokens {
+            super::tokens::insert_one_by_one(manifest, &args.token_access, shares.len())?
+        } else {
+            super::tokens::read_named(manifest, &args.token_access, &args.tokens)?
+        };
+        shares.extend(token_shares);
+    }
+    let issued = offline::sign(manifest, csr, terms, &shares)?;
+    let holders = shares.iter().map(|(_, s)| holder_name(s)).collect();
+    drop(shares);
+    Ok((issued, holders))
+}
+
+/// How a share's holder is named in reports: its name, or its index for a bare share file.
+fn holder_name(share: &nkpki::sss::Share) -> String {
+    share
+        .holder
+        .clone()
+        .unwrap_or_else(|| format!("share {}", share.index))
+}
+
+/// Threshold mode: each share, from a file or a token, makes its signature share on the
+/// TBSCertificate as soon as it is read and is wiped before the next; the signature
+/// shares combine into the signature. The CA key never exists.
+fn sign_threshold(
+    args: &Args,
+    manifest: &VerifiedManifest,
+    csr: &Csr,
+    terms: &pki::Terms,
+) -> anyhow::Result<(pki::Issued, Vec<String>)> {
+    let mut signing = offline::ThresholdSigning::begin(manifest, csr, terms)?;
+    eprintln!(
+        "Threshold CA: each share signs the TBSCertificate (SHA-256 {}) on its own; the CA \
+         key is never rebuilt",
+        signing.tbs_sha256()
+    );
+    let mut unsealer = args.unseal.unsealer()?;
+    let mut holders = Vec::new();
+    for path in &args.shares {
+        let what = path.display().to_string();
+        let armored = super::read_file(path, "share file")?;
+        let pass = || unsealer.passphrases.get(path);
+        let share = offline::open_share(manifest, &armored, &what, &unsealer.identities, pass)?;
+        report_share(&share, &what);
+        signing.add(&what, &share)?;
+        holders.push(holder_name(&share));
+        drop(share);
+        eprintln!("  signature share made; the share is wiped");
+    }
+    let mut add = |what: String, share: nkpki::sss::Share| -> anyhow::Result<()> {
+        signing.add(&what, &share)?;
+        holders.push(holder_name(&share));
+        drop(share);
+        eprintln!("  signature share made; the share is wiped");
+        Ok(())
+    };
+    if args.insert_tokens {
+        let already = args.shares.len();
+        super::tokens::insert_one_by_one_into(manifest, &args.token_access, already, &mut add)?;
+    } else if !args.tokens.is_empty() {
+        super::tokens::for_each_named(manifest, &args.token_access, &args.tokens, &mut add)?;
+    }
+    Ok((signing.finish()?, holders))
 }
 
 /// `sign --server`: open a session on the server and wait for M holders.

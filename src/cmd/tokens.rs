@@ -46,11 +46,28 @@ pub fn read_named(
     access: &TokenAccess,
     tokens: &[String],
 ) -> anyhow::Result<Vec<(String, Share)>> {
+    let mut out = Vec::with_capacity(tokens.len());
+    for_each_named(manifest, access, tokens, |what, share| {
+        out.push((what, share));
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+/// Hands the share on each named token to `sink` as soon as it is read, so that a caller
+/// that uses each share on its own can drop it before the next token is read.
+pub fn for_each_named(
+    manifest: &VerifiedManifest,
+    access: &TokenAccess,
+    tokens: &[String],
+    mut sink: impl FnMut(String, Share) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
     let module = Module::load(access.module.as_deref())?;
-    tokens
-        .iter()
-        .map(|t| read_one(manifest, &module, &TokenSelector::parse(t)?, access))
-        .collect()
+    for t in tokens {
+        let (what, share) = read_one(manifest, &module, &TokenSelector::parse(t)?, access)?;
+        sink(what, share)?;
+    }
+    Ok(())
 }
 
 /// One reader: asks for tokens one at a time (Enter on standard input) until the
@@ -60,22 +77,38 @@ pub fn insert_one_by_one(
     access: &TokenAccess,
     already: usize,
 ) -> anyhow::Result<Vec<(String, Share)>> {
+    let mut out = Vec::new();
+    insert_one_by_one_into(manifest, access, already, |what, share| {
+        out.push((what, share));
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+/// [`insert_one_by_one`], handing each share to `sink` as soon as it is read. An error
+/// from `sink` (e.g. a duplicate) is reported and the next token can be tried.
+pub fn insert_one_by_one_into(
+    manifest: &VerifiedManifest,
+    access: &TokenAccess,
+    already: usize,
+    mut sink: impl FnMut(String, Share) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
     let needed = manifest.threshold() as usize;
     let mut used: Vec<String> = Vec::new();
-    let mut out = Vec::new();
+    let mut taken = 0usize;
     let stdin = std::io::stdin();
     let mut lines = stdin.lock().lines();
-    while already + out.len() < needed {
+    while already + taken < needed {
         eprintln!(
             "Insert a holder's token and press Enter ({} of {} shares so far; Ctrl-D to stop)",
-            already + out.len(),
+            already + taken,
             needed
         );
         match lines.next() {
             Some(Ok(_)) => {}
             _ => bail!(
                 "stopped with {} of {} shares; nothing was signed",
-                already + out.len(),
+                already + taken,
                 needed
             ),
         }
@@ -98,12 +131,14 @@ pub fn insert_one_by_one(
         }
         let selector = TokenSelector::parse(&format!("pkcs11:serial={}", summary.serial))?;
         used.push(summary.serial.clone());
-        match read_one(manifest, &module, &selector, access) {
-            Ok(item) => out.push(item),
-            // a wrong PIN or a token without this CA's share is reported, and the next
-            // token can be tried; nothing is retried on the same token
+        // a wrong PIN or a token without this CA's share is reported, and the next
+        // token can be tried; nothing is retried on the same token
+        match read_one(manifest, &module, &selector, access)
+            .and_then(|(what, share)| sink(what, share))
+        {
+            Ok(()) => taken += 1,
             Err(e) => eprintln!("error: {e:#}"),
         }
     }
-    Ok(out)
+    Ok(())
 }

@@ -68,6 +68,19 @@ pub fn sign_crl(
     revoked: &[Revoked],
     now: OffsetDateTime,
 ) -> Result<(Vec<u8>, String), PkiError> {
+    let der = sign_crl_with(key, ca, number, revoked, now)?;
+    let pem = super::pem_encode("X509 CRL", &der);
+    Ok((der, pem))
+}
+
+/// The one path that makes a CRL, whoever signs (see [`super::issue`]'s `issue_with`).
+pub(super) fn sign_crl_with(
+    signer: &impl rcgen::SigningKey,
+    ca: &CaCertificate,
+    number: u64,
+    revoked: &[Revoked],
+    now: OffsetDateTime,
+) -> Result<Vec<u8>, PkiError> {
     let now = now
         .replace_nanosecond(0)
         .map_err(|e| PkiError::Build(e.to_string()))?;
@@ -86,7 +99,7 @@ pub fn sign_crl(
             invalidity_date: None,
         });
     }
-    let issuer = Issuer::from_ca_cert_der(&ca.der.as_slice().into(), key)?;
+    let issuer = Issuer::from_ca_cert_der(&ca.der.as_slice().into(), signer)?;
     let params = CertificateRevocationListParams {
         this_update: now,
         next_update: now + Duration::days(CRL_VALIDITY_DAYS),
@@ -97,9 +110,5 @@ pub fn sign_crl(
         // so that relying parties match the CRL to the CA
         key_identifier_method: KeyIdMethod::PreSpecified(ca.subject_key_id.clone()),
     };
-    let crl = params.signed_by(&issuer)?;
-    Ok((
-        crl.der().to_vec(),
-        crl.pem().map_err(|e| PkiError::Build(e.to_string()))?,
-    ))
+    Ok(params.signed_by(&issuer)?.der().to_vec())
 }

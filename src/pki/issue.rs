@@ -419,6 +419,18 @@ pub fn issue(
     csr: &Csr,
     terms: &Terms,
 ) -> Result<Issued, PkiError> {
+    issue_with(ca_key, ca, csr, terms)
+}
+
+/// The one path that turns a plan into a certificate, whoever signs: the CA key, or
+/// [`super::tbs_certificate`]'s recorder that keeps the to-be-signed bytes for a threshold
+/// signature.
+pub(super) fn issue_with(
+    signer: &impl rcgen::SigningKey,
+    ca: &CaCertificate,
+    csr: &Csr,
+    terms: &Terms,
+) -> Result<Issued, PkiError> {
     let Plan { mut params, view } = plan(ca, csr, terms)?;
     let profile = terms.profile;
     let subject_key = SubjectPublicKeyInfo::from_der(&csr.spki_der)
@@ -434,7 +446,7 @@ pub fn issue(
             .push(CustomExtension::from_oid_content(&[2, 5, 29, 14], octets));
     }
     params.key_identifier_method = KeyIdMethod::PreSpecified(ski);
-    let issuer = Issuer::from_ca_cert_der(&ca.der.as_slice().into(), ca_key)?;
+    let issuer = Issuer::from_ca_cert_der(&ca.der.as_slice().into(), signer)?;
     let not_after = params.not_after;
     let cert = params.signed_by(&subject_key, &issuer)?;
     Ok(Issued {

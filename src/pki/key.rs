@@ -31,6 +31,16 @@ impl KeyAlgorithm {
         "ecdsa-p384",
     ];
 
+    /// The modulus size of an RSA algorithm, `None` for ECDSA.
+    pub fn rsa_bits(self) -> Option<usize> {
+        match self {
+            KeyAlgorithm::Rsa2048 => Some(2048),
+            KeyAlgorithm::Rsa3072 => Some(3072),
+            KeyAlgorithm::Rsa4096 => Some(4096),
+            KeyAlgorithm::EcdsaP256 | KeyAlgorithm::EcdsaP384 => None,
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             KeyAlgorithm::Rsa2048 => "rsa-2048",
@@ -110,6 +120,22 @@ impl CaKey {
             ),
         };
         Self::from_inner(inner, algorithm)
+    }
+
+    /// Wraps an RSA private key made elsewhere (the threshold ceremony's dealer builds it
+    /// from its safe primes to self-sign the CA certificate and the manifest).
+    pub fn from_rsa(key: rsa::PrivateKey) -> Result<Self, PkiError> {
+        let algorithm = match rsa::traits::PublicKeyParts::size(&key) * 8 {
+            2048 => KeyAlgorithm::Rsa2048,
+            3072 => KeyAlgorithm::Rsa3072,
+            4096 => KeyAlgorithm::Rsa4096,
+            bits => {
+                return Err(PkiError::Crypto(format!(
+                    "unsupported RSA CA key size {bits}"
+                )));
+            }
+        };
+        Self::from_inner(Inner::Rsa(Box::new(key)), algorithm)
     }
 
     fn from_inner(inner: Inner, algorithm: KeyAlgorithm) -> Result<Self, PkiError> {
@@ -218,6 +244,23 @@ impl rcgen::SigningKey for CaKey {
     fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, rcgen::Error> {
         CaKey::sign(self, msg).map_err(|_| rcgen::Error::RemoteKeyError)
     }
+}
+
+/// The modulus and exponent of an RSA public key, big-endian.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RsaNumbers {
+    pub n: Vec<u8>,
+    pub e: Vec<u8>,
+}
+
+/// The (n, e) of an RSA SubjectPublicKeyInfo; `None` for any other key type.
+pub fn rsa_public_numbers(spki_der: &[u8]) -> Option<RsaNumbers> {
+    use rsa::traits::PublicKeyParts;
+    let k = rsa::PublicKey::from_public_key_der(spki_der).ok()?;
+    Some(RsaNumbers {
+        n: k.n_bytes().into_vec(),
+        e: k.e_bytes().into_vec(),
+    })
 }
 
 /// Verifies a signature made by [`CaKey::sign`] against a SubjectPublicKeyInfo.

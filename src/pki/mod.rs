@@ -8,14 +8,19 @@ mod csr;
 mod issue;
 mod key;
 mod summary;
+mod tbs;
 pub mod text;
 
 pub use ca::{CaCertificate, CaSubject, check_signed_by, self_signed};
 pub use crl::{CRL_VALIDITY_DAYS, REASONS, Revoked, parse_reason, sign_crl};
 pub use csr::{Csr, CsrKey, San};
 pub use issue::{CertificateView, Issued, Profile, Terms, check as check_request, issue};
-pub use key::{CaKey, KeyAlgorithm, verify_signature};
+pub use key::{CaKey, KeyAlgorithm, RsaNumbers, rsa_public_numbers, verify_signature};
 pub use summary::{CertificateSummary, CrlEntry, CrlSummary};
+pub use tbs::{
+    CrlContents, assemble_certificate, assemble_crl, check_tbs_certificate, read_tbs_crl,
+    tbs_certificate, tbs_crl,
+};
 
 use sha2::{Digest, Sha256};
 

@@ -55,3 +55,213 @@ fn pem_armour_is_64_columns_with_lf_and_round_trips() {
     assert_eq!(parsed.label, "CERTIFICATE");
     assert_eq!(parsed.contents, der);
 }
+
+/// An RSA CA, and a server CSR made by OpenSSL, in `dir`.
+fn rsa_ca_and_csr(dir: &std::path::Path) -> (CaKey, CaCertificate, Csr) {
+    let key = CaKey::generate(KeyAlgorithm::Rsa2048).unwrap();
+    let subject = CaSubject {
+        name: "Threshold Root".into(),
+        org: "Org".into(),
+        country: "FR".into(),
+    };
+    let der = self_signed(&key, &subject, 10, Some(1), OffsetDateTime::now_utc()).unwrap();
+    let ca = CaCertificate::from_der(&der).unwrap();
+    std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+    let out = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+        ])
+        .args(["-nodes", "-subj", "/CN=www.example.org/O=Org"])
+        .args(["-addext", "subjectAltName=DNS:www.example.org"])
+        .arg("-keyout")
+        .arg(dir.join("leaf.key"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (key, ca, Csr::parse(&out.stdout).unwrap())
+}
+
+fn openssl_ok(args: &[&str], dir: &std::path::Path) {
+    let out = std::process::Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn a_signed_tbs_assembles_into_the_certificate_issue_makes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (key, ca, csr) = rsa_ca_and_csr(dir.path());
+    let terms = Terms::new(Profile::Server, 30, OffsetDateTime::now_utc()).unwrap();
+    let issued = issue(&key, &ca, &csr, &terms).unwrap();
+
+    let tbs = tbs_certificate(&ca, &csr, &terms).unwrap();
+    let signature = key.sign(&tbs).unwrap();
+    let der = assemble_certificate(&tbs, &signature).unwrap();
+    assert_eq!(der, issued.der, "one code path: the same certificate");
+    check_signed_by(&ca, &der).unwrap();
+    std::fs::write(dir.path().join("leaf.pem"), pem_encode("CERTIFICATE", &der)).unwrap();
+    openssl_ok(&["verify", "-CAfile", "ca.pem", "leaf.pem"], dir.path());
+
+    // the same terms give the same bytes: what the agent recomputes is what the server offers
+    assert_eq!(tbs_certificate(&ca, &csr, &terms).unwrap(), tbs);
+    // a signature over other bytes assembles, but does not verify
+    let other = Terms::new(Profile::Client, 30, OffsetDateTime::now_utc()).unwrap();
+    let wrong = key
+        .sign(&tbs_certificate(&ca, &csr, &other).unwrap())
+        .unwrap();
+    let forged = assemble_certificate(&tbs, &wrong).unwrap();
+    assert!(matches!(
+        check_signed_by(&ca, &forged),
+        Err(PkiError::BadSignature)
+    ));
+}
+
+#[test]
+fn a_signed_tbs_crl_assembles_into_the_crl_sign_crl_makes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (key, ca, _) = rsa_ca_and_csr(dir.path());
+    let now = OffsetDateTime::now_utc();
+    let revoked = [Revoked {
+        serial_hex: "0a1b2c".into(),
+        reason: "keyCompromise".into(),
+        revoked_at: now.unix_timestamp() - 60,
+    }];
+    let (signed, pem) = sign_crl(&key, &ca, 7, &revoked, now).unwrap();
+    let tbs = tbs_crl(&ca, 7, &revoked, now).unwrap();
+    let der = assemble_crl(&tbs, &key.sign(&tbs).unwrap()).unwrap();
+    assert_eq!(der, signed);
+    assert_eq!(pem_encode("X509 CRL", &der), pem);
+    std::fs::write(dir.path().join("crl.pem"), pem).unwrap();
+    openssl_ok(
+        &[
+            "crl", "-in", "crl.pem", "-CAfile", "ca.pem", "-noout", "-verify",
+        ],
+        dir.path(),
+    );
+}
+
+#[test]
+fn tbs_is_refused_for_an_ecdsa_ca_and_assembly_for_non_der() {
+    let key = CaKey::generate(KeyAlgorithm::EcdsaP256).unwrap();
+    let subject = CaSubject {
+        name: "EC Root".into(),
+        org: "Org".into(),
+        country: "FR".into(),
+    };
+    let der = self_signed(&key, &subject, 10, None, OffsetDateTime::now_utc()).unwrap();
+    let ca = CaCertificate::from_der(&der).unwrap();
+    let err = tbs_crl(&ca, 1, &[], OffsetDateTime::now_utc()).unwrap_err();
+    assert!(err.to_string().contains("needs an RSA CA key"), "{err}");
+    assert!(assemble_certificate(b"not der", b"sig").is_err());
+    assert!(assemble_crl(&[0x30, 0x00], b"").is_err());
+}
+
+#[test]
+fn a_tbs_that_differs_from_the_request_is_refused_and_the_difference_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, ca, csr) = rsa_ca_and_csr(dir.path());
+    let now = OffsetDateTime::now_utc();
+    let terms = Terms::new(Profile::Server, 30, now).unwrap();
+    let tbs = tbs_certificate(&ca, &csr, &terms).unwrap();
+    check_tbs_certificate(&ca, &csr, &terms, &tbs).unwrap();
+
+    let other_serial = Terms {
+        serial: vec![0x01, 0x02],
+        ..terms.clone()
+    };
+    let why = check_tbs_certificate(&ca, &csr, &other_serial, &tbs)
+        .unwrap_err()
+        .to_string();
+    assert!(why.contains("serial number differs"), "{why}");
+    let longer = Terms {
+        days: 31,
+        ..terms.clone()
+    };
+    let why = check_tbs_certificate(&ca, &csr, &longer, &tbs)
+        .unwrap_err()
+        .to_string();
+    assert!(why.contains("validity differs"), "{why}");
+    let sub_ca = Terms {
+        profile: Profile::Client,
+        ..terms.clone()
+    };
+    let why = check_tbs_certificate(&ca, &csr, &sub_ca, &tbs)
+        .unwrap_err()
+        .to_string();
+    assert!(why.contains("extensions"), "{why}");
+    let why = check_tbs_certificate(&ca, &csr, &terms, b"\x30\x03\x02\x01\x00")
+        .unwrap_err()
+        .to_string();
+    assert!(why.contains("does not parse"), "{why}");
+}
+
+#[test]
+fn a_tbs_crl_reads_back_and_anything_else_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, ca, _) = rsa_ca_and_csr(dir.path());
+    let now = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
+    let revoked = vec![
+        Revoked {
+            serial_hex: "0a1b2c".into(),
+            reason: "keyCompromise".into(),
+            revoked_at: now.unix_timestamp() - 60,
+        },
+        Revoked {
+            serial_hex: "7f01".into(),
+            reason: "unspecified".into(),
+            revoked_at: now.unix_timestamp(),
+        },
+    ];
+    let tbs = tbs_crl(&ca, 12, &revoked, now).unwrap();
+    let read = read_tbs_crl(&ca, &tbs).unwrap();
+    assert_eq!(read.number, 12);
+    assert_eq!(read.this_update, now);
+    assert_eq!(
+        read.next_update,
+        Some(now + time::Duration::days(CRL_VALIDITY_DAYS))
+    );
+    let entries: Vec<_> = read
+        .revoked
+        .iter()
+        .map(|r| (r.serial_hex.as_str(), r.reason.as_str(), r.revoked_at))
+        .collect();
+    assert_eq!(
+        entries,
+        [
+            ("0a1b2c", "keyCompromise", now.unix_timestamp() - 60),
+            ("7f01", "unspecified", now.unix_timestamp())
+        ]
+    );
+    // a TBSCertificate is not a CRL; another CA's CRL does not read back as this CA's
+    let other = {
+        let key = CaKey::generate(KeyAlgorithm::Rsa2048).unwrap();
+        let subject = CaSubject {
+            name: "Other Root".into(),
+            org: "Org".into(),
+            country: "FR".into(),
+        };
+        CaCertificate::from_der(&self_signed(&key, &subject, 10, None, now).unwrap()).unwrap()
+    };
+    let why = read_tbs_crl(&other, &tbs).unwrap_err().to_string();
+    assert!(why.contains("is not the CRL this CA makes"), "{why}");
+    let mut truncated = tbs.clone();
+    truncated.truncate(tbs.len() - 3);
+    assert!(read_tbs_crl(&ca, &truncated).is_err());
+}

@@ -6,6 +6,7 @@ mod guard;
 mod http;
 mod listing;
 mod state;
+mod threshold;
 
 pub use listing::{CaListing, list_api_tokens, list_cas};
 pub use state::{ApiErr, State, token_hash};

@@ -2,11 +2,13 @@
 //! in-memory secrets, contributions, reconstruction and signing.
 
 use super::guard::{self, FailureLimiter, Refusal, Refusals};
+use super::threshold::{self, ThresholdSession};
 use crate::manifest::{Manifest, VerifiedManifest};
 use crate::pki::{self, Csr, Profile, Revoked};
 use crate::proto::{
     self, Challenge, ChallengeRequest, Contribution, CreateSession, Decline, Enroll, Login,
     LoginOk, OfferSummary, SessionKind, SessionOffer, SessionState, SessionStatus, SignJob,
+    SigningMode,
 };
 use crate::store::{self, SessionRow, Store, now};
 use crate::worker::{Verdict, WorkerHandle};
@@ -55,13 +57,17 @@ impl From<store::StoreError> for ApiErr {
 }
 
 /// An open session. Its secrets (the age identity, the shares, the rebuilt key) are in
-/// its worker process, never here: dropping the handle kills the worker.
+/// its worker process, never here: dropping the handle kills the worker. A threshold CA's
+/// session has no worker and no secret: only the TBS and the signature shares.
 struct Live {
     ca_id: String,
     threshold: u8,
     total: u8,
-    /// Taken out to sign (which consumes it); `None` once signing has begun.
+    /// Taken out to sign (which consumes it); `None` once signing has begun, and always
+    /// for a threshold CA.
     worker: Arc<tokio::sync::Mutex<Option<WorkerHandle>>>,
+    /// Threshold mode: the TBS, the verified signature shares and what they will sign.
+    signing: Option<ThresholdSession>,
     /// Holders whose share the worker accepted.
     approved: Vec<String>,
     /// Holders that answered in any way (approved, declined, or refused): never offered
@@ -73,7 +79,7 @@ struct Live {
 }
 
 /// What a signature will be recorded as.
-enum Pending {
+pub(super) enum Pending {
     Certificate(pki::CertificateView),
     Crl { number: i64, new: Option<Revoked> },
 }
@@ -642,10 +648,24 @@ impl State {
                 (text.clone(), pki::sha256_hex(text.as_bytes()), summary)
             }
         };
-        let (worker, recipient) = self.start_worker(&req.ca_id)?;
         let session_id = random_hex(16);
-        let nonce = random_hex(32);
         let created_at = now();
+        // threshold mode: the exact bytes the holders will sign shares of, fixed now
+        let signing = match threshold::key(&manifest) {
+            Some(_) => Some(
+                self.threshold_session(&manifest, &session_id, req.kind, &request, &summary)
+                    .map_err(refuse)?,
+            ),
+            None => None,
+        };
+        let (worker, recipient) = match &signing {
+            Some(_) => (None, String::new()),
+            None => {
+                let (worker, recipient) = self.start_worker(&req.ca_id)?;
+                (Some(worker), recipient)
+            }
+        };
+        let nonce = random_hex(32);
         let expires_at = created_at.saturating_add(self.session_ttl);
         let kind = serde_json::to_value(req.kind)
             .ok()
@@ -672,6 +692,7 @@ impl State {
                 .certificate
                 .as_ref()
                 .and_then(|v| serde_json::to_string(v).ok()),
+            tbs: signing.as_ref().map(|t| t.tbs.to_vec()),
         };
         lock(&self.store).insert_session(&row)?;
         let offer = SessionOffer {
@@ -686,6 +707,12 @@ impl State {
             nonce,
             expires_at,
             recipient,
+            mode: if signing.is_some() {
+                SigningMode::Threshold
+            } else {
+                SigningMode::Reconstruct
+            },
+            tbs: signing.as_ref().map(|t| B64.encode(t.tbs.as_slice())),
         };
         lock(&self.live).insert(
             session_id.clone(),
@@ -693,7 +720,8 @@ impl State {
                 ca_id: req.ca_id.clone(),
                 threshold: manifest.threshold(),
                 total: manifest.body.share_set.total,
-                worker: Arc::new(tokio::sync::Mutex::new(Some(worker))),
+                worker: Arc::new(tokio::sync::Mutex::new(worker)),
+                signing,
                 approved: Vec::new(),
                 answered: Vec::new(),
                 declined: 0,
@@ -703,6 +731,65 @@ impl State {
         self.notify();
         self.notify_offers(&req.ca_id);
         self.status(&session_id)
+    }
+
+    /// A threshold session's to-be-signed bytes and what they will be recorded as: the
+    /// certificate the offer describes, or the next CRL (listing, for a revocation, the
+    /// new entry revoked as of now).
+    fn threshold_session(
+        &self,
+        manifest: &VerifiedManifest,
+        session_id: &str,
+        kind: SessionKind,
+        request: &str,
+        summary: &OfferSummary,
+    ) -> Result<ThresholdSession, String> {
+        let (tbs, pending) = match kind {
+            SessionKind::Issue => {
+                let csr = Csr::parse(request.as_bytes()).map_err(|e| e.to_string())?;
+                let view = summary
+                    .certificate
+                    .as_ref()
+                    .ok_or("an issue session has a certificate")?;
+                let tbs = threshold::tbs_for_issue(manifest, &csr, view)?;
+                (tbs, Pending::Certificate(view.clone()))
+            }
+            SessionKind::Revoke | SessionKind::Crl => {
+                let new = (kind == SessionKind::Revoke).then(|| Revoked {
+                    serial_hex: summary.serial.clone().unwrap_or_default(),
+                    reason: summary
+                        .reason
+                        .clone()
+                        .unwrap_or_else(|| "unspecified".into()),
+                    revoked_at: now(),
+                });
+                let (revoked, number) = {
+                    let store = lock(&self.store);
+                    let revoked: Vec<Revoked> = store
+                        .revocations(&manifest.body.ca_id.0)
+                        .map_err(|e| e.to_string())?
+                        .into_iter()
+                        .map(|(serial_hex, reason, revoked_at)| Revoked {
+                            serial_hex,
+                            reason,
+                            revoked_at,
+                        })
+                        .collect();
+                    let number = store
+                        .next_crl_number(&manifest.body.ca_id.0)
+                        .map_err(|e| e.to_string())?;
+                    (revoked, number)
+                };
+                let tbs = threshold::tbs_for_crl(manifest, number, revoked, new.as_ref(), now())?;
+                (tbs, Pending::Crl { number, new })
+            }
+        };
+        Ok(ThresholdSession {
+            tbs: Arc::new(tbs),
+            context: Arc::new(proto::threshold_context(&manifest.body.ca_id.0, session_id)),
+            shares: Vec::new(),
+            pending,
+        })
     }
 
     pub fn status(&self, session_id: &str) -> ApiResult<SessionStatus> {
@@ -825,11 +912,19 @@ impl State {
         };
         let n = expired.len();
         for (id, l) in expired {
-            let detail = format!(
-                "expired with {} of {} shares; secrets wiped",
-                l.approved.len(),
-                l.threshold
-            );
+            let detail = if l.signing.is_some() {
+                format!(
+                    "expired with {} of {} signature shares",
+                    l.approved.len(),
+                    l.threshold
+                )
+            } else {
+                format!(
+                    "expired with {} of {} shares; secrets wiped",
+                    l.approved.len(),
+                    l.threshold
+                )
+            };
             drop(l);
             self.end_session(&id, "expired", &detail);
         }
@@ -920,8 +1015,14 @@ impl State {
     }
 
     fn fail_unreachable(&self, session_id: &str, l: Live, why: &str) {
+        // a threshold session held nothing secret to wipe
+        let detail = if l.signing.is_some() {
+            why.to_owned()
+        } else {
+            format!("{why}; secrets wiped")
+        };
         drop(l);
-        self.end_session(session_id, "failed", &format!("{why}; secrets wiped"));
+        self.end_session(session_id, "failed", &detail);
     }
 
     /// Records a session's end; when the store cannot take it (a full disk), the ending is
@@ -1022,7 +1123,7 @@ impl State {
         session_id: &str,
         c: Contribution,
     ) -> ApiResult<SessionStatus> {
-        let (worker, offer) = {
+        let (worker, offer, signing) = {
             let mut live = lock(&self.live);
             match live.get_mut(session_id).filter(|l| l.ca_id == ca_id) {
                 Some(l) if l.answered.iter().any(|h| h == holder_id) => {
@@ -1034,7 +1135,11 @@ impl State {
                 }
                 Some(l) => {
                     l.answered.push(holder_id.to_owned());
-                    (l.worker.clone(), l.offer.clone())
+                    let signing = l
+                        .signing
+                        .as_ref()
+                        .map(|t| (t.tbs.clone(), t.context.clone()));
+                    (l.worker.clone(), l.offer.clone(), signing)
                 }
                 None => {
                     drop(live);
@@ -1043,7 +1148,15 @@ impl State {
             }
         };
         let verdict = match self.check_envelope(ca_id, holder_id, &offer, &c) {
-            Ok(()) => self.worker_contribute(&worker, holder_id, &c.ciphertext),
+            Ok(()) => match &signing {
+                Some((tbs, context)) => self.manifest(ca_id).and_then(|manifest| {
+                    let share = c.signature_share.as_ref().ok_or_else(|| {
+                        ApiErr::new(400, "bad-envelope", "no signature share was sent")
+                    })?;
+                    threshold::check_share(&manifest, holder_id, tbs, context, share)
+                }),
+                None => self.worker_contribute(&worker, holder_id, &c.ciphertext),
+            },
             Err(e) => Err(e),
         };
         drop(worker);
@@ -1077,19 +1190,22 @@ impl State {
                 return Err(self.closed_session(ca_id, session_id));
             };
             l.approved.push(holder_id.to_owned());
+            if let (Some(t), Some(share)) = (l.signing.as_mut(), &c.signature_share) {
+                t.shares.push(share.clone());
+            }
             if l.approved.len() >= l.threshold as usize {
                 live.remove(session_id)
             } else {
                 None
             }
         };
-        let recorded = lock(&self.store).record_event(
-            session_id,
-            ca_id,
-            holder_id,
-            "approved",
-            "share verified against the commitments by the session worker",
-        );
+        let detail = if signing.is_some() {
+            "signature share's proof verified against the holder's verification key"
+        } else {
+            "share verified against the commitments by the session worker"
+        };
+        let recorded =
+            lock(&self.store).record_event(session_id, ca_id, holder_id, "approved", detail);
         if let Err(e) = recorded {
             // nothing is signed that the store cannot record: the session ends here, and
             // its worker (holding the shares) with it
@@ -1274,15 +1390,65 @@ impl State {
                 "the envelope approves another certificate than the session issues".into(),
             );
         }
-        if let Err(why) = guard::check_ciphertext(&c.ciphertext) {
-            return refuse(400, "bad-ciphertext", why);
-        }
-        if pki::sha256_hex(c.ciphertext.as_bytes()) != e.ciphertext_sha256 {
-            return refuse(
-                400,
-                "bad-envelope",
-                "the ciphertext does not match the envelope's digest".into(),
-            );
+        match offer.mode {
+            SigningMode::Reconstruct => {
+                if c.signature_share.is_some()
+                    || e.tbs_sha256.is_some()
+                    || e.signature_share_sha256.is_some()
+                {
+                    return refuse(
+                        400,
+                        "bad-envelope",
+                        "a signature share was sent to a session that takes sealed shares".into(),
+                    );
+                }
+                if let Err(why) = guard::check_ciphertext(&c.ciphertext) {
+                    return refuse(400, "bad-ciphertext", why);
+                }
+                if pki::sha256_hex(c.ciphertext.as_bytes()) != e.ciphertext_sha256 {
+                    return refuse(
+                        400,
+                        "bad-envelope",
+                        "the ciphertext does not match the envelope's digest".into(),
+                    );
+                }
+            }
+            SigningMode::Threshold => {
+                if !c.ciphertext.is_empty() || !e.ciphertext_sha256.is_empty() {
+                    return refuse(
+                        400,
+                        "bad-envelope",
+                        "a sealed share was sent to a threshold session, which takes signature \
+                         shares only"
+                            .into(),
+                    );
+                }
+                let tbs_sha256 = offer
+                    .tbs
+                    .as_deref()
+                    .and_then(|t| B64.decode(t).ok())
+                    .map(|t| pki::sha256_hex(&t));
+                if e.tbs_sha256.is_none() || e.tbs_sha256 != tbs_sha256 {
+                    return refuse(
+                        409,
+                        "wrong-tbs",
+                        "the envelope approves other to-be-signed bytes than the session signs"
+                            .into(),
+                    );
+                }
+                let Some(share) = &c.signature_share else {
+                    return refuse(400, "bad-envelope", "no signature share was sent".into());
+                };
+                if e.signature_share_sha256.as_deref()
+                    != Some(proto::signature_share_sha256(share).as_str())
+                {
+                    return refuse(
+                        400,
+                        "bad-envelope",
+                        "the signature share does not match the envelope's digest".into(),
+                    );
+                }
+            }
         }
         let Some(key) = self.holder_key(ca_id, holder_id)? else {
             return refuse(
@@ -1305,6 +1471,9 @@ impl State {
     /// Has the session's worker rebuild the key, sign exactly what the holders approved
     /// and exit; records what it signed.
     fn finalize(&self, row: &SessionRow, manifest: &VerifiedManifest, l: Live) {
+        if l.signing.is_some() {
+            return self.finalize_threshold(row, manifest, l);
+        }
         let holders = l.approved.join(", ");
         let worker = l.worker.clone();
         drop(l);
@@ -1339,6 +1508,30 @@ impl State {
             Err(why) => {
                 self.end_session(&row.session_id, "failed", &format!("{why}; secrets wiped"));
             }
+        }
+    }
+
+    /// Combines a threshold session's M signature shares into the CA's signature over the
+    /// TBS the holders approved, checks it against the CA certificate, and records the
+    /// certificate or CRL. Nothing secret is involved: no worker, no key.
+    fn finalize_threshold(&self, row: &SessionRow, manifest: &VerifiedManifest, l: Live) {
+        let holders = l.approved.join(", ");
+        let Some(session) = l.signing else {
+            return self.end_session(&row.session_id, "failed", "not a threshold session");
+        };
+        let outcome = threshold::combine(manifest, &session)
+            .and_then(|der| self.record_signed(row, manifest, session.pending, &der));
+        match outcome {
+            Ok(what) => drop(self.audit(
+                "session-signed",
+                Some(&row.ca_id),
+                Some(&row.session_id),
+                None,
+                &format!(
+                    "{what} from the signature shares of {holders}; the CA key was not rebuilt"
+                ),
+            )),
+            Err(why) => self.end_session(&row.session_id, "failed", &why),
         }
     }
 

@@ -81,8 +81,11 @@ pub(super) fn decode_commitments(hexes: &[String]) -> Result<Vec<ProjectivePoint
 }
 
 fn scalar(value: &ShareValue) -> Result<Scalar, SssError> {
-    Option::<Scalar>::from(Scalar::from_repr((*value.as_bytes()).into()))
-        .ok_or(SssError::MalformedValue)
+    let bytes: [u8; 32] = value
+        .as_bytes()
+        .try_into()
+        .map_err(|_| SssError::MalformedValue)?;
+    Option::<Scalar>::from(Scalar::from_repr(bytes.into())).ok_or(SssError::MalformedValue)
 }
 
 fn vshare(index: u8, value: &ShareValue) -> Result<VShare, SssError> {

@@ -7,10 +7,15 @@
 //! the KEK with HKDF-SHA-256. Anyone holding the public [`ShareSet`] can check one share on
 //! its own and name the share that is bad before combining anything.
 //!
+//! A threshold-mode CA shares no KEK: its [`ShareSet`] carries a Shoup threshold-RSA public
+//! key ([`shoup::ThresholdKey`]) and each share a key share s_i of the CA's private exponent,
+//! which signs on its own (signature shares) and is never combined into a key.
+//!
 //! This module is pure: no files, no network, no tokens.
 
 mod feldman;
 mod share;
+pub mod shoup;
 mod wrap;
 
 pub use share::{SetId, Share, ShareFile, ShareValue};
@@ -23,6 +28,14 @@ use zeroize::Zeroizing;
 /// The only scheme this version writes and reads: Feldman VSS over P-256, HKDF-SHA-256,
 /// ChaCha20-Poly1305.
 pub const SCHEME: &str = "feldman-p256/hkdf-sha256/chacha20poly1305";
+
+/// The scheme of threshold-mode sets and shares: Shoup threshold RSA, signatures PKCS#1
+/// v1.5 with SHA-256.
+pub const THRESHOLD_SCHEME: &str = "shoup-rsa/pkcs1v15-sha256";
+
+/// What a threshold share's proof of possession (enrollment, [`ShareSet::sign_with_share`])
+/// is bound to, so it can never pass for a signature share of a certificate.
+const POSSESSION_CONTEXT: &[u8] = b"nkpki share possession v1";
 
 /// Smallest and largest share counts the sharing machinery accepts (share indices are one
 /// byte; a threshold of one would not be sharing at all).
@@ -65,6 +78,29 @@ pub enum SssError {
     UnwrapFailed,
     #[error("secret sharing failed: {0}")]
     Internal(String),
+    #[error(
+        "share {index} is a {share_mode}-mode share, but this CA is in {set_mode} mode: it belongs to another CA"
+    )]
+    OtherMode {
+        index: u8,
+        share_mode: &'static str,
+        set_mode: &'static str,
+    },
+    #[error("this CA is in threshold mode: its key is never rebuilt, each share signs on its own")]
+    ThresholdMode,
+    #[error("this CA is in reconstruct mode: its shares make no signature shares")]
+    ReconstructMode,
+    #[error(transparent)]
+    Threshold(#[from] shoup::ThresholdError),
+}
+
+/// The name of a scheme's CA mode, for messages.
+fn mode_of(scheme: &str) -> &'static str {
+    if scheme == THRESHOLD_SCHEME {
+        "threshold"
+    } else {
+        "reconstruct"
+    }
 }
 
 /// The public half of a sharing: commitments and the wrapped payload. It can be published
@@ -83,7 +119,12 @@ pub struct ShareSet {
     /// Absent for a plain `nkpki split` secret.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub binding: Option<String>,
-    pub wrapped: Wrapped,
+    /// The wrapped payload (reconstruct mode only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wrapped: Option<Wrapped>,
+    /// The threshold-RSA public key: n, e, v and every v_i (threshold mode only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold_key: Option<shoup::ThresholdKey>,
 }
 
 impl ShareSet {
@@ -106,19 +147,112 @@ impl ShareSet {
         self.binding.as_deref() == Some(binding_of(public).as_str())
     }
 
+    /// Checks the set on its own: scheme, parameters, and what each mode must carry
+    /// (commitments and a wrapped key, or a sane threshold key).
+    pub fn check(&self) -> Result<(), SssError> {
+        self.check_parameters()
+    }
+
+    /// Whether this is a threshold-mode (Shoup RSA) set.
+    pub fn is_threshold(&self) -> bool {
+        self.scheme == THRESHOLD_SCHEME
+    }
+
     fn check_parameters(&self) -> Result<(), SssError> {
-        if self.scheme != SCHEME {
-            return Err(SssError::UnknownScheme(self.scheme.clone()));
-        }
         check_parameters(self.threshold as usize, self.total as usize)?;
-        if self.commitments.len() != self.threshold as usize {
-            return Err(SssError::MalformedSet(format!(
-                "{} commitments for threshold {}",
-                self.commitments.len(),
-                self.threshold
-            )));
+        match self.scheme.as_str() {
+            SCHEME => {
+                if self.commitments.len() != self.threshold as usize {
+                    return Err(SssError::MalformedSet(format!(
+                        "{} commitments for threshold {}",
+                        self.commitments.len(),
+                        self.threshold
+                    )));
+                }
+                if self.wrapped.is_none() || self.threshold_key.is_some() {
+                    return Err(SssError::MalformedSet(
+                        "a reconstruct-mode set carries a wrapped key and no threshold key".into(),
+                    ));
+                }
+            }
+            THRESHOLD_SCHEME => {
+                let key = self.threshold_key()?;
+                if !self.commitments.is_empty() || self.wrapped.is_some() {
+                    return Err(SssError::MalformedSet(
+                        "a threshold-mode set carries no commitments and no wrapped key".into(),
+                    ));
+                }
+                if key.threshold != self.threshold || key.total != self.total {
+                    return Err(SssError::MalformedSet(
+                        "the threshold key's parameters differ from the set's".into(),
+                    ));
+                }
+                key.check()?;
+            }
+            other => return Err(SssError::UnknownScheme(other.to_owned())),
         }
         Ok(())
+    }
+
+    /// The threshold-RSA public key of a threshold-mode set.
+    pub fn threshold_key(&self) -> Result<&shoup::ThresholdKey, SssError> {
+        self.threshold_key.as_ref().ok_or(SssError::ReconstructMode)
+    }
+
+    /// The threshold key share a threshold-mode share carries, checked against this set
+    /// (v^{s_i} = v_i).
+    pub fn key_share(&self, share: &Share) -> Result<shoup::KeyShare, SssError> {
+        self.verify(share)?;
+        self.parse_key_share(share)
+    }
+
+    fn parse_key_share(&self, share: &Share) -> Result<shoup::KeyShare, SssError> {
+        let key = self.threshold_key()?;
+        let key_share = shoup::KeyShare::from_bytes(share.value.as_bytes())
+            .map_err(|_| SssError::MalformedValue)?;
+        if key_share.index != share.index {
+            return Err(SssError::CommitmentMismatch { index: share.index });
+        }
+        shoup::check_key_share(key, &key_share)
+            .map_err(|_| SssError::CommitmentMismatch { index: share.index })?;
+        Ok(key_share)
+    }
+
+    /// The share's public fingerprint, which the holder compares with the ceremony's: the
+    /// first 64 bits of SHA-256 over g^value (reconstruct mode) or over v_i (threshold
+    /// mode), hex. Call after [`ShareSet::verify`].
+    pub fn fingerprint_of(&self, share: &Share) -> Result<String, SssError> {
+        if !self.is_threshold() {
+            return share.fingerprint();
+        }
+        let key = self.threshold_key()?;
+        let vi = key
+            .verification_keys
+            .get(usize::from(share.index).wrapping_sub(1))
+            .ok_or(SssError::IndexOutOfRange {
+                index: share.index,
+                total: self.total,
+            })?;
+        let bytes = vi.to_be_bytes();
+        Ok(hex::encode(&Sha256::digest(&bytes)[..8]))
+    }
+
+    /// Proof that whoever made `msg` holds `share`: an ECDSA signature with the share
+    /// (reconstruct mode) or a Shoup signature share on `msg` with its proof, JSON
+    /// (threshold mode). [`ShareSet::verify_share_signature`] checks either.
+    pub fn sign_with_share(&self, share: &Share, msg: &[u8]) -> Result<Vec<u8>, SssError> {
+        if !self.is_threshold() {
+            return share.sign(msg);
+        }
+        let key_share = self.parse_key_share(share)?;
+        let signature = shoup::sign_share(
+            self.threshold_key()?,
+            &key_share,
+            msg,
+            POSSESSION_CONTEXT,
+            &mut rand::rng(),
+        )?;
+        serde_json::to_vec(&signature).map_err(|e| SssError::Internal(e.to_string()))
     }
 
     /// Checks one share against this set alone: same set, index in range, value consistent
@@ -126,6 +260,13 @@ impl ShareSet {
     pub fn verify(&self, share: &Share) -> Result<(), SssError> {
         self.check_parameters()?;
         share.check_header()?;
+        if share.scheme != self.scheme {
+            return Err(SssError::OtherMode {
+                index: share.index,
+                share_mode: mode_of(&share.scheme),
+                set_mode: mode_of(&self.scheme),
+            });
+        }
         let expected = self.id();
         if share.set_id != expected
             || share.threshold != self.threshold
@@ -142,6 +283,9 @@ impl ShareSet {
                 index: share.index,
                 total: self.total,
             });
+        }
+        if self.is_threshold() {
+            return self.parse_key_share(share).map(|_| ());
         }
         let commitments = feldman::decode_commitments(&self.commitments)?;
         feldman::verify(&commitments, share.index, &share.value)
@@ -162,6 +306,16 @@ impl ShareSet {
                 total: self.total,
             });
         }
+        if self.is_threshold() {
+            let bad = || SssError::BadShareSignature { index };
+            let signature: shoup::SignatureShare =
+                serde_json::from_slice(signature).map_err(|_| bad())?;
+            if signature.index != index {
+                return Err(bad());
+            }
+            return shoup::verify_share(self.threshold_key()?, msg, POSSESSION_CONTEXT, &signature)
+                .map_err(|_| bad());
+        }
         let commitments = feldman::decode_commitments(&self.commitments)?;
         if feldman::verify_share_signature(&commitments, index, msg, signature) {
             Ok(())
@@ -173,6 +327,7 @@ impl ShareSet {
     /// Verifies every share, refuses duplicates, and opens the wrapped payload with any
     /// `threshold` of them. The first bad share stops everything and is named.
     pub fn recover(&self, shares: &[Share]) -> Result<Zeroizing<Vec<u8>>, SssError> {
+        let wrapped = self.wrapped.as_ref().ok_or(SssError::ThresholdMode)?;
         let mut seen = Vec::with_capacity(shares.len());
         for share in shares {
             self.verify(share)?;
@@ -189,7 +344,7 @@ impl ShareSet {
         }
         let used = &shares[..self.threshold as usize];
         let kek = feldman::combine(used)?;
-        self.wrapped.open(&kek, &self.associated_data())
+        wrapped.open(&kek, &self.associated_data())
     }
 
     /// What the AEAD authenticates besides the payload: the scheme, parameters and
@@ -285,7 +440,8 @@ fn split_with(
         total,
         commitments,
         binding,
-        wrapped,
+        wrapped: Some(wrapped),
+        threshold_key: None,
     };
     let set_id = set.id();
     let shares = values
@@ -301,6 +457,51 @@ fn split_with(
             index: (i + 1) as u8,
             holder: holders.get(i).cloned(),
             value,
+        })
+        .collect();
+    Ok((set, shares))
+}
+
+/// Makes the threshold-mode set and shares of a dealt Shoup key, bound to `public` (the CA
+/// certificate's SubjectPublicKeyInfo DER) as [`split_bound`] binds a reconstruct-mode set.
+pub fn threshold_set(
+    key: shoup::ThresholdKey,
+    key_shares: &[shoup::KeyShare],
+    holders: &[String],
+    public: &[u8],
+) -> Result<(ShareSet, Vec<Share>), SssError> {
+    let (threshold, total) = (key.threshold, key.total);
+    check_parameters(threshold as usize, total as usize)?;
+    if holders.len() != total as usize || key_shares.len() != total as usize {
+        return Err(SssError::BadParameters {
+            threshold: threshold as usize,
+            total: holders.len(),
+        });
+    }
+    let set = ShareSet {
+        scheme: THRESHOLD_SCHEME.to_owned(),
+        threshold,
+        total,
+        commitments: Vec::new(),
+        binding: Some(binding_of(public)),
+        wrapped: None,
+        threshold_key: Some(key),
+    };
+    set.check_parameters()?;
+    let set_id = set.id();
+    let shares = key_shares
+        .iter()
+        .zip(holders)
+        .map(|(key_share, holder)| Share {
+            format: share::FORMAT.to_owned(),
+            version: share::THRESHOLD_VERSION,
+            scheme: THRESHOLD_SCHEME.to_owned(),
+            set_id: set_id.clone(),
+            threshold,
+            total,
+            index: key_share.index,
+            holder: Some(holder.clone()),
+            value: ShareValue::from_slice(&key_share.to_bytes()),
         })
         .collect();
     Ok((set, shares))

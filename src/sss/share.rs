@@ -1,13 +1,16 @@
 //! The share format: versioned, self-describing JSON whose secret value is zeroized on drop
 //! and never printed.
 
-use super::{SCHEME, ShareSet, SssError};
+use super::{SCHEME, ShareSet, SssError, THRESHOLD_SCHEME};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
 use zeroize::{Zeroize, Zeroizing};
 
 pub(super) const FORMAT: &str = "nkpki-share";
+/// Version 1: a Feldman share of a KEK (reconstruct mode).
 pub(super) const VERSION: u32 = 1;
+/// Version 2: a Shoup threshold-RSA key share s_i (threshold mode).
+pub(super) const THRESHOLD_VERSION: u32 = 2;
 
 /// Identity of a share set (128 bits, hex). For a CA it is also the CA id.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -20,29 +23,34 @@ impl fmt::Display for SetId {
     }
 }
 
-/// A share's secret value: the big-endian bytes of a P-256 scalar, boxed so that moving a
-/// share never copies the value (moves of a plain array leave copies on the stack), and
-/// wiped on drop.
+/// A share's secret value: the big-endian bytes of a P-256 scalar (reconstruct mode) or of
+/// a threshold-RSA key share (threshold mode), boxed so that moving a share never copies
+/// the value, and wiped on drop.
 #[derive(PartialEq, Eq)]
-pub struct ShareValue(Box<[u8; 32]>);
+pub struct ShareValue(Box<[u8]>);
+
+/// Longest value a share may carry: a threshold key share of a 4096-bit key and its index.
+const MAX_VALUE_LEN: usize = 1 + 512;
 
 impl ShareValue {
     pub(super) fn from_bytes(bytes: [u8; 32]) -> Self {
-        let mut value = ShareValue(Box::new([0u8; 32]));
-        value.0.copy_from_slice(&bytes);
+        Self::from_slice(&bytes)
+    }
+
+    pub(super) fn from_slice(bytes: &[u8]) -> Self {
+        let mut value = ShareValue(vec![0u8; bytes.len()].into_boxed_slice());
+        value.0.copy_from_slice(bytes);
         value
     }
 
-    pub(super) fn as_bytes(&self) -> &[u8; 32] {
+    pub(super) fn as_bytes(&self) -> &[u8] {
         &self.0
     }
 }
 
 impl Clone for ShareValue {
     fn clone(&self) -> Self {
-        let mut value = ShareValue(Box::new([0u8; 32]));
-        value.0.copy_from_slice(&self.0[..]);
-        value
+        Self::from_slice(&self.0)
     }
 }
 
@@ -68,7 +76,7 @@ impl fmt::Debug for ShareValue {
 
 impl Serialize for ShareValue {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut text = Zeroizing::new([0u8; 64]);
+        let mut text = Zeroizing::new(vec![0u8; 2 * self.0.len()]);
         hex::encode_to_slice(&self.0[..], &mut text[..]).map_err(serde::ser::Error::custom)?;
         // hex digits are ASCII: this cannot fail
         let text = std::str::from_utf8(&text[..]).map_err(serde::ser::Error::custom)?;
@@ -84,13 +92,16 @@ impl serde::de::Visitor<'_> for ValueVisitor {
     type Value = ShareValue;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("64 hex digits")
+        f.write_str("a share value in hex")
     }
 
     fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<ShareValue, E> {
-        let mut value = ShareValue(Box::new([0u8; 32]));
+        if text.is_empty() || text.len() % 2 != 0 || text.len() > 2 * MAX_VALUE_LEN {
+            return Err(E::custom("share value must be hex digits of a share"));
+        }
+        let mut value = ShareValue(vec![0u8; text.len() / 2].into_boxed_slice());
         hex::decode_to_slice(text.as_bytes(), &mut value.0[..])
-            .map_err(|_| E::custom("share value must be 64 hex digits"))?;
+            .map_err(|_| E::custom("share value must be hex digits of a share"))?;
         Ok(value)
     }
 }
@@ -140,11 +151,13 @@ impl Share {
                 self.format
             )));
         }
-        if self.version != VERSION {
+        let expected_version = match self.scheme.as_str() {
+            SCHEME => VERSION,
+            THRESHOLD_SCHEME => THRESHOLD_VERSION,
+            other => return Err(SssError::UnknownScheme(other.to_owned())),
+        };
+        if self.version != expected_version {
             return Err(SssError::UnknownVersion(self.version));
-        }
-        if self.scheme != SCHEME {
-            return Err(SssError::UnknownScheme(self.scheme.clone()));
         }
         Ok(())
     }
@@ -157,17 +170,19 @@ impl Share {
         }
     }
 
-    /// A public fingerprint of the share: the first 64 bits of SHA-256 over g^value, hex.
-    /// Anyone can compute it from the manifest's commitments, so a holder can compare it
-    /// with what was printed at the ceremony without revealing the share.
+    /// A public fingerprint of a reconstruct-mode share: the first 64 bits of SHA-256 over
+    /// g^value, hex. Anyone can compute it from the manifest's commitments, so a holder can
+    /// compare it with what was printed at the ceremony without revealing the share.
+    /// [`ShareSet::fingerprint_of`] covers both modes.
     pub fn fingerprint(&self) -> Result<String, SssError> {
         use sha2::{Digest, Sha256};
         let point = super::feldman::public_point(&self.value)?;
         Ok(hex::encode(&Sha256::digest(&point)[..8]))
     }
 
-    /// Signs `msg` with the share (ECDSA P-256, DER): proof that whoever made `msg` held
-    /// this share. Anyone checks it with [`ShareSet::verify_share_signature`].
+    /// Signs `msg` with a reconstruct-mode share (ECDSA P-256, DER): proof that whoever
+    /// made `msg` held this share. Anyone checks it with
+    /// [`ShareSet::verify_share_signature`]; [`ShareSet::sign_with_share`] covers both modes.
     pub fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, SssError> {
         super::feldman::sign_with_share(&self.value, msg)
     }

@@ -38,7 +38,7 @@ proptest! {
         // and interpolating t-1 shares as if they were enough yields a wrong KEK
         let kek = feldman::combine(short);
         if let Ok(kek) = kek {
-            prop_assert!(set.wrapped.open(&kek, &set.associated_data()).is_err());
+            prop_assert!(set.wrapped.as_ref().unwrap().open(&kek, &set.associated_data()).is_err());
         }
     }
 
@@ -51,7 +51,7 @@ proptest! {
     ) {
         let (set, mut shares) = split(b"secret", t, n, &[]).unwrap();
         let victim = which.index(n as usize);
-        let mut bytes = *shares[victim].value.as_bytes();
+        let mut bytes: [u8; 32] = shares[victim].value.as_bytes().try_into().unwrap();
         bytes[byte] ^= flip;
         shares[victim].value = ShareValue::from_bytes(bytes);
         let index = shares[victim].index;
@@ -113,7 +113,7 @@ fn share_json_round_trips_and_rejects_unknown_fields() {
 }
 
 #[test]
-fn a_share_value_must_be_64_hex_digits_and_is_never_echoed() {
+fn a_share_value_must_be_hex_of_its_schemes_length_and_is_never_echoed() {
     let (set, shares) = split(b"x", 2, 3, &[]).unwrap();
     let json = shares[0].to_json();
     let value_hex = hex::encode(shares[0].value.as_bytes());
@@ -124,16 +124,26 @@ fn a_share_value_must_be_64_hex_digits_and_is_never_echoed() {
     let escaped = format!("\\u{:04x}{}", value_hex.as_bytes()[0], &value_hex[1..]);
     let back: Share = serde_json::from_str(&json.replacen(&value_hex, &escaped, 1)).unwrap();
     set.verify(&back).unwrap();
-    for bad in [
-        value_hex[..62].to_owned(),
-        format!("{value_hex}00"),
-        format!("zz{}", &value_hex[2..]),
-    ] {
+    // the length is the scheme's business: a Feldman value must be 32 bytes
+    for wrong_length in [value_hex[..62].to_owned(), format!("{value_hex}00")] {
+        let share: Share =
+            serde_json::from_str(&json.replacen(&value_hex, &wrong_length, 1)).unwrap();
+        let err = set.verify(&share).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                SssError::MalformedValue | SssError::CommitmentMismatch { index: 1 }
+            ),
+            "{err}"
+        );
+        assert!(!err.to_string().contains(&value_hex[2..40]), "{err}");
+    }
+    for bad in [format!("zz{}", &value_hex[2..]), format!("{value_hex}0")] {
         let err = serde_json::from_str::<Share>(&json.replacen(&value_hex, &bad, 1))
             .err()
             .unwrap()
             .to_string();
-        assert!(err.contains("64 hex digits"), "{err}");
+        assert!(err.contains("hex digits of a share"), "{err}");
         assert!(!err.contains(&value_hex[2..40]), "{err}");
     }
     let number = json.replacen(&format!("\"{value_hex}\""), "5", 1);
@@ -141,7 +151,7 @@ fn a_share_value_must_be_64_hex_digits_and_is_never_echoed() {
         .err()
         .unwrap()
         .to_string();
-    assert!(err.contains("64 hex digits"), "{err}");
+    assert!(err.contains("a share value in hex"), "{err}");
 }
 
 #[test]

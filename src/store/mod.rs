@@ -139,6 +139,8 @@ pub struct SessionRow {
     /// `issue`: the certificate as it will be issued (JSON of [`crate::pki::CertificateView`]),
     /// which the holders approve.
     pub certificate_view: Option<String>,
+    /// Threshold mode: the DER TBSCertificate or TBSCertList the holders sign shares of.
+    pub tbs: Option<Vec<u8>>,
 }
 
 /// Marks a session signed, in the transaction that records what it signed. Only a session
@@ -531,11 +533,12 @@ impl Store {
         let tx = self.write_tx()?;
         tx.execute(
             "INSERT INTO sessions (session_id, ca_id, kind, state, requester, request, request_sha256, profile, days, \
-             serial, reason, nonce, recipient, created_at, expires_at, detail, certificate_view) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+             serial, reason, nonce, recipient, created_at, expires_at, detail, certificate_view, tbs) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
             params![
                 s.session_id, s.ca_id, s.kind, s.state, s.requester, s.request, s.request_sha256, s.profile, s.days,
-                s.serial, s.reason, s.nonce, s.recipient, s.created_at, s.expires_at, s.detail, s.certificate_view
+                s.serial, s.reason, s.nonce, s.recipient, s.created_at, s.expires_at, s.detail, s.certificate_view,
+                s.tbs
             ],
         )?;
         audit::append_tx(
@@ -572,11 +575,12 @@ impl Store {
             expires_at: r.get(14)?,
             detail: r.get(15)?,
             certificate_view: r.get(16)?,
+            tbs: r.get(17)?,
         })
     }
 
     const SESSION_COLUMNS: &'static str = "session_id, ca_id, kind, state, requester, request, request_sha256, \
-        profile, days, serial, reason, nonce, recipient, created_at, expires_at, detail, certificate_view";
+        profile, days, serial, reason, nonce, recipient, created_at, expires_at, detail, certificate_view, tbs";
 
     pub fn session(&self, session_id: &str) -> Result<Option<SessionRow>> {
         Ok(self

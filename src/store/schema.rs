@@ -41,6 +41,8 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE api_tokens ADD COLUMN revoked_at INTEGER;
      UPDATE api_tokens SET revoked_at = (SELECT MAX(at) FROM audit
         WHERE event = 'api-token-revoked' AND detail = api_tokens.name) WHERE revoked = 1;",
+    // 5: threshold-mode sessions keep the exact to-be-signed DER the holders sign shares of
+    "ALTER TABLE sessions ADD COLUMN tbs BLOB;",
 ];
 
 pub fn migrate(conn: &mut Connection) -> Result<()> {

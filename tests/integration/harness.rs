@@ -372,6 +372,12 @@ impl Env {
         self
     }
 
+    /// Every command this `Env` runs sees `key=value` in its environment.
+    pub fn with_env(mut self, key: &str, value: &str) -> Self {
+        self.envs.push((key.into(), value.into()));
+        self
+    }
+
     pub fn init_token(&self, label: &str) {
         self.tool(
             "softhsm2-util",

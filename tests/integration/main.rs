@@ -21,6 +21,8 @@ mod packaging;
 mod sign;
 mod split_combine;
 mod store_faults;
+mod threshold_ceremony;
+mod threshold_online;
 mod token_bad_input;
 mod token_hardening;
 mod token_login;

@@ -370,6 +370,8 @@ fn an_agent_refuses_an_offer_that_describes_another_certificate() {
         nonce: String::new(),
         expires_at: 0,
         recipient: String::new(),
+        mode: Default::default(),
+        tbs: None,
     };
     let approving = nkpki::agent::recompute(&offer(view.clone()), &manifest).unwrap();
     assert_eq!(approving.certificate.as_ref(), Some(&view));

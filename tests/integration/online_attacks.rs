@@ -136,7 +136,11 @@ impl FakeAgent {
     }
 }
 
-fn refused(result: Result<SessionStatus, ClientError>, status: u16, code: &str) -> String {
+pub(crate) fn refused(
+    result: Result<SessionStatus, ClientError>,
+    status: u16,
+    code: &str,
+) -> String {
     match result {
         Err(ClientError::Api {
             status: s,
@@ -147,7 +151,7 @@ fn refused(result: Result<SessionStatus, ClientError>, status: u16, code: &str) 
     }
 }
 
-fn open_session(op: &Client, ca_id: &str, csr_pem: &str) -> SessionStatus {
+pub(crate) fn open_session(op: &Client, ca_id: &str, csr_pem: &str) -> SessionStatus {
     op.post("/api/v1/sessions", &serde_json::json!({"ca_id": ca_id, "kind": "issue", "csr_pem": csr_pem, "profile": "server", "days": 10}))
         .unwrap()
 }
@@ -452,6 +456,37 @@ fn http_operators_and_contributions_are_checked() {
 }
 
 impl FakeAgent {
+    /// A threshold-mode contribution for `offer`: the signature share `share`, in an
+    /// envelope naming the TBS digest `tbs_sha256`, signed by this holder's key.
+    pub(crate) fn threshold_contribution(
+        &self,
+        offer: &SessionOffer,
+        tbs_sha256: &str,
+        share: nkpki::sss::shoup::SignatureShare,
+    ) -> Contribution {
+        let envelope = Envelope {
+            ca_id: offer.ca_id.clone(),
+            session_id: offer.session_id.clone(),
+            nonce: offer.nonce.clone(),
+            expires_at: offer.expires_at,
+            holder_id: self.id.clone(),
+            request_sha256: offer.request_sha256.clone(),
+            profile: offer.summary.profile.clone(),
+            days: offer.summary.days,
+            certificate_sha256: offer.summary.certificate.as_ref().map(|v| v.digest()),
+            ciphertext_sha256: String::new(),
+            tbs_sha256: Some(tbs_sha256.to_owned()),
+            signature_share_sha256: Some(proto::signature_share_sha256(&share)),
+        };
+        let signature = sign(&self.key, &envelope.signed_bytes());
+        Contribution {
+            envelope,
+            ciphertext: String::new(),
+            signature,
+            signature_share: Some(share),
+        }
+    }
+
     /// A contribution for `offer` whose (signed) ciphertext is `ciphertext`.
     pub(crate) fn contribution_sealed(
         &self,
@@ -469,12 +504,15 @@ impl FakeAgent {
             days: offer.summary.days,
             certificate_sha256: offer.summary.certificate.as_ref().map(|v| v.digest()),
             ciphertext_sha256: nkpki::pki::sha256_hex(ciphertext.as_bytes()),
+            tbs_sha256: None,
+            signature_share_sha256: None,
         };
         let signature = sign(&self.key, &envelope.signed_bytes());
         Contribution {
             envelope,
             ciphertext,
             signature,
+            signature_share: None,
         }
     }
 
