@@ -189,6 +189,7 @@ pub fn recompute(
     manifest: &VerifiedManifest,
 ) -> Result<Approving, AgentError> {
     let refused = |why: String| AgentError::Refused(why);
+    check_mode(offer, manifest)?;
     match offer.kind {
         SessionKind::Issue => {
             let csr = Csr::parse(offer.request.as_bytes())
@@ -259,6 +260,24 @@ pub fn recompute(
     }
 }
 
+/// The session's mode must be the CA's: above all, a threshold CA's key share is never
+/// sealed and sent, whatever a server asks.
+fn check_mode(offer: &SessionOffer, manifest: &VerifiedManifest) -> Result<(), AgentError> {
+    match (offer.mode, manifest.threshold_key().is_some()) {
+        (SigningMode::Reconstruct, true) => Err(AgentError::Refused(
+            "the server asks for a sealed share, but this CA is in threshold mode: its key \
+             share never leaves this machine, only signature shares do"
+                .into(),
+        )),
+        (SigningMode::Threshold, false) => Err(AgentError::Refused(
+            "the server offers a threshold session, but this CA is in reconstruct mode (its \
+             manifest has no threshold key)"
+                .into(),
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// The offer's to-be-signed bytes.
 fn offered_tbs(offer: &SessionOffer) -> Result<Vec<u8>, AgentError> {
     let text = offer.tbs.as_deref().ok_or_else(|| {
@@ -273,8 +292,10 @@ fn offered_tbs(offer: &SessionOffer) -> Result<Vec<u8>, AgentError> {
 fn check_crl_terms(offer: &SessionOffer, crl: &pki::CrlContents) -> Result<(), AgentError> {
     let refused = |why: String| Err(AgentError::Refused(why));
     let now = time::OffsetDateTime::now_utc();
-    let drift = time::Duration::minutes(10);
-    if crl.this_update > now + drift || crl.this_update < now - drift * 6 {
+    // dated when its session opened: not in the future (clock skew aside), and not before
+    // the longest session a server keeps open (`serve --session-ttl`, a day at most)
+    let skew = time::Duration::minutes(10);
+    if crl.this_update > now + skew || crl.this_update < now - time::Duration::days(1) - skew {
         return refused(format!(
             "the to-be-signed CRL is dated {}, not now",
             crl.this_update
@@ -596,6 +617,7 @@ impl Agent {
         if approving.tbs.is_some() {
             return self.send_signature_share(offer, approving);
         }
+        check_mode(offer, &self.manifest)?;
         let interactive = matches!(self.opts.approval, Approval::Interactive);
         let share_json = self.read_share_freshly_logged_in()?;
         // the value is decoded from the hex text in `share_json` straight into the share's

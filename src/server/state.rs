@@ -912,11 +912,19 @@ impl State {
         };
         let n = expired.len();
         for (id, l) in expired {
-            let detail = format!(
-                "expired with {} of {} shares; secrets wiped",
-                l.approved.len(),
-                l.threshold
-            );
+            let detail = if l.signing.is_some() {
+                format!(
+                    "expired with {} of {} signature shares",
+                    l.approved.len(),
+                    l.threshold
+                )
+            } else {
+                format!(
+                    "expired with {} of {} shares; secrets wiped",
+                    l.approved.len(),
+                    l.threshold
+                )
+            };
             drop(l);
             self.end_session(&id, "expired", &detail);
         }
@@ -1007,8 +1015,14 @@ impl State {
     }
 
     fn fail_unreachable(&self, session_id: &str, l: Live, why: &str) {
+        // a threshold session held nothing secret to wipe
+        let detail = if l.signing.is_some() {
+            why.to_owned()
+        } else {
+            format!("{why}; secrets wiped")
+        };
         drop(l);
-        self.end_session(session_id, "failed", &format!("{why}; secrets wiped"));
+        self.end_session(session_id, "failed", &detail);
     }
 
     /// Records a session's end; when the store cannot take it (a full disk), the ending is

@@ -162,7 +162,7 @@ fn a_threshold_ca_signs_revokes_and_lists_online_and_the_server_holds_no_secret(
     }
     let ca_id = env.register();
     let server = env.serve(&[]);
-    let _agents: Vec<_> = APPROVERS
+    let agents: Vec<_> = APPROVERS
         .iter()
         .map(|id| env.agent(id, &ca_id, &server.url, &RULE))
         .collect();
@@ -281,6 +281,13 @@ fn a_threshold_ca_signs_revokes_and_lists_online_and_the_server_holds_no_secret(
     let report = memscan::scan(server.proc.pid(), &needles);
     eprintln!("serve (threshold CA): {report}");
     assert!(report.hits.is_empty(), "secrets in the server:\n{report}");
+    // nor in the agents, once they have sent their signature shares: each key share was
+    // wiped after use
+    for (id, agent) in APPROVERS.iter().zip(&agents) {
+        let report = memscan::scan(agent.pid(), &needles);
+        eprintln!("agent {id} (threshold CA): {report}");
+        assert!(report.hits.is_empty(), "secrets in agent {id}:\n{report}");
+    }
     let on_disk = scan_files(&env.path("data"), &needles);
     assert!(
         on_disk.is_empty(),
@@ -492,6 +499,14 @@ fn an_agent_refuses_a_threshold_offer_whose_tbs_is_not_the_request() {
     let refusal = |o: SessionOffer| nkpki::agent::recompute(&o, &m).unwrap_err().to_string();
 
     let tbs = nkpki::pki::tbs_certificate(&m.ca, &csr, &terms).unwrap();
+    // a server asking a threshold CA's agent for its sealed key share is refused
+    let sealed = SessionOffer {
+        mode: SigningMode::Reconstruct,
+        recipient: "age1qqqq".into(),
+        ..offer(SessionKind::Issue, Some(tbs.clone()))
+    };
+    let why = refusal(sealed);
+    assert!(why.contains("never leaves this machine"), "{why}");
     let ok = nkpki::agent::recompute(&offer(SessionKind::Issue, Some(tbs.clone())), &m).unwrap();
     assert_eq!(ok.tbs.as_deref(), Some(tbs.as_slice()));
     assert_eq!(ok.certificate.as_ref(), Some(&view));
@@ -533,8 +548,8 @@ fn an_agent_refuses_a_threshold_offer_whose_tbs_is_not_the_request() {
     let crl = nkpki::pki::tbs_crl(&m.ca, 2, &[revoked("0c0d")], now).unwrap();
     let why = refusal(offer(SessionKind::Revoke, Some(crl)));
     assert!(why.contains("does not revoke serial 0a0b"), "{why}");
-    // a CRL dated a day ago, and a certificate offered as a CRL
-    let old = now - time::Duration::days(1);
+    // a CRL dated two days ago, and a certificate offered as a CRL
+    let old = now - time::Duration::days(2);
     let crl = nkpki::pki::tbs_crl(&m.ca, 2, &[], old).unwrap();
     let why = refusal(offer(SessionKind::Crl, Some(crl)));
     assert!(why.contains("not now"), "{why}");
