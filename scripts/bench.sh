@@ -155,7 +155,7 @@ done
 [ "${BENCH_SAFE_4096:-0}" = 1 ] || echo "(rsa-4096 safe primes take minutes on both sides: BENCH_SAFE_4096=1 to include them)"
 "$(dirname "$nkpki")/examples/threshold_bench" "$scripts/../tests/fixtures/threshold" |
 while read -r bits deal share verify combine; do
-    whole=$(openssl speed -seconds 2 -mr "rsa$bits" 2>/dev/null | awk -F: '/^\+F2:/ {printf "%.3f", 1000 / $4}')
+    whole=$(openssl speed -elapsed -seconds 2 -mr "rsa$bits" 2>/dev/null | awk -F: '/^\+F2:/ {printf "%.3f", 1000 / $4}')
     printf '%-52s %10s %10s %8s\n' "rsa-$bits: signature share + proof vs openssl sign" "$share" "$whole" "$(ratio "$share" "$whole")"
     printf '%-52s %10s %10s %8s\n' "rsa-$bits: verify one proof vs openssl sign" "$verify" "$whole" "$(ratio "$verify" "$whole")"
     printf '%-52s %10s %10s %8s\n' "rsa-$bits: combine 3 (proofs checked) vs openssl sign" "$combine" "$whole" "$(ratio "$combine" "$whole")"

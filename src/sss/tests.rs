@@ -230,3 +230,83 @@ fn share_signatures_name_their_share() {
     let (other, _) = split(b"x", 2, 3, &[]).unwrap();
     assert!(other.verify_share_signature(2, b"message", &sig).is_err());
 }
+
+/// A 2-of-3 threshold-mode set over the rsa-2048 fixture primes, bound to `b"spki"`.
+fn threshold_set_2_of_3() -> (ShareSet, Vec<Share>) {
+    let primes = shoup::SafePrimes::from_text(include_str!(
+        "../../tests/fixtures/threshold/rsa-2048.primes"
+    ))
+    .unwrap();
+    let (key, key_shares) = shoup::deal(primes, 2, 3, &mut rand::rng()).unwrap();
+    let holders = ["NK001".to_owned(), "NK002".to_owned(), "NK003".to_owned()];
+    threshold_set(key, &key_shares, &holders, b"spki").unwrap()
+}
+
+#[test]
+fn threshold_shares_verify_sign_and_are_never_rebuilt() {
+    let (set, shares) = threshold_set_2_of_3();
+    assert!(set.is_threshold() && set.is_bound_to(b"spki"));
+    for share in &shares {
+        set.verify(share).unwrap();
+        assert_eq!(set.key_share(share).unwrap().index, share.index);
+        assert_eq!(set.fingerprint_of(share).unwrap().len(), 16);
+    }
+    // JSON round trip of set and share (format version 2)
+    let json = shares[1].to_json();
+    assert!(json.contains("\"version\": 2"), "{}", json.as_str());
+    let back: Share = serde_json::from_str(&json).unwrap();
+    let set_back: ShareSet = serde_json::from_str(&serde_json::to_string(&set).unwrap()).unwrap();
+    set_back.verify(&back).unwrap();
+    assert_eq!(set_back.id(), set.id());
+    // proof of possession, as for enrollment: bound to its message and to the holder
+    let proof = set.sign_with_share(&shares[1], b"enroll NK002").unwrap();
+    set.verify_share_signature(2, b"enroll NK002", &proof)
+        .unwrap();
+    assert!(
+        set.verify_share_signature(2, b"enroll NK003", &proof)
+            .is_err()
+    );
+    assert!(
+        set.verify_share_signature(3, b"enroll NK002", &proof)
+            .is_err()
+    );
+    // the key is never rebuilt
+    assert!(matches!(set.recover(&shares), Err(SssError::ThresholdMode)));
+}
+
+#[test]
+fn a_threshold_share_with_a_wrong_value_or_mode_is_refused() {
+    let (set, shares) = threshold_set_2_of_3();
+    // another share's value under this share's index
+    let mut swapped = shares[0].clone();
+    swapped.value = shares[1].value.clone();
+    assert!(matches!(
+        set.verify(&swapped),
+        Err(SssError::CommitmentMismatch { index: 1 })
+    ));
+    // a Feldman share of a reconstruct-mode set, and the other way round
+    let (feldman_set, feldman_shares) = split(b"x", 2, 3, &[]).unwrap();
+    let err = set.verify(&feldman_shares[0]).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("reconstruct-mode share, but this CA is in threshold mode"),
+        "{err}"
+    );
+    let err = feldman_set.verify(&shares[0]).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("threshold-mode share, but this CA is in reconstruct mode"),
+        "{err}"
+    );
+    // a threshold share claiming the Feldman format version
+    let mut wrong_version = shares[0].clone();
+    wrong_version.version = 1;
+    assert!(matches!(
+        set.verify(&wrong_version),
+        Err(SssError::UnknownVersion(1))
+    ));
+    // a set carrying both a threshold key and a wrapped key is malformed
+    let mut both = set.clone();
+    both.wrapped = feldman_set.wrapped.clone();
+    assert!(matches!(both.check(), Err(SssError::MalformedSet(_))));
+}
