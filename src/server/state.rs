@@ -648,6 +648,26 @@ impl State {
                 (text.clone(), pki::sha256_hex(text.as_bytes()), summary)
             }
         };
+        if threshold::key(&manifest).is_some()
+            && matches!(req.kind, SessionKind::Revoke | SessionKind::Crl)
+            && let Some(open) = self.open_crl_session(&req.ca_id)
+        {
+            // a threshold CRL's number and list are fixed when its session opens: two open
+            // at once would both be CRL n, and the second could never be recorded
+            return Err(self.audited_refusal(
+                "session-refused",
+                Some(&req.ca_id),
+                &format!("{operator}: CRL session {open} is still open"),
+                ApiErr::new(
+                    409,
+                    "crl-session-open",
+                    format!(
+                        "session {open} will sign this CA's next CRL; wait for it to end \
+                         (hint: a threshold CA signs one CRL at a time)"
+                    ),
+                ),
+            ));
+        }
         let session_id = random_hex(16);
         let created_at = now();
         // threshold mode: the exact bytes the holders will sign shares of, fixed now
@@ -731,6 +751,17 @@ impl State {
         self.notify();
         self.notify_offers(&req.ca_id);
         self.status(&session_id)
+    }
+
+    /// An open revocation or CRL session of this CA, if any.
+    fn open_crl_session(&self, ca_id: &str) -> Option<String> {
+        lock(&self.live)
+            .iter()
+            .find(|(_, live)| {
+                live.ca_id == ca_id
+                    && matches!(live.offer.kind, SessionKind::Revoke | SessionKind::Crl)
+            })
+            .map(|(id, _)| id.clone())
     }
 
     /// A threshold session's to-be-signed bytes and what they will be recorded as: the

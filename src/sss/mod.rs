@@ -33,8 +33,11 @@ pub const SCHEME: &str = "feldman-p256/hkdf-sha256/chacha20poly1305";
 /// v1.5 with SHA-256.
 pub const THRESHOLD_SCHEME: &str = "shoup-rsa/pkcs1v15-sha256";
 
-/// What a threshold share's proof of possession (enrollment, [`ShareSet::sign_with_share`])
-/// is bound to, so it can never pass for a signature share of a certificate.
+/// The proof context of a threshold share's proof of possession (enrollment,
+/// [`ShareSet::sign_with_share`]). A signature share depends on the message alone, not on
+/// this context: what keeps a possession signature from ever serving as a signature share
+/// of a certificate is that its message is not DER and differs for every holder, so such
+/// shares never combine. `sign_with_share` must never sign a message a server chose.
 const POSSESSION_CONTEXT: &[u8] = b"nkpki share possession v1";
 
 /// Smallest and largest share counts the sharing machinery accepts (share indices are one

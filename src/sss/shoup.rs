@@ -7,7 +7,13 @@
 //! Pure arithmetic, no I/O. Everything that touches a secret exponent (d, the polynomial,
 //! the shares s_i, the proof's randomness r) goes through crypto-bigint's constant-time
 //! fixed-precision operations; only public values (n, v, Lagrange coefficients, z, c) use
-//! exponents whose length may show in the timing.
+//! exponents whose length may show in the timing. Safe-prime generation and its primality
+//! tests (crypto-primes) are variable-time on the candidate primes: acceptable because the
+//! ceremony runs once, offline, on the laptop.
+//!
+//! Signature shares are malleable in one harmless way: the proof covers x_i², so (n − x_i,
+//! c, z) verifies too. Combination raises every x_i to an even power, so the signature is
+//! the same, and the token-signed envelope pins the exact bytes a holder sent.
 
 use crypto_bigint::modular::{BoxedMontyForm, BoxedMontyParams};
 use crypto_bigint::{
@@ -527,8 +533,9 @@ impl KeyShare {
             });
         }
         let s = Zeroizing::new(
-            self.s
-                .clone()
+            // resized from a borrow: a fresh zeroed buffer, so no unwiped copy of s_i is
+            // left behind by a reallocation
+            (&self.s)
                 .try_resize(key.n.bits_precision())
                 .ok_or(ThresholdError::ShareMismatch { index: self.index })?,
         );
@@ -593,7 +600,9 @@ pub fn deal(
             let mut acc = Zeroizing::new(BoxedUint::zero_with_precision(precision));
             for a in coefficients.iter().rev() {
                 let product = Zeroizing::new(acc.mul_mod(&x, &m_nz));
-                *acc = product.add_mod(a, &m_nz);
+                let next = product.add_mod(a, &m_nz);
+                acc.zeroize();
+                *acc = next;
             }
             KeyShare {
                 index: i,
@@ -819,7 +828,7 @@ pub fn sign_share(
     .challenge();
     let c_number = BoxedUint::from_be_slice(&c, precision)
         .map_err(|_| ThresholdError::MalformedKey("challenge size".into()))?;
-    let s_wide = Zeroizing::new(BoxedUint::clone(&s).resize_unchecked(precision));
+    let s_wide = Zeroizing::new((&*s).resize_unchecked(precision));
     let sc = Zeroizing::new(s_wide.wrapping_mul(&c_number));
     let z = sc.wrapping_add(&*r);
     Ok(SignatureShare {

@@ -448,6 +448,13 @@ fn forged_misdirected_and_stolen_signature_shares_are_refused_and_attributed() {
     assert_eq!(done.state, SessionState::Signed, "{done:?}");
     env.write("c.crt", done.certificate_pem.unwrap());
     env.openssl_verify("ca/ca.crt", "c.crt");
+
+    // one CRL at a time: its number and list are fixed when its session opens
+    let crl = serde_json::json!({"ca_id": ca_id, "kind": "crl"});
+    let first: SessionStatus = op.post("/api/v1/sessions", &crl).unwrap();
+    let why = refused(op.post("/api/v1/sessions", &crl), 409, "crl-session-open");
+    assert!(why.contains(&first.session_id), "{why}");
+    assert!(audit_export(&env).contains("is still open"));
     env.nkpki(&["audit", "verify", "--data-dir", "data"]).ok();
 }
 

@@ -373,3 +373,34 @@ proptest! {
         prop_assert!(refused);
     }
 }
+
+#[test]
+fn lagrange_coefficients_and_bezout_fit_their_integers_up_to_twenty_shares() {
+    let delta: u64 = (1..=u64::from(MAX_SHARES)).product();
+    for threshold in MIN_THRESHOLD..=MAX_SHARES {
+        for first in 1..=(MAX_SHARES - threshold + 1) {
+            let used: Vec<u8> = (first..first + threshold).collect();
+            let lambdas: Vec<i128> = (0..used.len())
+                .map(|position| lagrange_at_zero(&used, position, delta).unwrap())
+                .collect();
+            // interpolating f(x) = 1 and f(x) = x at zero gives Δ·1 and Δ·0
+            let constant: i128 = lambdas.iter().sum();
+            assert_eq!(constant, i128::from(delta), "M={threshold} from {first}");
+            let linear = lambdas
+                .iter()
+                .zip(&used)
+                .try_fold(0i128, |sum, (l, &j)| {
+                    sum.checked_add(l.checked_mul(i128::from(j))?)
+                })
+                .unwrap();
+            assert_eq!(linear, 0, "M={threshold} from {first}");
+        }
+    }
+    let e_prime = 4 * u128::from(delta) * u128::from(delta);
+    let (a, b) = bezout(e_prime, u128::from(PUBLIC_EXPONENT)).unwrap();
+    let big = |v: i128| num_bigint::BigInt::from(v);
+    assert_eq!(
+        big(i128::try_from(e_prime).unwrap()) * big(a) + big(PUBLIC_EXPONENT.into()) * big(b),
+        big(1)
+    );
+}
