@@ -7,6 +7,7 @@ mod ca_init;
 mod combine;
 mod crl;
 mod deploy;
+mod ocsp_responder;
 mod online;
 mod package;
 mod revoke;
@@ -61,6 +62,8 @@ pub enum Command {
     Revoke(revoke::Args),
     /// Fetch the current CRL, or have a new one signed through an M-of-N session
     Crl(crl::Args),
+    /// Have the server's delegated OCSP responder certified through an M-of-N session
+    OcspResponder(ocsp_responder::Args),
     /// Check or export the server's hash-chained audit log
     Audit(audit::Args),
     /// Internal: the one-shot process that holds a signing session's secrets for `serve`
@@ -81,6 +84,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Agent(args) => agent::run(args),
         Command::Revoke(args) => revoke::run(args),
         Command::Crl(args) => crl::run(args),
+        Command::OcspResponder(args) => ocsp_responder::run(args),
         Command::Audit(args) => audit::run(args),
         Command::SessionWorker(args) => session_worker::run(args),
     }
