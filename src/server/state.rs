@@ -74,7 +74,7 @@ struct Live {
 
 /// What a signature will be recorded as.
 enum Pending {
-    Certificate(pki::CertificateView),
+    Certificate(Box<pki::CertificateView>),
     Crl { number: i64, new: Option<Revoked> },
 }
 
@@ -1398,7 +1398,7 @@ impl State {
                     csr_der: B64.encode(&csr.der),
                     view: Box::new(approved.clone()),
                 };
-                Ok((job, Pending::Certificate(approved)))
+                Ok((job, Pending::Certificate(Box::new(approved))))
             }
             kind => {
                 let store = lock(&self.store);
