@@ -64,28 +64,75 @@ fn crl_times(
 /// Warn this long before a CRL's nextUpdate at the latest.
 pub const CRL_WARN_BEFORE: time::Duration = time::Duration::hours(24);
 
-/// A warning for each CA whose latest CRL runs out soon (within a quarter of its lifetime
-/// or [`CRL_WARN_BEFORE`], whichever is longer) or already has.
+/// A warning for each CA whose latest CRL runs out soon or already has.
 pub fn crl_warnings(store: &Store, now: OffsetDateTime) -> Result<Vec<String>, StoreError> {
     let mut out = Vec::new();
     for (ca_id, _) in store.ca_manifests()? {
-        let Some((this, next)) = crl_times(store, &ca_id)? else {
-            continue;
-        };
-        let lifetime: time::Duration = next - this;
-        let margin = std::cmp::max(lifetime / 4_i32, CRL_WARN_BEFORE);
-        if now >= next {
-            out.push(format!(
-                "the CRL of CA {ca_id} expired at {next}: relying parties that check it now \
-                 refuse its certificates (hint: `nkpki crl --sign`)"
-            ));
-        } else if next - now <= margin {
-            out.push(format!(
-                "the CRL of CA {ca_id} runs out at {next}, in {} h (hint: `nkpki crl --sign` \
-                 before then)",
-                (next - now).whole_hours()
-            ));
+        if let Some((this, next)) = crl_times(store, &ca_id)? {
+            out.extend(crl_warning(&ca_id, this, next, now));
         }
     }
     Ok(out)
+}
+
+/// The warning for a CRL valid from `this` to `next`, at `now`: due within a quarter of its
+/// lifetime or [`CRL_WARN_BEFORE`] (whichever is longer), or already past.
+pub fn crl_warning(
+    ca_id: &str,
+    this: OffsetDateTime,
+    next: OffsetDateTime,
+    now: OffsetDateTime,
+) -> Option<String> {
+    let lifetime: time::Duration = next - this;
+    let margin = std::cmp::max(lifetime / 4_i32, CRL_WARN_BEFORE);
+    if now >= next {
+        Some(format!(
+            "the CRL of CA {ca_id} expired at {next}: relying parties that check it now \
+             refuse its certificates (hint: `nkpki crl --sign`)"
+        ))
+    } else if next - now <= margin {
+        Some(format!(
+            "the CRL of CA {ca_id} runs out at {next}, in {} h (hint: `nkpki crl --sign` \
+             before then)",
+            (next - now).whole_hours()
+        ))
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::Duration;
+
+    #[test]
+    fn a_crl_is_due_in_its_last_quarter_or_day() {
+        let this = OffsetDateTime::UNIX_EPOCH + Duration::days(20_000);
+        let week = this + Duration::days(7);
+        assert_eq!(crl_warning("x", this, week, this + Duration::days(5)), None);
+        let soon = crl_warning("x", this, week, this + Duration::hours(127)).unwrap();
+        assert!(
+            soon.contains("runs out") && soon.contains("in 41 h"),
+            "{soon}"
+        );
+        let past = crl_warning("x", this, week, week).unwrap();
+        assert!(past.contains("expired"), "{past}");
+        // a short-lived CRL still warns a day ahead
+        let day = this + Duration::hours(30);
+        assert!(crl_warning("x", this, day, this + Duration::hours(7)).is_some());
+        assert_eq!(crl_warning("x", this, day, this + Duration::hours(5)), None);
+    }
+
+    #[test]
+    fn urls_derive_from_the_base() {
+        let urls = urls_for("http://pki.example.org/", "ab", true);
+        assert_eq!(urls.crl, ["http://pki.example.org/crl/ab.crl"]);
+        assert_eq!(urls.ca_issuers, ["http://pki.example.org/ca/ab.der"]);
+        assert_eq!(urls.ocsp, ["http://pki.example.org/ocsp/ab"]);
+        assert!(urls_for("http://h", "ab", false).ocsp.is_empty());
+        assert!(check_public_url("http://h?x=1", "ab").is_err());
+        assert!(check_public_url("https://h", "ab").is_err());
+        assert!(check_public_url("http://h:8080/pki", "ab").is_ok());
+    }
 }
