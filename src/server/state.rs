@@ -700,17 +700,29 @@ impl State {
                 .as_ref()
                 .and_then(|v| serde_json::to_string(v).ok()),
         };
-        lock(&self.store).insert_session(&row)?;
-        if let Some(key) = responder_key {
-            let dir = lock(&self.store).dir().to_owned();
-            let (file, spki_sha256) = super::ocsp::save_responder_key(&dir, &session_id, &key)
-                .map_err(|e| internal(format!("writing the OCSP responder key: {e}")))?;
-            lock(&self.store).add_ocsp_responder(
-                &session_id,
-                &req.ca_id,
-                &file.display().to_string(),
-                &spki_sha256,
-            )?;
+        // the responder key is on disk before the session exists: no session waits for a
+        // key that could not be written
+        let responder = match responder_key {
+            Some(key) => {
+                let dir = lock(&self.store).dir().to_owned();
+                Some(
+                    super::ocsp::save_responder_key(&dir, &session_id, &key)
+                        .map_err(|e| internal(format!("writing the OCSP responder key: {e}")))?,
+                )
+            }
+            None => None,
+        };
+        {
+            let mut store = lock(&self.store);
+            store.insert_session(&row)?;
+            if let Some((file, spki_sha256)) = &responder {
+                store.add_ocsp_responder(
+                    &session_id,
+                    &req.ca_id,
+                    &file.display().to_string(),
+                    spki_sha256,
+                )?;
+            }
         }
         let offer = SessionOffer {
             session_id: session_id.clone(),
