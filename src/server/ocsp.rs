@@ -144,26 +144,46 @@ impl IssuerHashes {
     }
 }
 
+/// A request that parsed and is within limits: what the responder works from.
+#[derive(Debug)]
+pub struct Parsed {
+    request: OcspRequest,
+    nonce: Option<Extension>,
+}
+
+/// Reads an OCSP request from outside: size, DER, number of certificates asked about,
+/// nonce. A refusal is the OCSP error status it gets and why.
+pub fn parse_request(request_der: &[u8]) -> Result<Parsed, (OcspResponseStatus, String)> {
+    let parsed = (|| {
+        use OcspResponseStatus::MalformedRequest;
+        if request_der.len() > MAX_REQUEST {
+            return refuse(
+                MalformedRequest,
+                format!("request of {} bytes", request_der.len()),
+            );
+        }
+        let request = OcspRequest::from_der(request_der).map_err(|e| Refusal {
+            status: MalformedRequest,
+            why: format!("not an OCSP request: {e}"),
+        })?;
+        let count = request.tbs_request.request_list.len();
+        if count == 0 || count > MAX_SINGLE_REQUESTS {
+            return refuse(
+                MalformedRequest,
+                format!("{count} certificates asked about"),
+            );
+        }
+        let nonce = nonce_of(&request)?;
+        Ok(Parsed { request, nonce })
+    })();
+    parsed.map_err(|r| (r.status, r.why))
+}
+
 fn respond(state: &State, ca_id: &str, request_der: &[u8]) -> Result<OcspResponse, Refusal> {
-    use OcspResponseStatus::{InternalError, MalformedRequest, SigRequired, Unauthorized};
-    if request_der.len() > MAX_REQUEST {
-        return refuse(
-            MalformedRequest,
-            format!("request of {} bytes", request_der.len()),
-        );
-    }
-    let request = OcspRequest::from_der(request_der).map_err(|e| Refusal {
-        status: MalformedRequest,
-        why: format!("not an OCSP request: {e}"),
-    })?;
+    use OcspResponseStatus::{InternalError, SigRequired, Unauthorized};
+    let Parsed { request, nonce } =
+        parse_request(request_der).map_err(|(status, why)| Refusal { status, why })?;
     let singles = &request.tbs_request.request_list;
-    if singles.is_empty() || singles.len() > MAX_SINGLE_REQUESTS {
-        return refuse(
-            MalformedRequest,
-            format!("{} certificates asked about", singles.len()),
-        );
-    }
-    let nonce = nonce_of(&request)?;
     let Ok(manifest) = state.manifest(ca_id) else {
         return refuse(Unauthorized, "no such CA");
     };
