@@ -206,6 +206,9 @@ pub fn run(opts: ServeOptions) -> Result<(), ServerError> {
                     if ticks % 1200 == 1 {
                         s.check_crls();
                     }
+                    if ticks % 120 == 7 {
+                        s.remove_useless_responder_keys();
+                    }
                 })
                 .await;
             }

@@ -1544,6 +1544,31 @@ impl State {
             .map_err(|e| e.to_string())
     }
 
+    /// Deletes responder keys that will never sign: their session ended unsigned, or
+    /// their certificate expired.
+    pub fn remove_useless_responder_keys(&self) {
+        let mut store = lock(&self.store);
+        let useless = match store.useless_ocsp_keys(now()) {
+            Ok(list) => list,
+            Err(e) => return tracing::warn!("cannot list OCSP responder keys: {e}"),
+        };
+        for (session_id, file) in useless {
+            match std::fs::remove_file(&file) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    tracing::warn!("cannot delete the unused OCSP responder key {file}: {e}");
+                    continue;
+                }
+            }
+            if let Err(e) = store.forget_ocsp_responder(&session_id) {
+                tracing::warn!("cannot forget OCSP responder of session {session_id}: {e}");
+            } else {
+                tracing::info!("deleted the OCSP responder key of session {session_id}: unused");
+            }
+        }
+    }
+
     /// Logs a warning for each CA whose latest CRL runs out soon.
     pub fn check_crls(&self) {
         let now = time::OffsetDateTime::now_utc();

@@ -925,6 +925,26 @@ impl Store {
         Ok(())
     }
 
+    /// Responder keys no answer will ever be signed with: their session ended without a
+    /// certificate, or their certificate expired before `at`. Returns (session, key file).
+    pub fn useless_ocsp_keys(&self, at: i64) -> Result<Vec<(String, String)>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT r.session_id, r.key_file FROM ocsp_responders r JOIN sessions s USING (session_id)
+             WHERE (r.certificate_der IS NULL AND s.state != 'waiting') OR r.not_after <= ?1",
+        )?;
+        let rows = stmt.query_map([at], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
+    }
+
+    /// Forgets a responder whose key file was deleted.
+    pub fn forget_ocsp_responder(&mut self, session_id: &str) -> Result<()> {
+        self.conn.execute(
+            "DELETE FROM ocsp_responders WHERE session_id = ?1",
+            [session_id],
+        )?;
+        Ok(())
+    }
+
     /// The CA's current OCSP responder: (key file, certificate DER), the newest installed
     /// one still valid at `at`.
     pub fn ocsp_responder(&self, ca_id: &str, at: i64) -> Result<Option<(String, Vec<u8>)>> {

@@ -504,6 +504,28 @@ fn bad_ocsp_requests_get_their_ocsp_error_status() {
         ],
     );
     assert!(run.stdout().contains("\"forbidden\""), "{}", run.stdout());
+    // a responder session that ends unsigned leaves no key behind: opened, then aborted by
+    // a restart, its key is deleted
+    let run = env.tool(
+        "curl",
+        &[
+            "-sS",
+            "-H",
+            &format!("Authorization: Bearer {token}"),
+            "--data",
+            &format!(r#"{{"ca_id":"{ca_id}","kind":"issue","profile":"ocsp"}}"#),
+            &format!("{url}/api/v1/sessions"),
+        ],
+    );
+    assert!(run.stdout().contains("\"waiting\""), "{}", run.stdout());
+    assert_eq!(env.files_below("data/ocsp").len(), 1);
+    drop(server);
+    let _server = env.serve(&[]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !env.files_below("data/ocsp").is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert!(env.files_below("data/ocsp").is_empty());
     // a bad public URL is refused before anything is stored
     env.nkpki(&[
         "serve",
