@@ -504,6 +504,40 @@ fn bad_ocsp_requests_get_their_ocsp_error_status() {
         ],
     );
     assert!(run.stdout().contains("\"forbidden\""), "{}", run.stdout());
+    let admin = env
+        .nkpki(&[
+            "serve",
+            "token",
+            "create",
+            "--data-dir",
+            "data",
+            "--name",
+            "carol",
+            "--role",
+            "ca-admin",
+        ])
+        .ok()
+        .stdout();
+    let put = |body: &str| {
+        env.tool(
+            "curl",
+            &[
+                "-sS",
+                "-X",
+                "PUT",
+                "-H",
+                &format!("Authorization: Bearer {}", admin.trim()),
+                "--data",
+                body,
+                &format!("{url}/api/v1/cas/{ca_id}/urls"),
+            ],
+        )
+        .stdout()
+    };
+    let said = put(r#"{"public_url":"ftp://pki.example.org"}"#);
+    assert!(said.contains("\"bad-url\""), "{said}");
+    let said = put(&format!(r#"{{"public_url":"{url}","ocsp":true}}"#));
+    assert!(said.contains(&format!("{url}/ocsp/{ca_id}")), "{said}");
     // a responder session that ends unsigned leaves no key behind: opened, then aborted by
     // a restart, its key is deleted
     let run = env.tool(
