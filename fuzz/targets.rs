@@ -19,7 +19,7 @@ use zeroize::Zeroizing;
 pub type Target = fn(&[u8]) -> Result<(), String>;
 
 /// Every target by name; the name is the cargo-fuzz target and the corpus directory.
-pub const TARGETS: [(&str, Target); 8] = [
+pub const TARGETS: [(&str, Target); 9] = [
     ("csr", csr),
     ("share", share),
     ("manifest", manifest),
@@ -28,6 +28,7 @@ pub const TARGETS: [(&str, Target); 8] = [
     ("age", age_ciphertext),
     ("pkcs11_uri", pkcs11_uri),
     ("holders", holders),
+    ("ocsp", ocsp_request),
 ];
 
 /// The fixed age identity the `age` and `package` targets decrypt with (a published test
@@ -275,4 +276,15 @@ pub fn pkcs11_uri(data: &[u8]) -> Result<(), String> {
 pub fn holders(data: &[u8]) -> Result<(), String> {
     ceremony::parse_holders(text(data)?).map_err(err)?;
     Ok(())
+}
+
+/// An OCSP request as `POST /ocsp/<ca-id>` receives it, and the same bytes as the path of
+/// a GET (percent-encoded base64).
+pub fn ocsp_request(data: &[u8]) -> Result<(), String> {
+    if let Ok(path) = std::str::from_utf8(data) {
+        let _ = nkpki::server::ocsp::decode_get(path);
+    }
+    nkpki::server::ocsp::parse_request(data)
+        .map(drop)
+        .map_err(|(status, why)| format!("{status:?}: {why}"))
 }

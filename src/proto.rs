@@ -166,6 +166,20 @@ pub struct OfferSummary {
     pub certificate: Option<crate::pki::CertificateView>,
 }
 
+/// `PUT /api/v1/cas/<ca-id>/urls` (role ca-admin): where relying parties find the CA's
+/// CRL (`<public_url>/crl/<ca-id>.crl`), certificate (`/ca/<ca-id>.der`) and, with `ocsp`,
+/// OCSP responder (`/ocsp/<ca-id>`); certificates issued from then on carry them.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaUrls {
+    pub public_url: String,
+    #[serde(default)]
+    pub ocsp: bool,
+    /// The OCSP responder answers signed requests only (others get sigRequired).
+    #[serde(default)]
+    pub ocsp_require_signed: bool,
+}
+
 /// What holders approve in a `revoke` session: re-derived from the stored serial and
 /// reason before anything is signed.
 pub fn revoke_statement(ca_id: &str, serial_hex: &str, reason: &str) -> String {

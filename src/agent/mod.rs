@@ -988,6 +988,9 @@ mod tests {
             key_usage: vec![],
             extended_key_usage: vec![],
             name_constraints: vec![],
+            crl_urls: vec![],
+            ca_issuers_urls: vec![],
+            ocsp_urls: vec![],
             dropped: vec![],
         }
     }

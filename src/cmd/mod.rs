@@ -9,6 +9,7 @@ mod completions;
 mod config_file;
 mod crl;
 mod deploy;
+mod ocsp_responder;
 mod online;
 mod output;
 mod package;
@@ -65,6 +66,8 @@ pub enum Command {
     Revoke(revoke::Args),
     /// Fetch the current CRL, or have a new one signed through an M-of-N session
     Crl(crl::Args),
+    /// Have the server's delegated OCSP responder certified through an M-of-N session
+    OcspResponder(ocsp_responder::Args),
     /// Check or export the server's hash-chained audit log
     Audit(audit::Args),
     /// Print shell completions (bash, zsh, fish, elvish, powershell) to standard output
@@ -90,6 +93,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Agent(args) => agent::run(args),
         Command::Revoke(args) => revoke::run(args),
         Command::Crl(args) => crl::run(args),
+        Command::OcspResponder(args) => ocsp_responder::run(args),
         Command::Audit(args) => audit::run(args),
         Command::Completions(args) => completions::run(args),
         Command::Man(args) => completions::man(args),

@@ -102,6 +102,13 @@ enum CaCmd {
         /// hex digits): a manifest whose certificate has another is refused
         #[arg(long, value_name = "SHA256")]
         expect_fingerprint: String,
+        /// Base URL for relying parties, as `serve ca set-urls --public-url` (which can
+        /// also set it later)
+        #[arg(long, value_name = "URL")]
+        public_url: Option<String>,
+        /// As `serve ca set-urls --ocsp`
+        #[arg(long, requires = "public_url")]
+        ocsp: bool,
     },
     /// List the registered CAs: certificate, threshold, holders' enrollment and last poll
     List {
@@ -110,6 +117,33 @@ enum CaCmd {
         #[command(flatten)]
         output: super::output::JsonFlag,
     },
+    /// Set where relying parties find the CA's CRL, certificate and OCSP responder;
+    /// certificates issued from then on carry these URLs
+    #[command(after_help = "Example:\n  \
+        nkpki serve ca set-urls --data-dir /var/lib/nkpki --ca <CA_ID> --public-url http://pki.example.org --ocsp")]
+    SetUrls {
+        #[arg(long, value_name = "DIR", default_value = "/var/lib/nkpki")]
+        data_dir: PathBuf,
+        #[arg(long, value_name = "CA_ID")]
+        ca: String,
+        #[command(flatten)]
+        urls: UrlArgs,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct UrlArgs {
+    /// Base URL where this server is reachable by relying parties over plain HTTP (e.g.
+    /// http://pki.example.org): certificates carry <URL>/crl/<CA_ID>.crl and
+    /// <URL>/ca/<CA_ID>.der (and <URL>/ocsp/<CA_ID> with --ocsp)
+    #[arg(long, value_name = "URL")]
+    public_url: String,
+    /// Certificates also name the CA's OCSP responder (`nkpki ocsp-responder` installs it)
+    #[arg(long, requires = "public_url")]
+    ocsp: bool,
+    /// The OCSP responder answers signed requests only (unsigned ones get sigRequired)
+    #[arg(long, requires = "ocsp")]
+    ocsp_require_signed: bool,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -191,6 +225,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             manifest,
             enrollment,
             expect_fingerprint,
+            public_url,
+            ocsp,
         })) => {
             let text = std::fs::read_to_string(&manifest)
                 .with_context(|| format!("cannot read {}", manifest.display()))?;
@@ -205,6 +241,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 server::register_ca(&data_dir, &text, codes.as_deref(), &expect_fingerprint)
                     .with_context(|| format!("manifest {}", manifest.display()))?;
             println!("registered CA {ca_id}");
+            if let Some(public_url) = public_url {
+                let urls = UrlArgs {
+                    public_url,
+                    ocsp,
+                    ocsp_require_signed: false,
+                };
+                set_urls(&data_dir, &ca_id, &urls)?;
+            }
         }
         Some(Admin::Ca(CaCmd::List { data_dir, output })) => {
             super::serve_list::cas(&data_dir, output.json)?;
@@ -212,6 +256,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Some(Admin::Token(TokenCmd::List { data_dir, output })) => {
             super::serve_list::api_tokens(&data_dir, output.json)?;
         }
+        Some(Admin::Ca(CaCmd::SetUrls { data_dir, ca, urls })) => set_urls(&data_dir, &ca, &urls)?,
         Some(Admin::Token(TokenCmd::Create {
             data_dir,
             name,
@@ -286,4 +331,19 @@ fn with_config_file(path: &std::path::Path) -> anyhow::Result<Args> {
         super::Command::Serve(args) => Ok(args),
         _ => anyhow::bail!("internal: the command line is no longer `serve`"),
     }
+}
+
+fn set_urls(data_dir: &std::path::Path, ca_id: &str, urls: &UrlArgs) -> anyhow::Result<()> {
+    let set = server::set_ca_urls(
+        data_dir,
+        ca_id,
+        &urls.public_url,
+        urls.ocsp,
+        urls.ocsp_require_signed,
+    )?;
+    println!("certificates of CA {ca_id} will carry:");
+    for url in set.crl.iter().chain(&set.ca_issuers).chain(&set.ocsp) {
+        println!("  {url}");
+    }
+    Ok(())
 }

@@ -25,7 +25,8 @@ pub struct Args {
     /// The certificate signing request (PEM or DER)
     #[arg(long, value_name = "FILE")]
     csr: PathBuf,
-    /// Issuance profile: server, client or sub-ca
+    /// Issuance profile: server, client, sub-ca or ocsp (an OCSP responder: OCSPSigning,
+    /// ocsp-nocheck, at most 30 days)
     #[arg(long, default_value = "server")]
     profile: Profile,
     /// Validity of the certificate in days (must end before the CA certificate)

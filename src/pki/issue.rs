@@ -22,10 +22,17 @@ pub enum Profile {
     Client,
     /// Subordinate CA: CA:TRUE with path length 0.
     SubCa,
+    /// The CA's delegated OCSP responder: OCSPSigning, ocsp-nocheck, at most
+    /// [`OCSP_MAX_DAYS`] days. Only the server asks for it, with a key of its own.
+    Ocsp,
 }
 
+/// Longest validity of an OCSP responder certificate: relying parties never check its
+/// revocation (ocsp-nocheck), so it must expire soon.
+pub const OCSP_MAX_DAYS: u32 = 30;
+
 impl Profile {
-    pub const NAMES: [&'static str; 3] = ["server", "client", "sub-ca"];
+    pub const NAMES: [&'static str; 4] = ["server", "client", "sub-ca", "ocsp"];
 }
 
 impl fmt::Display for Profile {
@@ -34,6 +41,7 @@ impl fmt::Display for Profile {
             Profile::Server => "server",
             Profile::Client => "client",
             Profile::SubCa => "sub-ca",
+            Profile::Ocsp => "ocsp",
         })
     }
 }
@@ -45,8 +53,9 @@ impl FromStr for Profile {
             "server" => Ok(Profile::Server),
             "client" => Ok(Profile::Client),
             "sub-ca" => Ok(Profile::SubCa),
+            "ocsp" => Ok(Profile::Ocsp),
             other => Err(format!(
-                "unknown profile {other:?} (expected server, client or sub-ca)"
+                "unknown profile {other:?} (expected server, client, sub-ca or ocsp)"
             )),
         }
     }
@@ -97,6 +106,36 @@ fn valid_email(addr: &str) -> bool {
     }
 }
 
+/// Where relying parties find the CA's revocation information and certificate: the CA's
+/// configuration, written into every certificate it issues (and so part of what holders
+/// approve). Empty lists leave the extension out.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Urls {
+    /// cRLDistributionPoints.
+    pub crl: Vec<String>,
+    /// authorityInfoAccess caIssuers.
+    pub ca_issuers: Vec<String>,
+    /// authorityInfoAccess OCSP.
+    pub ocsp: Vec<String>,
+}
+
+/// Most URLs of one kind in a certificate.
+pub const MAX_URLS: usize = 4;
+/// Longest URL accepted in a certificate.
+pub const MAX_URL_LEN: usize = 256;
+
+/// Checks a URL for a certificate's CRL distribution point or authority information
+/// access: plain `http://` (RFC 5280 §4.2.1.13 and §4.2.2.1: relying parties fetch these
+/// to validate, so TLS would need validation first), printable ASCII, no spaces.
+pub fn check_url(url: &str) -> Result<(), PkiError> {
+    let host = url.strip_prefix("http://").unwrap_or_default();
+    let host = host.split(['/', ':']).next().unwrap_or_default();
+    if url.len() > MAX_URL_LEN || host.is_empty() || !url.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(PkiError::BadUrl(url.to_owned()));
+    }
+    Ok(())
+}
+
 /// What the operator asks for and the holders approve, besides the CSR itself. Fixing the
 /// serial and the start of validity when the request is made means the certificate the
 /// holders are shown is, field for field, the one that is signed.
@@ -107,6 +146,8 @@ pub struct Terms {
     pub not_before: OffsetDateTime,
     /// The serial number's bytes, as encoded in the certificate (positive, no leading zero).
     pub serial: Vec<u8>,
+    /// The CA's URLs to write into the certificate.
+    pub urls: Urls,
 }
 
 impl Terms {
@@ -119,7 +160,14 @@ impl Terms {
                 .replace_nanosecond(0)
                 .map_err(|e| PkiError::Build(e.to_string()))?,
             serial: random_serial().to_bytes(),
+            urls: Urls::default(),
         })
+    }
+
+    /// The same terms with the CA's URLs.
+    pub fn with_urls(mut self, urls: Urls) -> Self {
+        self.urls = urls;
+        self
     }
 
     /// The terms that make exactly `view` again (with the same CSR and CA).
@@ -131,6 +179,11 @@ impl Terms {
             not_before: OffsetDateTime::from_unix_timestamp(view.not_before)
                 .map_err(|_| bad("start of validity out of range"))?,
             serial: hex::decode(&view.serial).map_err(|_| bad("serial is not hex"))?,
+            urls: Urls {
+                crl: view.crl_urls.clone(),
+                ca_issuers: view.ca_issuers_urls.clone(),
+                ocsp: view.ocsp_urls.clone(),
+            },
         })
     }
 
@@ -163,6 +216,16 @@ pub struct CertificateView {
     pub name_constraints: Vec<String>,
     /// What the CSR asked for that the certificate will not carry.
     pub dropped: Vec<String>,
+    /// cRLDistributionPoints URLs (left out of the JSON when none, so views without URLs
+    /// keep their digest).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub crl_urls: Vec<String>,
+    /// authorityInfoAccess caIssuers URLs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ca_issuers_urls: Vec<String>,
+    /// authorityInfoAccess OCSP URLs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ocsp_urls: Vec<String>,
 }
 
 impl CertificateView {
@@ -214,6 +277,22 @@ impl CertificateView {
             format!("Name constr: {}", list(&self.name_constraints)),
             format!("Serial:      {}", esc(&self.serial)),
         ];
+        for (label, urls) in [
+            ("CRL URL:    ", &self.crl_urls),
+            ("CA issuers: ", &self.ca_issuers_urls),
+            ("OCSP URL:   ", &self.ocsp_urls),
+        ] {
+            if !urls.is_empty() {
+                lines.push(format!("{label} {}", list(urls)));
+            }
+        }
+        if self.profile == "ocsp" {
+            lines.push(
+                "Responder:   the CA's delegated OCSP responder (ocsp-nocheck: its own \
+                 revocation is never checked, so it expires soon)"
+                    .to_owned(),
+            );
+        }
         for d in &self.dropped {
             lines.push(format!("Dropped:     {} (in the CSR, not issued)", esc(d)));
         }
@@ -258,6 +337,13 @@ fn plan(ca: &CaCertificate, csr: &Csr, terms: &Terms) -> Result<Plan, PkiError> 
             max_days: (ca.not_after - now).whole_days().max(0),
             ca_not_after: ca.not_after.to_string(),
         })?;
+    if profile == Profile::Ocsp && days > OCSP_MAX_DAYS {
+        return Err(PkiError::ValidityTooLong {
+            profile,
+            days,
+            max_days: OCSP_MAX_DAYS,
+        });
+    }
     if profile == Profile::SubCa && ca.path_len == Some(0) {
         return Err(PkiError::PathLenExhausted);
     }
@@ -315,7 +401,9 @@ fn plan(ca: &CaCertificate, csr: &Csr, terms: &Terms) -> Result<Plan, PkiError> 
     for san in &csr.sans {
         let allowed = !matches!(
             (profile, san),
-            (Profile::SubCa, _) | (_, San::Other(_)) | (Profile::Server, San::Email(_))
+            (Profile::SubCa | Profile::Ocsp, _)
+                | (_, San::Other(_))
+                | (Profile::Server, San::Email(_))
         );
         if !allowed {
             dropped.push(format!("subjectAltName {san}"));
@@ -370,6 +458,49 @@ fn plan(ca: &CaCertificate, csr: &Csr, terms: &Terms) -> Result<Plan, PkiError> 
             params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
             params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
         }
+        Profile::Ocsp => {
+            if dn.iter().next().is_none() {
+                return Err(PkiError::EmptySubject(profile));
+            }
+            params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+            params.extended_key_usages = vec![ExtendedKeyUsagePurpose::OcspSigning];
+            // RFC 6960 §4.2.2.2.1: relying parties do not ask about the responder itself
+            params
+                .custom_extensions
+                .push(CustomExtension::from_oid_content(
+                    OCSP_NOCHECK,
+                    vec![0x05, 0x00],
+                ));
+        }
+    }
+    // the responder is checked by no one (ocsp-nocheck): it carries no revocation pointers
+    let urls = if profile == Profile::Ocsp {
+        Urls::default()
+    } else {
+        terms.urls.clone()
+    };
+    for list in [&urls.crl, &urls.ca_issuers, &urls.ocsp] {
+        if list.len() > MAX_URLS {
+            return Err(PkiError::BadUrl(format!(
+                "more than {MAX_URLS} URLs of one kind"
+            )));
+        }
+        for url in list {
+            check_url(url)?;
+        }
+    }
+    if !urls.crl.is_empty() {
+        params.crl_distribution_points = vec![rcgen::CrlDistributionPoint {
+            uris: urls.crl.clone(),
+        }];
+    }
+    if !urls.ca_issuers.is_empty() || !urls.ocsp.is_empty() {
+        params
+            .custom_extensions
+            .push(CustomExtension::from_oid_content(
+                AUTHORITY_INFO_ACCESS,
+                authority_info_access(&urls)?,
+            ));
     }
     let view = CertificateView {
         profile: profile.to_string(),
@@ -386,10 +517,41 @@ fn plan(ca: &CaCertificate, csr: &Csr, terms: &Terms) -> Result<Plan, PkiError> 
         extended_key_usage: params.extended_key_usages.iter().map(eku_name).collect(),
         name_constraints: Vec::new(),
         dropped,
+        crl_urls: urls.crl,
+        ca_issuers_urls: urls.ca_issuers,
+        ocsp_urls: urls.ocsp,
     };
     params.distinguished_name = dn;
     params.subject_alt_names = sans;
     Ok(Plan { params, view })
+}
+
+const OCSP_NOCHECK: &[u64] = &[1, 3, 6, 1, 5, 5, 7, 48, 1, 5];
+const AUTHORITY_INFO_ACCESS: &[u64] = &[1, 3, 6, 1, 5, 5, 7, 1, 1];
+
+/// The DER of an authorityInfoAccess extension's value (RFC 5280 §4.2.2.1): OCSP first,
+/// then caIssuers.
+fn authority_info_access(urls: &Urls) -> Result<Vec<u8>, PkiError> {
+    use der::Encode;
+    use x509_cert::ext::pkix::name::GeneralName;
+    use x509_cert::ext::pkix::{AccessDescription, AuthorityInfoAccessSyntax};
+    const OCSP: der::asn1::ObjectIdentifier =
+        der::asn1::ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.48.1");
+    const CA_ISSUERS: der::asn1::ObjectIdentifier =
+        der::asn1::ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.48.2");
+    let bad = |e: der::Error| PkiError::Build(format!("authorityInfoAccess: {e}"));
+    let mut access = Vec::new();
+    for (method, list) in [(OCSP, &urls.ocsp), (CA_ISSUERS, &urls.ca_issuers)] {
+        for url in list {
+            access.push(AccessDescription {
+                access_method: method,
+                access_location: GeneralName::UniformResourceIdentifier(
+                    der::asn1::Ia5String::new(url).map_err(bad)?,
+                ),
+            });
+        }
+    }
+    AuthorityInfoAccessSyntax(access).to_der().map_err(bad)
 }
 
 fn key_usage_name(usage: &KeyUsagePurpose) -> String {
@@ -407,6 +569,7 @@ fn eku_name(usage: &ExtendedKeyUsagePurpose) -> String {
     match usage {
         ExtendedKeyUsagePurpose::ServerAuth => "serverAuth",
         ExtendedKeyUsagePurpose::ClientAuth => "clientAuth",
+        ExtendedKeyUsagePurpose::OcspSigning => "OCSPSigning",
         _ => "other",
     }
     .to_owned()

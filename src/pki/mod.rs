@@ -14,7 +14,10 @@ pub mod text;
 pub use ca::{CaCertificate, CaSubject, check_signed_by, self_signed};
 pub use crl::{CRL_VALIDITY_DAYS, REASONS, Revoked, parse_reason, sign_crl};
 pub use csr::{Csr, CsrKey, San};
-pub use issue::{CertificateView, Issued, Profile, Terms, check as check_request, issue};
+pub use issue::{
+    CertificateView, Issued, MAX_URL_LEN, MAX_URLS, OCSP_MAX_DAYS, Profile, Terms, Urls,
+    check as check_request, check_url, issue,
+};
 pub use key::{CaKey, KeyAlgorithm, RsaNumbers, rsa_public_numbers, verify_signature};
 pub use summary::{CertificateSummary, CrlEntry, CrlSummary};
 pub use tbs::{
@@ -73,6 +76,18 @@ pub enum PkiError {
         max_days: i64,
         ca_not_after: String,
     },
+    #[error(
+        "the {profile} profile allows at most {max_days} days of validity, not {days} (hint: ask for fewer --days)"
+    )]
+    ValidityTooLong {
+        profile: Profile,
+        days: u32,
+        max_days: u32,
+    },
+    #[error(
+        "{0:?} cannot go into a certificate (hint: use a plain http:// URL of printable ASCII, at most 256 characters, at most 4 of a kind)"
+    )]
+    BadUrl(String),
     #[error("validity must be at least one day")]
     ZeroValidity,
     #[error("this CA's path length constraint forbids issuing a sub-CA")]

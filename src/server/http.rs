@@ -5,6 +5,7 @@
 //! that keeps failing to authenticate is refused (429) before any database access.
 
 use super::guard::Refusal;
+use super::ocsp;
 use super::state::{ApiErr, ApiResult, State};
 use crate::proto::{self, API};
 use bytes::Bytes;
@@ -118,7 +119,8 @@ fn need(method: &Method, api: &[&str]) -> Need {
         (&Method::POST, ["sessions"])
         | (&Method::GET, ["sessions", _])
         | (&Method::POST, ["sessions", _, "cancel"])
-        | (&Method::POST | &Method::GET, ["cas"]) => Need::Operator,
+        | (&Method::POST | &Method::GET, ["cas"])
+        | (&Method::PUT, ["cas", _, "urls"]) => Need::Operator,
         _ => Need::Nobody,
     }
 }
@@ -212,6 +214,14 @@ pub async fn handle(
             Ok(Ok(collected)) => collected.to_bytes(),
             Ok(Err(e))
                 if e.downcast_ref::<http_body_util::LengthLimitError>()
+                    .is_some()
+                    && path.starts_with("/ocsp/") =>
+            {
+                let status = x509_ocsp::OcspResponseStatus::MalformedRequest;
+                return Ok(document(ocsp::CONTENT_TYPE, ocsp::error_der(status)));
+            }
+            Ok(Err(e))
+                if e.downcast_ref::<http_body_util::LengthLimitError>()
                     .is_some() =>
             {
                 return Ok(error(ApiErr::new(
@@ -288,6 +298,26 @@ async fn route(state: Arc<State>, r: Authenticated<'_>) -> ApiResult<Resp> {
             let id = file.trim_end_matches(".crt").to_owned();
             let pem = blocking(move || s.ca_certificate(&id)).await?;
             Ok(document("application/x-pem-file", pem.into_bytes()))
+        }
+        (&Method::GET, ["ca", file], _) if file.ends_with(".der") => {
+            let id = file.trim_end_matches(".der").to_owned();
+            let der = blocking(move || s.ca_certificate_der(&id)).await?;
+            Ok(document("application/pkix-cert", der))
+        }
+        (&Method::POST, ["ocsp", ca], _) => {
+            let (ca, body) = ((*ca).to_owned(), body.to_vec());
+            let answer = blocking(move || Ok(ocsp::ocsp_answer(&s, &ca, &body))).await?;
+            Ok(document(ocsp::CONTENT_TYPE, answer))
+        }
+        (&Method::GET, ["ocsp", ca, rest @ ..], _) if !rest.is_empty() => {
+            let answer = match ocsp::decode_get(&rest.join("/")) {
+                Some(der) => {
+                    let ca = (*ca).to_owned();
+                    blocking(move || Ok(ocsp::ocsp_answer(&s, &ca, &der))).await?
+                }
+                None => ocsp::error_der(x509_ocsp::OcspResponseStatus::MalformedRequest),
+            };
+            Ok(document(ocsp::CONTENT_TYPE, answer))
         }
         (&Method::GET, ["crl", file], _) if file.ends_with(".crl") || file.ends_with(".pem") => {
             let pem_wanted = file.ends_with(".pem");
@@ -389,6 +419,15 @@ async fn route(state: Arc<State>, r: Authenticated<'_>) -> ApiResult<Resp> {
             Ok(json(
                 201,
                 &blocking(move || s.register_ca(&operator, req)).await?,
+            ))
+        }
+        (&Method::PUT, _, ["cas", id, "urls"]) => {
+            let operator = operator()?;
+            let req = parse(&body)?;
+            let id = (*id).to_owned();
+            Ok(json(
+                200,
+                &blocking(move || s.set_ca_urls(&operator, &id, req)).await?,
             ))
         }
         (&Method::GET, _, ["cas"]) => {

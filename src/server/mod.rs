@@ -5,10 +5,14 @@
 mod guard;
 mod http;
 mod listing;
+pub mod ocsp;
+pub mod publish;
 mod state;
 mod threshold;
 
 pub use listing::{CaListing, list_api_tokens, list_cas};
+pub use ocsp::ocsp_answer;
+pub use publish::crl_next_update;
 pub use state::{ApiErr, State, token_hash};
 
 use crate::manifest::Manifest;
@@ -200,6 +204,13 @@ pub fn run(opts: ServeOptions) -> Result<(), ServerError> {
                     }
                     if ticks % 60 == 0 {
                         s.flush_last_seen();
+                    }
+                    // at start, then every ten minutes
+                    if ticks % 1200 == 1 {
+                        s.check_crls();
+                    }
+                    if ticks % 120 == 7 {
+                        s.remove_useless_responder_keys();
                     }
                 })
                 .await;
@@ -395,6 +406,28 @@ pub fn register_ca(
             Err(e)
         }
     }
+}
+
+/// Sets a CA's public base URL (and OCSP) on the server host, as `serve ca set-urls`
+/// does; returns the URLs certificates will carry.
+pub fn set_ca_urls(
+    data_dir: &Path,
+    ca_id: &str,
+    public_url: &str,
+    ocsp: bool,
+    ocsp_require_signed: bool,
+) -> Result<crate::pki::Urls, ServerError> {
+    publish::check_public_url(public_url, ca_id)
+        .map_err(|e| ServerError::Invalid(e.to_string()))?;
+    let mut store = Store::open(data_dir)?;
+    store.set_ca_urls(
+        ca_id,
+        public_url,
+        ocsp,
+        ocsp_require_signed,
+        "the server host's administrator (serve ca set-urls)",
+    )?;
+    Ok(publish::ca_urls(&store, ca_id)?)
 }
 
 fn random_token(prefix: &str) -> String {

@@ -80,7 +80,7 @@ struct Live {
 
 /// What a signature will be recorded as.
 pub(super) enum Pending {
-    Certificate(pki::CertificateView),
+    Certificate(Box<pki::CertificateView>),
     Crl { number: i64, new: Option<Revoked> },
 }
 
@@ -308,7 +308,12 @@ impl State {
         }
     }
 
-    fn manifest(&self, ca_id: &str) -> ApiResult<Arc<VerifiedManifest>> {
+    /// Runs `f` with the store, for the modules that publish what it holds.
+    pub(super) fn read_store<T>(&self, f: impl FnOnce(&Store) -> T) -> T {
+        f(&lock(&self.store))
+    }
+
+    pub(super) fn manifest(&self, ca_id: &str) -> ApiResult<Arc<VerifiedManifest>> {
         if let Some(m) = lock(&self.manifests).get(ca_id) {
             return Ok(m.clone());
         }
@@ -565,22 +570,44 @@ impl State {
                 ApiErr::new(422, "policy", message.clone()),
             )
         };
+        // the OCSP responder's key, made here for a session asking for its certificate
+        let mut responder_key = None;
         let (request, request_sha256, summary) = match req.kind {
             SessionKind::Issue => {
-                let pem = req
-                    .csr_pem
-                    .as_deref()
-                    .ok_or_else(|| ApiErr::new(400, "bad-request", "csr_pem is required"))?;
-                let csr = Csr::parse(pem.as_bytes()).map_err(|e| refuse(e.to_string()))?;
                 let profile: Profile = req
                     .profile
                     .as_deref()
                     .unwrap_or("server")
                     .parse()
                     .map_err(refuse)?;
-                let days = req.days.unwrap_or(90);
+                let csr = if profile == Profile::Ocsp {
+                    if req.csr_pem.is_some() {
+                        return Err(refuse(
+                            "the ocsp profile certifies the server's own responder key, never a \
+                             CSR (hint: `nkpki ocsp-responder` asks for it)"
+                                .into(),
+                        ));
+                    }
+                    let (key, csr) = super::ocsp::responder_request(&manifest.body.ca.name)
+                        .map_err(|e| internal(format!("making the OCSP responder key: {e}")))?;
+                    responder_key = Some(key);
+                    csr
+                } else {
+                    let pem = req
+                        .csr_pem
+                        .as_deref()
+                        .ok_or_else(|| ApiErr::new(400, "bad-request", "csr_pem is required"))?;
+                    Csr::parse(pem.as_bytes()).map_err(|e| refuse(e.to_string()))?
+                };
+                let days = req.days.unwrap_or(if profile == Profile::Ocsp {
+                    pki::OCSP_MAX_DAYS
+                } else {
+                    90
+                });
+                let urls = self.read_store(|s| super::publish::ca_urls(s, &req.ca_id))?;
                 let terms = pki::Terms::new(profile, days, time::OffsetDateTime::now_utc())
-                    .map_err(|e| refuse(e.to_string()))?;
+                    .map_err(|e| refuse(e.to_string()))?
+                    .with_urls(urls);
                 let view = pki::check_request(&manifest.ca, &csr, &terms)
                     .map_err(|e| refuse(e.to_string()))?;
                 let summary = OfferSummary {
@@ -714,7 +741,30 @@ impl State {
                 .and_then(|v| serde_json::to_string(v).ok()),
             tbs: signing.as_ref().map(|t| t.tbs.to_vec()),
         };
-        lock(&self.store).insert_session(&row)?;
+        // the responder key is on disk before the session exists: no session waits for a
+        // key that could not be written
+        let responder = match responder_key {
+            Some(key) => {
+                let dir = lock(&self.store).dir().to_owned();
+                Some(
+                    super::ocsp::save_responder_key(&dir, &session_id, &key)
+                        .map_err(|e| internal(format!("writing the OCSP responder key: {e}")))?,
+                )
+            }
+            None => None,
+        };
+        {
+            let mut store = lock(&self.store);
+            store.insert_session(&row)?;
+            if let Some((file, spki_sha256)) = &responder {
+                store.add_ocsp_responder(
+                    &session_id,
+                    &req.ca_id,
+                    &file.display().to_string(),
+                    spki_sha256,
+                )?;
+            }
+        }
         let offer = SessionOffer {
             session_id: session_id.clone(),
             ca_id: req.ca_id.clone(),
@@ -783,7 +833,7 @@ impl State {
                     .as_ref()
                     .ok_or("an issue session has a certificate")?;
                 let tbs = threshold::tbs_for_issue(manifest, &csr, view)?;
-                (tbs, Pending::Certificate(view.clone()))
+                (tbs, Pending::Certificate(Box::new(view.clone())))
             }
             SessionKind::Revoke | SessionKind::Crl => {
                 let new = (kind == SessionKind::Revoke).then(|| Revoked {
@@ -1584,7 +1634,7 @@ impl State {
                     csr_der: B64.encode(&csr.der),
                     view: Box::new(approved.clone()),
                 };
-                Ok((job, Pending::Certificate(approved)))
+                Ok((job, Pending::Certificate(Box::new(approved))))
             }
             kind => {
                 let store = lock(&self.store);
@@ -1658,6 +1708,24 @@ impl State {
                         &pem,
                     )
                     .map_err(|e| e.to_string())?;
+                if view.profile == Profile::Ocsp.to_string() {
+                    return Ok(match self.install_responder(row, der, view.not_after) {
+                        Ok(()) => format!(
+                            "certificate {} (the CA's OCSP responder, installed)",
+                            view.serial
+                        ),
+                        Err(why) => {
+                            tracing::warn!(
+                                "OCSP responder of CA {} not installed: {why}",
+                                row.ca_id
+                            );
+                            format!(
+                                "certificate {} (an OCSP responder certificate, NOT installed: {why})",
+                                view.serial
+                            )
+                        }
+                    });
+                }
                 Ok(format!("certificate {}", view.serial))
             }
             Pending::Crl { number, new } => {
@@ -1678,7 +1746,112 @@ impl State {
         }
     }
 
+    /// Installs a signed OCSP responder certificate, if it certifies the key this server
+    /// made for the session.
+    fn install_responder(
+        &self,
+        row: &SessionRow,
+        der: &[u8],
+        not_after: i64,
+    ) -> Result<(), String> {
+        let mut store = lock(&self.store);
+        let (_, _, spki_sha256) = store
+            .ocsp_responder_for_session(&row.session_id)
+            .map_err(|e| e.to_string())?
+            .ok_or("no responder key was made for this session")?;
+        let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(|e| e.to_string())?;
+        if pki::sha256_hex(cert.tbs_certificate.subject_pki.raw) != spki_sha256 {
+            return Err("the certificate is not for the responder key this server made".into());
+        }
+        store
+            .install_ocsp_responder(&row.session_id, der, not_after)
+            .map_err(|e| e.to_string())
+    }
+
+    /// Deletes responder keys that will never sign: their session ended unsigned, or
+    /// their certificate expired.
+    pub fn remove_useless_responder_keys(&self) {
+        let mut store = lock(&self.store);
+        let useless = match store.useless_ocsp_keys(now()) {
+            Ok(list) => list,
+            Err(e) => return tracing::warn!("cannot list OCSP responder keys: {e}"),
+        };
+        for (session_id, file) in useless {
+            match std::fs::remove_file(&file) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    tracing::warn!("cannot delete the unused OCSP responder key {file}: {e}");
+                    continue;
+                }
+            }
+            if let Err(e) = store.forget_ocsp_responder(&session_id) {
+                tracing::warn!("cannot forget OCSP responder of session {session_id}: {e}");
+            } else {
+                tracing::info!("deleted the OCSP responder key of session {session_id}: unused");
+            }
+        }
+    }
+
+    /// Logs a warning for each CA whose latest CRL runs out soon.
+    pub fn check_crls(&self) {
+        let now = time::OffsetDateTime::now_utc();
+        match self.read_store(|s| super::publish::crl_warnings(s, now)) {
+            Ok(warnings) => {
+                for w in warnings {
+                    tracing::warn!("{w}");
+                }
+            }
+            Err(e) => tracing::warn!("cannot check the CRLs' nextUpdate: {e}"),
+        }
+    }
+
+    /// Sets where relying parties find a CA's CRL, certificate and OCSP responder, for an
+    /// operator whose token has role `ca-admin`.
+    pub fn set_ca_urls(
+        &self,
+        operator: &str,
+        ca_id: &str,
+        req: crate::proto::CaUrls,
+    ) -> ApiResult<serde_json::Value> {
+        let role = lock(&self.store).api_role(operator)?;
+        if role != Some(crate::store::ApiRole::CaAdmin) {
+            return Err(self.audited_refusal(
+                "ca-refused",
+                Some(ca_id),
+                &format!("{operator}: setting the CA's URLs needs role ca-admin"),
+                ApiErr::new(
+                    403,
+                    "forbidden",
+                    "setting a CA's URLs needs an API token with role ca-admin, or `nkpki serve \
+                     ca set-urls` on the server host",
+                ),
+            ));
+        }
+        self.manifest(ca_id)?;
+        super::publish::check_public_url(&req.public_url, ca_id)
+            .map_err(|e| ApiErr::new(422, "bad-url", e.to_string()))?;
+        lock(&self.store).set_ca_urls(
+            ca_id,
+            &req.public_url,
+            req.ocsp,
+            req.ocsp_require_signed,
+            &format!("operator {operator}"),
+        )?;
+        let urls = self.read_store(|s| super::publish::ca_urls(s, ca_id))?;
+        Ok(serde_json::json!({
+            "ca_id": ca_id,
+            "crl": urls.crl,
+            "ca_issuers": urls.ca_issuers,
+            "ocsp": urls.ocsp,
+        }))
+    }
+
     // ---- public documents -----------------------------------------------------------
+
+    pub fn ca_certificate_der(&self, ca_id: &str) -> ApiResult<Vec<u8>> {
+        Ok(self.manifest(ca_id)?.ca.der.clone())
+    }
 
     pub fn ca_certificate(&self, ca_id: &str) -> ApiResult<String> {
         Ok(self.manifest(ca_id)?.ca.pem())

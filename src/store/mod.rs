@@ -234,6 +234,11 @@ impl Store {
         &self.conn
     }
 
+    /// The data directory the database lives in.
+    pub fn dir(&self) -> &Path {
+        self.path.parent().unwrap_or(Path::new("."))
+    }
+
     /// Runs `f` with commits that are not flushed to disk one by one (`synchronous =
     /// NORMAL`, write-ahead log): they become durable with the next flushed commit, which
     /// writes the log up to there. Certificates, CRLs, revocations, sessions' ends and every
@@ -826,6 +831,191 @@ impl Store {
             .query_row(
                 "SELECT der, pem FROM crls WHERE ca_id = ?1 ORDER BY number DESC LIMIT 1",
                 [ca_id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?)
+    }
+
+    /// The revocation of one certificate: (reason, revoked_at).
+    pub fn revocation(&self, ca_id: &str, serial: &str) -> Result<Option<(String, i64)>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT reason, revoked_at FROM revocations WHERE ca_id = ?1 AND serial = ?2",
+                [ca_id, serial],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?)
+    }
+
+    // ---- publication: the CA's URLs and its OCSP responder ---------------------------
+
+    /// Sets the base URL written into a CA's certificates (and whether they name its OCSP
+    /// responder); `by` names who did it, for the audit log.
+    pub fn set_ca_urls(
+        &mut self,
+        ca_id: &str,
+        public_url: &str,
+        ocsp: bool,
+        ocsp_require_signed: bool,
+        by: &str,
+    ) -> Result<()> {
+        let tx = self.write_tx()?;
+        let known = tx
+            .query_row("SELECT 1 FROM cas WHERE ca_id = ?1", [ca_id], |_| Ok(()))
+            .optional()?
+            .is_some();
+        if !known {
+            return Err(StoreError::NotFound(format!("CA {ca_id}")));
+        }
+        tx.execute(
+            "INSERT INTO ca_urls (ca_id, public_url, ocsp, ocsp_require_signed, set_at, set_by)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT (ca_id) DO UPDATE SET public_url = ?2, ocsp = ?3, ocsp_require_signed = ?4,
+             set_at = ?5, set_by = ?6",
+            params![ca_id, public_url, ocsp, ocsp_require_signed, now(), by],
+        )?;
+        audit::append_tx(
+            &tx,
+            "ca-urls-set",
+            Some(ca_id),
+            None,
+            None,
+            &format!(
+                "public URL {public_url}; OCSP {}{}; by {by}",
+                if ocsp { "on" } else { "off" },
+                if ocsp_require_signed {
+                    " (signed requests only)"
+                } else {
+                    ""
+                }
+            ),
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// A CA's base URL and whether its certificates name the OCSP responder.
+    pub fn ca_urls(&self, ca_id: &str) -> Result<Option<(String, bool)>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT public_url, ocsp FROM ca_urls WHERE ca_id = ?1",
+                [ca_id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?)
+    }
+
+    /// Whether the CA's OCSP responder answers signed requests only.
+    pub fn ocsp_requires_signature(&self, ca_id: &str) -> Result<bool> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT ocsp_require_signed FROM ca_urls WHERE ca_id = ?1",
+                [ca_id],
+                |r| r.get(0),
+            )
+            .optional()?
+            .unwrap_or(false))
+    }
+
+    /// Records a responder key waiting for the certificate session `session_id` asks for.
+    pub fn add_ocsp_responder(
+        &mut self,
+        session_id: &str,
+        ca_id: &str,
+        key_file: &str,
+        spki_sha256: &str,
+    ) -> Result<()> {
+        let tx = self.write_tx()?;
+        tx.execute(
+            "INSERT INTO ocsp_responders (session_id, ca_id, key_file, spki_sha256, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![session_id, ca_id, key_file, spki_sha256, now()],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The responder key a session was opened for: (CA, key file, SPKI SHA-256).
+    pub fn ocsp_responder_for_session(
+        &self,
+        session_id: &str,
+    ) -> Result<Option<(String, String, String)>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT ca_id, key_file, spki_sha256 FROM ocsp_responders WHERE session_id = ?1",
+                [session_id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()?)
+    }
+
+    /// Installs the signed responder certificate: from now on it answers for its CA.
+    pub fn install_ocsp_responder(
+        &mut self,
+        session_id: &str,
+        certificate_der: &[u8],
+        not_after: i64,
+    ) -> Result<()> {
+        let tx = self.write_tx()?;
+        let ca_id: String = tx
+            .query_row(
+                "SELECT ca_id FROM ocsp_responders WHERE session_id = ?1",
+                [session_id],
+                |r| r.get(0),
+            )
+            .optional()?
+            .ok_or_else(|| {
+                StoreError::NotFound(format!("OCSP responder of session {session_id}"))
+            })?;
+        tx.execute(
+            "UPDATE ocsp_responders SET certificate_der = ?2, not_after = ?3 WHERE session_id = ?1",
+            params![session_id, certificate_der, not_after],
+        )?;
+        audit::append_tx(
+            &tx,
+            "ocsp-responder-installed",
+            Some(&ca_id),
+            Some(session_id),
+            None,
+            "the delegated OCSP responder's certificate is installed; it answers from now on",
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Responder keys no answer will ever be signed with: their session ended without a
+    /// certificate, or their certificate expired before `at`. Returns (session, key file).
+    pub fn useless_ocsp_keys(&self, at: i64) -> Result<Vec<(String, String)>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT r.session_id, r.key_file FROM ocsp_responders r JOIN sessions s USING (session_id)
+             WHERE (r.certificate_der IS NULL AND s.state != 'waiting') OR r.not_after <= ?1",
+        )?;
+        let rows = stmt.query_map([at], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
+    }
+
+    /// Forgets a responder whose key file was deleted.
+    pub fn forget_ocsp_responder(&mut self, session_id: &str) -> Result<()> {
+        self.conn.execute(
+            "DELETE FROM ocsp_responders WHERE session_id = ?1",
+            [session_id],
+        )?;
+        Ok(())
+    }
+
+    /// The CA's current OCSP responder: (key file, certificate DER), the newest installed
+    /// one still valid at `at`.
+    pub fn ocsp_responder(&self, ca_id: &str, at: i64) -> Result<Option<(String, Vec<u8>)>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT key_file, certificate_der FROM ocsp_responders
+                 WHERE ca_id = ?1 AND certificate_der IS NOT NULL AND not_after > ?2
+                 ORDER BY created_at DESC, rowid DESC LIMIT 1",
+                params![ca_id, at],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .optional()?)

@@ -43,6 +43,14 @@ const MIGRATIONS: &[&str] = &[
         WHERE event = 'api-token-revoked' AND detail = api_tokens.name) WHERE revoked = 1;",
     // 5: threshold-mode sessions keep the exact to-be-signed DER the holders sign shares of
     "ALTER TABLE sessions ADD COLUMN tbs BLOB;",
+    // 6: where relying parties find a CA's CRL, certificate and OCSP responder (written into
+    // the certificates it issues), and the delegated OCSP responders (the key is a file in
+    // the data directory; the certificate is recorded once holders have had it signed)
+    "CREATE TABLE ca_urls (ca_id TEXT PRIMARY KEY REFERENCES cas(ca_id), public_url TEXT NOT NULL,
+        ocsp INTEGER NOT NULL DEFAULT 0, ocsp_require_signed INTEGER NOT NULL DEFAULT 0, set_at INTEGER NOT NULL, set_by TEXT NOT NULL);
+     CREATE TABLE ocsp_responders (session_id TEXT PRIMARY KEY REFERENCES sessions(session_id),
+        ca_id TEXT NOT NULL REFERENCES cas(ca_id), key_file TEXT NOT NULL, spki_sha256 TEXT NOT NULL,
+        created_at INTEGER NOT NULL, certificate_der BLOB, not_after INTEGER);",
 ];
 
 pub fn migrate(conn: &mut Connection) -> Result<()> {
