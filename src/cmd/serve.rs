@@ -40,6 +40,12 @@ pub struct Args {
     /// agents share an address (NAT, a reverse proxy)
     #[arg(long, default_value_t = 64)]
     max_connections_per_address: usize,
+    /// Also serve /metrics, without authentication, on this address (plain HTTP; for the
+    /// monitoring system only). Without it /metrics needs an operator API token
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<String>,
+    #[command(flatten)]
+    log: super::LogArgs,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -186,14 +192,18 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 .with_context(|| format!("backing up {}", data_dir.display()))?;
             println!("backup written to {} (integrity checked)", out.display());
         }
-        None => server::run(ServeOptions {
-            listen: args.listen,
-            data_dir: args.data_dir,
-            tls: args.tls_cert.zip(args.tls_key),
-            session_ttl: args.session_ttl,
-            max_connections: args.max_connections,
-            max_connections_per_address: args.max_connections_per_address,
-        })?,
+        None => {
+            args.log.init();
+            server::run(ServeOptions {
+                listen: args.listen,
+                data_dir: args.data_dir,
+                tls: args.tls_cert.zip(args.tls_key),
+                session_ttl: args.session_ttl,
+                max_connections: args.max_connections,
+                max_connections_per_address: args.max_connections_per_address,
+                metrics_listen: args.metrics_listen,
+            })?
+        }
     }
     Ok(())
 }

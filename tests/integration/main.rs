@@ -13,6 +13,7 @@ mod ceremony;
 mod fuzz_corpus;
 mod memory;
 mod nitrokey;
+mod observability;
 mod offer;
 mod online;
 mod online_attacks;

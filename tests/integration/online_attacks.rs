@@ -81,6 +81,11 @@ impl FakeAgent {
     }
 
     pub(crate) fn login(&mut self) {
+        self.login_bearer();
+    }
+
+    /// Logs in and returns the bearer the server issued.
+    pub(crate) fn login_bearer(&mut self) -> String {
         let c: proto::Challenge = self
             .client
             .post(
@@ -107,7 +112,8 @@ impl FakeAgent {
                 },
             )
             .unwrap();
-        self.client.set_bearer(Some(ok.bearer));
+        self.client.set_bearer(Some(ok.bearer.clone()));
+        ok.bearer
     }
 
     pub(crate) fn offers(&self) -> Vec<SessionOffer> {
