@@ -141,9 +141,24 @@ async fn blocking<T: Send + 'static>(
 /// A JSON request body, read only after the caller is authenticated: at most
 /// [`MAX_BODY`] from an operator, [`MAX_AGENT_BODY`] from anyone else, within
 /// [`READ_TIMEOUT`].
+#[derive(Debug)]
 pub struct JsonBody<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiErr;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiErr> {
+        let RawBody(body) = RawBody::from_request(req, state).await?;
+        parse(&body).map(JsonBody)
+    }
+}
+
+/// A raw request body (an OCSP request, a form), read like [`JsonBody`] is: after
+/// authentication, within the caller's limit and [`READ_TIMEOUT`].
+#[derive(Debug)]
+pub struct RawBody(pub Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for RawBody {
     type Rejection = ApiErr;
 
     async fn from_request(req: Request, _: &S) -> Result<Self, ApiErr> {
@@ -152,8 +167,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
         } else {
             MAX_AGENT_BODY
         };
-        let body = read_body(req.into_body(), limit).await?;
-        parse(&body).map(JsonBody)
+        read_body(req.into_body(), limit).await.map(RawBody)
     }
 }
 
@@ -358,6 +372,11 @@ pub fn router(state: Arc<State>) -> Router {
         .nest(API, api_router(state.clone()))
         .fallback(no_endpoint)
         .method_not_allowed_fallback(no_endpoint)
+        // innermost first: the timeout's 408 is made JSON too, and still measured
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            REQUEST_TIMEOUT,
+        ))
         .layer(middleware::from_fn(json_errors))
         .layer(middleware::from_fn_with_state(
             state.clone(),
@@ -367,11 +386,7 @@ pub fn router(state: Arc<State>) -> Router {
             tower::ServiceBuilder::new()
                 .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
                 .layer(trace)
-                .layer(PropagateRequestIdLayer::x_request_id())
-                .layer(tower_http::timeout::TimeoutLayer::with_status_code(
-                    StatusCode::REQUEST_TIMEOUT,
-                    REQUEST_TIMEOUT,
-                )),
+                .layer(PropagateRequestIdLayer::x_request_id()),
         )
         .with_state(state)
 }
