@@ -204,12 +204,10 @@ pub fn run(opts: ServeOptions) -> Result<(), ServerError> {
                 .map(|a| a.to_string())
                 .unwrap_or_default();
             tracing::info!("metrics on http://{address}/metrics (no authentication)");
-            let app = http::open_metrics_router(state.clone());
-            tokio::spawn(async move {
-                if let Err(e) = axum::serve(listener, app).await {
-                    tracing::error!("the metrics listener stopped: {e}");
-                }
-            });
+            tokio::spawn(serve_metrics(
+                listener,
+                http::open_metrics_router(state.clone()),
+            ));
         }
         let app = http::router(state.clone());
         let expiry = state.clone();
@@ -313,6 +311,39 @@ pub fn run(opts: ServeOptions) -> Result<(), ServerError> {
         Ok(())
     })
 }
+
+/// Serves `/metrics` on its own listener (`--metrics-listen`), with the header timeout of
+/// the main one and at most [`MAX_METRICS_CONNECTIONS`] connections at once.
+async fn serve_metrics(listener: tokio::net::TcpListener, app: axum::Router) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_METRICS_CONNECTIONS));
+    loop {
+        let Ok(permit) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                tracing::warn!("metrics listener: accept: {e}");
+                continue;
+            }
+        };
+        let app = app.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| app.clone().oneshot(req));
+            let mut builder = http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(http::READ_TIMEOUT);
+            let _ = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+            drop(permit);
+        });
+    }
+}
+
+/// Most connections the metrics listener serves at once: a monitoring system needs one.
+const MAX_METRICS_CONNECTIONS: usize = 16;
 
 /// Refuses a connection from an address that has too many: a 503 on plain HTTP (a TLS
 /// client just sees the connection close), then the socket is dropped.
