@@ -783,6 +783,7 @@ impl State {
     }
 
     pub fn cancel(&self, operator: &str, session_id: &str) -> ApiResult<SessionStatus> {
+        let _in = tracing::info_span!("session", session = %session_id).entered();
         let live = lock(&self.live).remove(session_id);
         drop(live);
         let done = lock(&self.store).finish_session(
