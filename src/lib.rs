@@ -13,6 +13,7 @@ pub mod enrollment;
 pub mod fsx;
 pub mod harden;
 pub mod hsm;
+pub mod logging;
 pub mod manifest;
 pub mod offline;
 pub mod package;

@@ -160,13 +160,6 @@ impl ApprovalRule {
     }
 }
 
-fn log(line: &str) {
-    let t = time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default();
-    eprintln!("{t} {line}");
-}
-
 /// What the holder is asked to approve, recomputed here from the request itself, the
 /// holder's own manifest and the session's terms — never taken from the server.
 #[derive(Debug)]
@@ -485,10 +478,10 @@ impl Agent {
             }
             Err(e) => return Err(e.into()),
         }
-        log(&format!(
+        tracing::info!(
             "enrolled token key {} with the server",
             self.key.fingerprint()
-        ));
+        );
         Ok(())
     }
 
@@ -515,10 +508,10 @@ impl Agent {
             &pin,
             |token| token.read_share(&ca_id),
             |e| {
-                log(&format!(
+                tracing::info!(
                     "token {label}: the login was lost before the share was read ({e}); \
                      another program may have opened the token; logging in again once"
-                ))
+                )
             },
         )?;
         drop(pin);
@@ -541,7 +534,7 @@ impl Agent {
         match &self.opts.approval {
             Approval::Rule(rule) => match rule.refuses(offer, approving.certificate.as_ref()) {
                 None => {
-                    log(&format!(
+                    tracing::info!(
                         "AUTO-APPROVED by rule (non-interactive mode): session {} {}",
                         offer.session_id,
                         pki::text::escape(&match &approving.certificate {
@@ -553,15 +546,15 @@ impl Agent {
                             ),
                             None => offer.request.clone(),
                         })
-                    ));
+                    );
                     Ok(Some(true))
                 }
                 Some(why) => {
-                    log(&format!(
+                    tracing::info!(
                         "declined by rule: session {}: {}",
                         offer.session_id,
                         pki::text::escape(&why)
-                    ));
+                    );
                     Ok(Some(false))
                 }
             },
@@ -574,11 +567,11 @@ impl Agent {
                     .read_line(&mut answer)
                     .map_err(|e| AgentError::Config(e.to_string()))?;
                 if read == 0 {
-                    log(&format!(
+                    tracing::info!(
                         "no one to ask (standard input closed): session {} left unanswered; \
                          run the agent in a terminal or give it an approval rule",
                         offer.session_id
-                    ));
+                    );
                     return Ok(None);
                 }
                 Ok(Some(matches!(answer.trim(), "y" | "Y" | "yes")))
@@ -611,7 +604,7 @@ impl Agent {
                 &format!("{API}/sessions/{}/decline", offer.session_id),
                 &decline,
             )?;
-            log(&format!("declined session {}", offer.session_id));
+            tracing::info!("declined session {}", offer.session_id);
             return Ok(());
         }
         if approving.tbs.is_some() {
@@ -664,13 +657,13 @@ impl Agent {
                 signature_share: None,
             },
         )?;
-        log(&format!(
+        tracing::info!(
             "share sent for session {}: {} of {} approvals, state {}",
             offer.session_id,
             status.approved.len(),
             status.threshold,
             status.state.as_str()
-        ));
+        );
         Ok(())
     }
 }
@@ -730,13 +723,13 @@ impl Agent {
                 signature_share: Some(signature_share),
             },
         )?;
-        log(&format!(
+        tracing::info!(
             "signature share sent for session {}: {} of {} approvals, state {}",
             offer.session_id,
             status.approved.len(),
             status.threshold,
             status.state.as_str()
-        ));
+        );
         Ok(())
     }
 }
@@ -784,10 +777,10 @@ pub fn run(opts: AgentOptions) -> Result<(), AgentError> {
                  or pass --insecure-http on a network you trust (loopback, a test bench)"
             )));
         }
-        log(&format!(
+        tracing::warn!(
             "WARNING: plain http to {url} (--insecure-http): anyone on the path can read and \
              alter what the server and this agent say, including the requests shown to you"
-        ));
+        );
     }
     let manifest_path = cfg
         .manifest
@@ -830,7 +823,7 @@ pub fn run(opts: AgentOptions) -> Result<(), AgentError> {
         logged_in_token: true,
     };
     if matches!(agent.opts.approval, Approval::Rule(_)) {
-        log(
+        tracing::warn!(
             "WARNING: non-interactive mode: requests matching the approval rule are signed WITHOUT asking anyone",
         );
     }
@@ -847,10 +840,11 @@ pub fn run(opts: AgentOptions) -> Result<(), AgentError> {
                 Ok(()) => {
                     logged_in = true;
                     failures = 0;
-                    log(&format!(
+                    tracing::info!(
                         "connected to {url} as {} (CA {})",
-                        agent.opts.config.holder_id, agent.opts.config.ca_id
-                    ));
+                        agent.opts.config.holder_id,
+                        agent.opts.config.ca_id
+                    );
                 }
                 // the server is down, overloaded or failing: retrying can fix it
                 Err(AgentError::Client(
@@ -887,16 +881,18 @@ pub fn run(opts: AgentOptions) -> Result<(), AgentError> {
                         continue;
                     }
                     news = true;
+                    let _in =
+                        crate::logging::session_span(&offer.session_id, &offer.ca_id).entered();
                     match agent.answer(offer) {
                         // not answered yet: it is offered again after reconnecting
                         Err(AgentError::Client(e @ ClientError::Unreachable { .. })) => {
-                            log(&format!("session {}: {e}; will retry", offer.session_id));
+                            tracing::warn!("session {}: {e}; will retry", offer.session_id);
                         }
                         outcome => {
                             done.insert(offer.session_id.clone(), offer.expires_at);
                             handled += 1;
                             if let Err(e) = outcome {
-                                log(&format!("session {}: {e}", offer.session_id));
+                                tracing::warn!("session {}: {e}", offer.session_id);
                             }
                         }
                     }
@@ -921,10 +917,10 @@ pub fn run(opts: AgentOptions) -> Result<(), AgentError> {
 /// Waits before reconnecting: 1, 2, 3, 4, 5 s for the quick attempts, then 30 s.
 fn backoff(failures: u32, why: &str) {
     let delay = backoff_delay(failures, rand::random::<f64>());
-    log(&format!(
+    tracing::warn!(
         "server unreachable ({why}); attempt {failures}, retrying in {:.1} s",
         delay.as_secs_f64()
-    ));
+    );
     std::thread::sleep(delay);
 }
 

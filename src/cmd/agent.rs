@@ -53,9 +53,12 @@ pub struct Args {
     /// Accept a plain http:// server URL (loopback, a test bench); refused otherwise
     #[arg(long)]
     insecure_http: bool,
+    #[command(flatten)]
+    log: super::LogArgs,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
+    args.log.init();
     let text = std::fs::read_to_string(&args.config)
         .with_context(|| format!("cannot read {}", args.config.display()))?;
     let mut config: AgentConfig = serde_json::from_str(&text).with_context(|| {

@@ -143,3 +143,28 @@ pub fn read_file(path: &std::path::Path, what: &str) -> anyhow::Result<Vec<u8>> 
 pub fn exit_code(err: &anyhow::Error) -> u8 {
     err.downcast_ref::<online::Exit>().map_or(1, |e| e.0)
 }
+
+/// How a long-running role (`serve`, `agent`) writes its log lines to standard error.
+#[derive(Debug, clap::Args)]
+pub struct LogArgs {
+    /// Log lines for people (`human`) or one JSON object per line for journald/ELK (`json`);
+    /// NKPKI_LOG sets the filter (default `info`)
+    #[arg(long, value_enum, env = "NKPKI_LOG_FORMAT", default_value_t = LogFormat::Human)]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum LogFormat {
+    Human,
+    Json,
+}
+
+impl LogArgs {
+    /// Installs the process's logger in the chosen format.
+    pub fn init(&self) {
+        nkpki::logging::init(match self.log_format {
+            LogFormat::Human => nkpki::logging::LogFormat::Human,
+            LogFormat::Json => nkpki::logging::LogFormat::Json,
+        });
+    }
+}

@@ -52,6 +52,12 @@ pub struct Args {
     /// agents share an address (NAT, a reverse proxy)
     #[arg(long, env = "NKPKI_MAX_CONNECTIONS_PER_ADDRESS", default_value_t = 64)]
     max_connections_per_address: usize,
+    /// Also serve /metrics, without authentication, on this address (plain HTTP; for the
+    /// monitoring system only). Without it /metrics needs an operator API token
+    #[arg(long, value_name = "ADDR", env = "NKPKI_METRICS_LISTEN")]
+    metrics_listen: Option<String>,
+    #[command(flatten)]
+    log: super::LogArgs,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -303,6 +309,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                     ));
                 }
             };
+            args.log.init();
             server::run(ServeOptions {
                 listen: args.listen,
                 data_dir: args.data_dir,
@@ -310,6 +317,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 session_ttl: args.session_ttl,
                 max_connections: args.max_connections,
                 max_connections_per_address: args.max_connections_per_address,
+                metrics_listen: args.metrics_listen,
             })?
         }
     }

@@ -11,6 +11,9 @@ pub struct Args {
     /// time to live)
     #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     lifetime_seconds: u64,
+    /// The session it serves (so that its log lines carry the session's id)
+    #[arg(long, value_name = "ID")]
+    session: Option<String>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -18,12 +21,23 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if stdin.is_terminal() {
         bail!("session-worker is started by `nkpki serve` and speaks only over a pipe");
     }
+    // the server passes its own log format on
+    nkpki::logging::init(
+        std::env::var(nkpki::logging::FORMAT_VAR)
+            .ok()
+            .and_then(|f| f.parse().ok())
+            .unwrap_or_default(),
+    );
+    let _in = args
+        .session
+        .as_deref()
+        .map(|id| tracing::info_span!("session-worker", session = %id).entered());
     // `main` has already disabled core dumps and ptrace; lock memory too where allowed
     let mut warnings = nkpki::harden::process();
     warnings.extend(nkpki::harden::lock_memory().err());
     warnings.extend(nkpki::harden::core_dump_risk());
     for warning in warnings {
-        eprintln!("session-worker: warning: {warning}");
+        tracing::warn!("session-worker: {warning}");
     }
     nkpki::worker::exit_after(std::time::Duration::from_secs(args.lifetime_seconds));
     nkpki::worker::run_worker(stdin.lock(), std::io::stdout().lock()).context("session worker")

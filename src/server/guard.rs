@@ -145,6 +145,16 @@ pub enum Refusal {
 }
 
 impl Refusal {
+    /// The label of the refusal in metrics.
+    pub fn code(self) -> &'static str {
+        match self {
+            Refusal::BogusBearer => "unknown-bearer",
+            Refusal::BadLogin => "failed-login",
+            Refusal::BadEnrollment => "failed-enrollment",
+            Refusal::RateLimited => "rate-limited",
+        }
+    }
+
     fn as_str(self) -> &'static str {
         match self {
             Refusal::BogusBearer => "unknown bearer",

@@ -5,12 +5,15 @@
 mod guard;
 mod http;
 mod listing;
+mod metrics;
 pub mod ocsp;
 pub mod publish;
 mod state;
 mod threshold;
 
+pub use http::{Peer, api_router, open_metrics_router, router};
 pub use listing::{CaListing, list_api_tokens, list_cas};
+pub use metrics::Metrics;
 pub use ocsp::ocsp_answer;
 pub use publish::crl_next_update;
 pub use state::{ApiErr, State, token_hash};
@@ -24,6 +27,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
+use tower::ServiceExt;
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -59,6 +63,9 @@ pub struct ServeOptions {
     pub max_connections: usize,
     /// Most simultaneous connections from one address (0: no limit); more are refused.
     pub max_connections_per_address: usize,
+    /// A second address serving `/metrics` without authentication (plain HTTP), for a
+    /// monitoring system; without it `/metrics` needs an operator token.
+    pub metrics_listen: Option<String>,
 }
 
 fn tls_acceptor(cert: &Path, key: &Path) -> Result<tokio_rustls::TlsAcceptor, ServerError> {
@@ -95,9 +102,7 @@ async fn stop_signal() -> String {
             _ = int.recv() => "SIGINT".to_owned(),
         },
         _ => {
-            eprintln!(
-                "warning: cannot watch for SIGTERM/SIGINT; the server stops only when killed"
-            );
+            tracing::warn!("cannot watch for SIGTERM/SIGINT; the server stops only when killed");
             std::future::pending().await
         }
     }
@@ -152,7 +157,7 @@ where
 /// Runs the server until the process is stopped. Prints `listening on ADDR` once bound.
 pub fn run(opts: ServeOptions) -> Result<(), ServerError> {
     if let Err(why) = crate::harden::lock_memory() {
-        eprintln!("warning: {why}");
+        tracing::warn!("{why}");
     }
     // configuration errors first, before anything in the store changes
     let tls = match &opts.tls {
@@ -164,8 +169,8 @@ pub fn run(opts: ServeOptions) -> Result<(), ServerError> {
     let mut store = Store::open(&opts.data_dir)?;
     let aborted = store.abort_open_sessions()?;
     if aborted > 0 {
-        eprintln!(
-            "note: {aborted} session(s) left open by the previous run were aborted (their secrets were in memory only)"
+        tracing::info!(
+            "{aborted} session(s) left open by the previous run were aborted (their secrets were in memory only)"
         );
     }
     let state = Arc::new(State::new(store, opts.session_ttl));
@@ -185,11 +190,33 @@ pub fn run(opts: ServeOptions) -> Result<(), ServerError> {
             reason: e.to_string(),
         })?;
         let scheme = if tls.is_some() { "https" } else { "http" };
+        let metrics_listener = match &opts.metrics_listen {
+            Some(address) => Some(tokio::net::TcpListener::bind(address).await.map_err(|e| {
+                ServerError::Listen {
+                    addr: address.clone(),
+                    reason: e.to_string(),
+                }
+            })?),
+            None => None,
+        };
         state.note(
             "server-started",
             &format!("nkpki {} on {scheme}://{addr}", env!("CARGO_PKG_VERSION")),
         )?;
         println!("listening on {scheme}://{addr}");
+        tracing::info!("listening on {scheme}://{addr}");
+        if let Some(listener) = metrics_listener {
+            let address = listener
+                .local_addr()
+                .map(|a| a.to_string())
+                .unwrap_or_default();
+            tracing::info!("metrics on http://{address}/metrics (no authentication)");
+            tokio::spawn(serve_metrics(
+                listener,
+                http::open_metrics_router(state.clone()),
+            ));
+        }
+        let app = http::router(state.clone());
         let expiry = state.clone();
         tokio::spawn(async move {
             let mut ticks: u32 = 0;
@@ -236,7 +263,7 @@ pub fn run(opts: ServeOptions) -> Result<(), ServerError> {
             let (stream, peer) = match accepted {
                 Ok(c) => c,
                 Err(e) => {
-                    eprintln!("warning: accept: {e}");
+                    tracing::warn!("accept: {e}");
                     continue;
                 }
             };
@@ -248,11 +275,14 @@ pub fn run(opts: ServeOptions) -> Result<(), ServerError> {
                 continue;
             };
             let _ = stream.set_nodelay(true);
-            let state = state.clone();
+            let app = app.clone();
             let tls = tls.clone();
             let stop = stop_rx.clone();
             tokio::spawn(async move {
-                let service = service_fn(move |req| http::handle(state.clone(), ip, req));
+                let service = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                    req.extensions_mut().insert(http::Peer(ip));
+                    app.clone().oneshot(req)
+                });
                 let mut builder = http1::Builder::new();
                 builder
                     .timer(TokioTimer::new())
@@ -278,7 +308,7 @@ pub fn run(opts: ServeOptions) -> Result<(), ServerError> {
         };
         // stop accepting; let requests in flight finish, for a bounded time
         drop(listener);
-        eprintln!("stopping ({why}): no new connections; finishing requests in flight");
+        tracing::info!("stopping ({why}): no new connections; finishing requests in flight");
         let _ = stop_tx.send(true);
         let _ = tokio::time::timeout(SHUTDOWN_GRACE, async {
             while slots.available_permits() < opts.max_connections {
@@ -291,10 +321,43 @@ pub fn run(opts: ServeOptions) -> Result<(), ServerError> {
         let aborted = tokio::task::spawn_blocking(move || s.shutdown(&reason))
             .await
             .map_err(|e| ServerError::Invalid(e.to_string()))??;
-        eprintln!("stopped ({why}): {aborted} open session(s) aborted, their workers ended");
+        tracing::info!("stopped ({why}): {aborted} open session(s) aborted, their workers ended");
         Ok(())
     })
 }
+
+/// Serves `/metrics` on its own listener (`--metrics-listen`), with the header timeout of
+/// the main one and at most [`MAX_METRICS_CONNECTIONS`] connections at once.
+async fn serve_metrics(listener: tokio::net::TcpListener, app: axum::Router) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_METRICS_CONNECTIONS));
+    loop {
+        let Ok(permit) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                tracing::warn!("metrics listener: accept: {e}");
+                continue;
+            }
+        };
+        let app = app.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| app.clone().oneshot(req));
+            let mut builder = http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(http::READ_TIMEOUT);
+            let _ = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+            drop(permit);
+        });
+    }
+}
+
+/// Most connections the metrics listener serves at once: a monitoring system needs one.
+const MAX_METRICS_CONNECTIONS: usize = 16;
 
 /// Refuses a connection from an address that has too many: a 503 on plain HTTP (a TLS
 /// client just sees the connection close), then the socket is dropped.

@@ -2,7 +2,9 @@
 //! in-memory secrets, contributions, reconstruction and signing.
 
 use super::guard::{self, FailureLimiter, Refusal, Refusals};
+use super::metrics::Metrics;
 use super::threshold::{self, ThresholdSession};
+use crate::logging::session_span;
 use crate::manifest::{Manifest, VerifiedManifest};
 use crate::pki::{self, Csr, Profile, Revoked};
 use crate::proto::{
@@ -118,6 +120,7 @@ pub struct State {
     pub limiter: FailureLimiter,
     pub refusals: Refusals,
     pub session_ttl: i64,
+    pub metrics: Metrics,
 }
 
 impl std::fmt::Debug for State {
@@ -179,6 +182,7 @@ impl State {
             limiter: FailureLimiter::default(),
             refusals: Refusals::default(),
             session_ttl,
+            metrics: Metrics::default(),
         }
     }
 
@@ -217,10 +221,11 @@ impl State {
         if kind != Refusal::RateLimited {
             self.limiter.failed(ip);
         }
+        self.metrics.auth_refused(kind.code());
         let sample = self.refusals.count(ip, kind, holder);
         if sample.log {
-            eprintln!(
-                "warning: refused {ip}: {detail} (further refusals from it this minute are counted, not logged)"
+            tracing::warn!(
+                "refused {ip}: {detail} (further refusals from it this minute are counted, not logged)"
             );
         }
         if sample.audit
@@ -243,7 +248,7 @@ impl State {
         lock(&self.agents).retain(|_, a| a.expires_at > t);
         lock(&self.used_challenges).retain(|_, expires| *expires > t);
         if let Some(summary) = self.refusals.summary_due() {
-            eprintln!("warning: {summary}");
+            tracing::warn!("{summary}");
             let _ = self.note("auth-refusals", &summary);
         }
     }
@@ -261,7 +266,7 @@ impl State {
         if !dirty.is_empty()
             && let Err(e) = lock(&self.store).touch_holders(&dirty)
         {
-            eprintln!("error: writing last-seen times: {e}");
+            tracing::error!("writing last-seen times: {e}");
         }
     }
 
@@ -282,7 +287,7 @@ impl State {
     ) -> Result<(), store::StoreError> {
         let written = lock(&self.store).audit(event, ca, session, holder, detail);
         if let Err(e) = &written {
-            eprintln!("error: audit log: cannot record {event}: {e}");
+            tracing::error!("audit log: cannot record {event}: {e}");
         }
         written
     }
@@ -708,7 +713,7 @@ impl State {
         let (worker, recipient) = match &signing {
             Some(_) => (None, String::new()),
             None => {
-                let (worker, recipient) = self.start_worker(&req.ca_id)?;
+                let (worker, recipient) = self.start_worker(&req.ca_id, &session_id)?;
                 (Some(worker), recipient)
             }
         };
@@ -765,6 +770,14 @@ impl State {
                 )?;
             }
         }
+        let kind_label = row.kind.clone();
+        let _in = session_span(&session_id, &req.ca_id).entered();
+        self.metrics.session(&req.ca_id, &kind_label, "opened");
+        tracing::info!(
+            "session opened: {kind_label} for {operator}, {} of {} approvals needed",
+            manifest.threshold(),
+            manifest.body.share_set.total
+        );
         let offer = SessionOffer {
             session_id: session_id.clone(),
             ca_id: req.ca_id.clone(),
@@ -938,6 +951,7 @@ impl State {
     }
 
     pub fn cancel(&self, operator: &str, session_id: &str) -> ApiResult<SessionStatus> {
+        let _in = tracing::info_span!("session", session = %session_id).entered();
         let live = lock(&self.live).remove(session_id);
         drop(live);
         let done = lock(&self.store).finish_session(
@@ -953,6 +967,8 @@ impl State {
                 "the session is not waiting any more",
             ));
         }
+        self.count_session(session_id, "cancelled");
+        tracing::info!("session cancelled by {operator}");
         self.notify();
         self.status(session_id)
     }
@@ -993,6 +1009,7 @@ impl State {
         };
         let n = expired.len();
         for (id, l) in expired {
+            let _in = session_span(&id, &l.ca_id).entered();
             let detail = if l.signing.is_some() {
                 format!(
                     "expired with {} of {} signature shares",
@@ -1015,6 +1032,7 @@ impl State {
             let overdue = lock(&self.store).overdue_sessions(t).unwrap_or_default();
             for id in overdue {
                 if !lock(&self.live).contains_key(&id) {
+                    let _in = tracing::info_span!("session", session = %id).entered();
                     self.end_session(
                         &id,
                         "expired",
@@ -1095,7 +1113,9 @@ impl State {
         }
     }
 
-    fn fail_unreachable(&self, session_id: &str, l: Live, why: &str) {
+    /// Ends a session that can no longer reach its threshold; `outcome` is its label in the
+    /// metrics (`declined`, `failed`).
+    fn fail_unreachable(&self, session_id: &str, l: Live, why: &str, outcome: &str) {
         // a threshold session held nothing secret to wipe
         let detail = if l.signing.is_some() {
             why.to_owned()
@@ -1103,17 +1123,35 @@ impl State {
             format!("{why}; secrets wiped")
         };
         drop(l);
-        self.end_session(session_id, "failed", &detail);
+        self.end_session_as(session_id, "failed", &detail, outcome);
+    }
+
+    /// Counts a session's opening or end in the metrics, by its CA and kind.
+    fn count_session(&self, session_id: &str, outcome: &str) {
+        let row = lock(&self.store).session(session_id).ok().flatten();
+        let (ca, kind) = row.map(|r| (r.ca_id, r.kind)).unwrap_or_default();
+        self.metrics.session(&ca, &kind, outcome);
+    }
+
+    fn end_session(&self, session_id: &str, state: &str, detail: &str) {
+        self.end_session_as(session_id, state, detail, state);
     }
 
     /// Records a session's end; when the store cannot take it (a full disk), the ending is
     /// kept in memory, shown to operators at once, and written as soon as the store can.
-    fn end_session(&self, session_id: &str, state: &str, detail: &str) {
+    fn end_session_as(&self, session_id: &str, state: &str, detail: &str, outcome: &str) {
         let event = format!("session-{state}");
         let written = lock(&self.store).finish_session(session_id, state, detail, &event);
+        match &written {
+            Ok(false) => {}
+            Ok(true) | Err(_) => {
+                self.count_session(session_id, outcome);
+                tracing::info!("session {state}: {detail}");
+            }
+        }
         if let Err(e) = written {
-            eprintln!(
-                "error: the store cannot record that session {session_id} {state} ({e}); \
+            tracing::error!(
+                "the store cannot record that session {session_id} {state} ({e}); \
                  retrying every half second"
             );
             lock(&self.unrecorded_endings)
@@ -1180,11 +1218,16 @@ impl State {
         }
         let failed = self.answered_without_share(session_id, holder_id);
         lock(&self.store).record_event(session_id, ca_id, holder_id, "declined", &req.reason)?;
+        tracing::info!(
+            "declined by {holder_id}: {}",
+            crate::pki::text::escape(&req.reason)
+        );
         if let Some(l) = failed {
             self.fail_unreachable(
                 session_id,
                 l,
                 "declined by too many holders to reach the threshold",
+                "declined",
             );
         }
         self.notify();
@@ -1198,6 +1241,36 @@ impl State {
     /// duplicate refused without any work), then every check, the decryption and the
     /// Feldman verification run with no lock held.
     pub fn contribute(
+        &self,
+        ca_id: &str,
+        holder_id: &str,
+        session_id: &str,
+        c: Contribution,
+    ) -> ApiResult<SessionStatus> {
+        let result = self.take_contribution(ca_id, holder_id, session_id, c);
+        match &result {
+            Ok(status) => {
+                self.metrics.contribution_accepted();
+                tracing::info!(
+                    "share of {holder_id} accepted: {} of {} approvals, state {}",
+                    status.approved.len(),
+                    status.threshold,
+                    status.state.as_str()
+                );
+            }
+            Err(e) => {
+                self.metrics.contribution_refused(e.code);
+                tracing::warn!(
+                    "contribution of {holder_id} refused ({}): {}",
+                    e.code,
+                    e.message
+                );
+            }
+        }
+        result
+    }
+
+    fn take_contribution(
         &self,
         ca_id: &str,
         holder_id: &str,
@@ -1247,7 +1320,7 @@ impl State {
             // not the holder's fault: the session cannot go on without its secrets
             let l = lock(&self.live).remove(session_id);
             if let Some(l) = l {
-                self.fail_unreachable(session_id, l, &e.message);
+                self.fail_unreachable(session_id, l, &e.message, "failed");
             }
             self.notify();
         }
@@ -1259,6 +1332,7 @@ impl State {
                     session_id,
                     l,
                     "too many holders refused or declined to reach the threshold",
+                    "failed",
                 );
             }
             self.notify();
@@ -1317,7 +1391,7 @@ impl State {
 
     /// Starts a session's worker for `ca_id` and opens the session in it; returns the
     /// handle and the session's recipient (the identity stays in the worker).
-    fn start_worker(&self, ca_id: &str) -> ApiResult<(WorkerHandle, String)> {
+    fn start_worker(&self, ca_id: &str, session_id: &str) -> ApiResult<(WorkerHandle, String)> {
         let manifest_json = lock(&self.store)
             .ca_manifests()?
             .into_iter()
@@ -1333,7 +1407,7 @@ impl State {
         let runtime = tokio::runtime::Handle::try_current().map_err(internal)?;
         runtime
             .block_on(async {
-                let mut worker = WorkerHandle::spawn_current(lifetime).await?;
+                let mut worker = WorkerHandle::spawn_current(lifetime, session_id).await?;
                 let recipient = worker.open(&manifest_json).await?;
                 Ok::<_, crate::worker::WorkerError>((worker, recipient))
             })
@@ -1577,7 +1651,10 @@ impl State {
         })();
         match outcome {
             // the certificate or CRL and its own audit entry are already recorded
-            Ok(what) => drop(self.audit(
+            Ok(what) => {
+                self.count_session(&row.session_id, "signed");
+                tracing::info!("session signed: {what} with shares of {holders}");
+                drop(self.audit(
                 "session-signed",
                 Some(&row.ca_id),
                 Some(&row.session_id),
@@ -1585,7 +1662,8 @@ impl State {
                 &format!(
                     "{what} with shares of {holders}; the worker that held the CA key and the shares has exited"
                 ),
-            )),
+            ));
+            }
             Err(why) => {
                 self.end_session(&row.session_id, "failed", &format!("{why}; secrets wiped"));
             }
@@ -1928,6 +2006,38 @@ impl State {
                 })
             }
         }
+    }
+
+    /// The metrics in the Prometheus text format, with the gauges read now: holders
+    /// online and seconds to the latest CRL's nextUpdate, per CA.
+    pub fn metrics_text(&self) -> ApiResult<String> {
+        let seen: HashMap<(String, String), i64> = lock(&self.last_seen)
+            .iter()
+            .map(|(k, (t, _))| (k.clone(), *t))
+            .collect();
+        let t = now();
+        {
+            let store = lock(&self.store);
+            for (ca_id, _) in store.ca_manifests()? {
+                let online = store
+                    .holders(&ca_id)?
+                    .into_iter()
+                    .filter(|h| {
+                        let polled = seen.get(&(h.ca_id.clone(), h.holder_id.clone())).copied();
+                        h.last_seen.max(polled).is_some_and(|s| t - s < 90)
+                    })
+                    .count();
+                self.metrics
+                    .set_holders_online(&ca_id, i64::try_from(online).unwrap_or(i64::MAX));
+                if let Some(left) = store
+                    .latest_crl(&ca_id)?
+                    .and_then(|(der, _)| super::metrics::crl_seconds_left(&der, t))
+                {
+                    self.metrics.set_crl_next_update(&ca_id, left);
+                }
+            }
+        }
+        Ok(self.metrics.encode())
     }
 
     /// CAs and their holders' enrollment and liveness, for operators.

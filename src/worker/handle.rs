@@ -65,15 +65,34 @@ impl WorkerHandle {
         program: &Path,
         lifetime: Duration,
     ) -> Result<Self, WorkerError> {
+        Self::spawn_for(program, lifetime, None).await
+    }
+
+    /// Starts a worker for session `session` (named in its log lines), to live at most
+    /// `lifetime`.
+    async fn spawn_for(
+        program: &Path,
+        lifetime: Duration,
+        session: Option<&str>,
+    ) -> Result<Self, WorkerError> {
         let spawn_error = |reason: String| WorkerError::Spawn {
             program: program.display().to_string(),
             reason,
         };
-        let mut child = Command::new(program)
+        let mut command = Command::new(program);
+        command
             .arg("session-worker")
             .arg("--lifetime-seconds")
-            .arg(lifetime.as_secs().max(1).to_string())
+            .arg(lifetime.as_secs().max(1).to_string());
+        if let Some(id) = session {
+            command.arg("--session").arg(id);
+        }
+        let mut child = command
             .env_clear()
+            .env(
+                crate::logging::FORMAT_VAR,
+                crate::logging::format().as_str(),
+            )
             .current_dir("/")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -93,20 +112,20 @@ impl WorkerHandle {
         })
     }
 
-    /// Starts a worker of the running executable, to live at most `lifetime`: what the
-    /// server does. On Linux it runs `/proc/self/exe`, the very file the server was started
+    /// Starts a worker of the running executable for session `session` (named in its log
+    /// lines), to live at most `lifetime`: what the server does. On Linux it runs `/proc/self/exe`, the very file the server was started
     /// from even if an upgrade has since replaced or deleted it, so server and worker always
     /// speak the same protocol.
-    pub async fn spawn_current(lifetime: Duration) -> Result<Self, WorkerError> {
+    pub async fn spawn_current(lifetime: Duration, session: &str) -> Result<Self, WorkerError> {
         let own = Path::new("/proc/self/exe");
         if own.exists() {
-            return Self::spawn_with_lifetime(own, lifetime).await;
+            return Self::spawn_for(own, lifetime, Some(session)).await;
         }
         let program = std::env::current_exe().map_err(|e| WorkerError::Spawn {
             program: "the running executable".into(),
             reason: e.to_string(),
         })?;
-        Self::spawn_with_lifetime(&program, lifetime).await
+        Self::spawn_for(&program, lifetime, Some(session)).await
     }
 
     /// Sets the time limit of each later exchange.

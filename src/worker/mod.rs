@@ -47,7 +47,7 @@ pub enum WorkerError {
 pub fn exit_after(lifetime: std::time::Duration) {
     std::thread::spawn(move || {
         std::thread::sleep(lifetime);
-        eprintln!(
+        tracing::warn!(
             "session-worker: its lifetime of {} s is over; exiting",
             lifetime.as_secs()
         );

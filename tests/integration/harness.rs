@@ -349,6 +349,12 @@ pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 }
 
 impl Env {
+    /// Sets `key` to `value` in the environment of every command this `Env` runs.
+    pub fn with_env(mut self, key: &str, value: &str) -> Self {
+        self.envs.push((key.into(), value.into()));
+        self
+    }
+
     /// A throwaway SoftHSM2 token directory for this test, with one token per label (user
     /// PIN [`PIN`]); every command this `Env` runs sees it. Also writes `pin.txt`.
     pub fn with_softhsm(mut self, labels: &[&str]) -> Self {
@@ -369,12 +375,6 @@ impl Env {
             self.init_token(label);
         }
         self.write("pin.txt", format!("{PIN}\n"));
-        self
-    }
-
-    /// Every command this `Env` runs sees `key=value` in its environment.
-    pub fn with_env(mut self, key: &str, value: &str) -> Self {
-        self.envs.push((key.into(), value.into()));
         self
     }
 

@@ -14,6 +14,7 @@ mod fuzz_corpus;
 mod json_output;
 mod memory;
 mod nitrokey;
+mod observability;
 mod ocsp;
 mod offer;
 mod online;

@@ -81,6 +81,11 @@ impl FakeAgent {
     }
 
     pub(crate) fn login(&mut self) {
+        self.login_bearer();
+    }
+
+    /// Logs in and returns the bearer the server issued.
+    pub(crate) fn login_bearer(&mut self) -> String {
         let c: proto::Challenge = self
             .client
             .post(
@@ -107,7 +112,8 @@ impl FakeAgent {
                 },
             )
             .unwrap();
-        self.client.set_bearer(Some(ok.bearer));
+        self.client.set_bearer(Some(ok.bearer.clone()));
+        ok.bearer
     }
 
     pub(crate) fn offers(&self) -> Vec<SessionOffer> {
@@ -863,4 +869,58 @@ fn an_agent_enrolls_again_after_its_holder_is_reset() {
         log.contains("enrolled token key") && log.contains("connected to"),
         "{log}"
     );
+}
+
+/// Sends raw bytes on a new connection (closed after the answer) and returns all of it.
+fn raw_answer(url: &str, request: &str) -> String {
+    let addr = url.trim_start_matches("http://");
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    s.write_all(request.as_bytes()).unwrap();
+    let mut answer = String::new();
+    let _ = s.read_to_string(&mut answer);
+    answer
+}
+
+#[test]
+fn the_frameworks_own_answers_keep_the_api_error_shape() {
+    let env = Env::new();
+    let server = env.serve(&[]);
+    let ask = |method: &str, path: &str, extra: &str| {
+        let answer = raw_answer(
+            &server.url,
+            &format!("{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{extra}\r\n"),
+        );
+        let (head, body) = answer.split_once("\r\n\r\n").unwrap_or_default();
+        (head.to_lowercase(), body.to_owned())
+    };
+    // an unknown path, a known path with another method (no 405), under the API or not
+    for (method, path) in [
+        ("GET", "/nowhere"),
+        ("DELETE", "/healthz"),
+        ("GET", "/api/v1/sessions"),
+        ("PUT", "/api/v1/agent/poll"),
+        ("GET", "/api/v1/nowhere"),
+    ] {
+        let (head, body) = ask(method, path, "");
+        assert!(head.starts_with("http/1.1 404"), "{method} {path}: {head}");
+        assert!(head.contains("content-type: application/json"), "{head}");
+        let error: proto::ApiError = serde_json::from_str(&body).unwrap();
+        assert_eq!(error.code, "not-found", "{body}");
+        assert_eq!(error.error, format!("no endpoint {method} {path}"));
+    }
+    // a body that is not JSON, from a caller who needs no authentication
+    let (head, body) = ask(
+        "POST",
+        "/api/v1/agent/challenge",
+        "Content-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello",
+    );
+    assert!(head.starts_with("http/1.1 400"), "{head}");
+    let error: proto::ApiError = serde_json::from_str(&body).unwrap();
+    assert_eq!(error.code, "bad-json", "{body}");
+    // every answer names its request: the caller's id echoed, or a new one
+    let (head, _) = ask("GET", "/healthz", "X-Request-Id: trace-me-42\r\n");
+    assert!(head.contains("x-request-id: trace-me-42"), "{head}");
+    let (head, _) = ask("GET", "/healthz", "");
+    assert!(head.contains("x-request-id: "), "{head}");
 }
