@@ -403,10 +403,16 @@ mod threshold_tests {
         .unwrap();
         let mut body = manifest.signed.clone();
         let key = body.share_set.threshold_key.as_mut().unwrap();
-        key.n = key
-            .n
-            .wrapping_add(BoxedUint::from(2u64).resize_unchecked(2048));
-        key.check().unwrap();
+        // another odd n of the same size with which v and every v_i stay units (a random
+        // v shares a small factor with some candidates: step on until none does)
+        loop {
+            key.n = key
+                .n
+                .wrapping_add(BoxedUint::from(2u64).resize_unchecked(2048));
+            if key.check().is_ok() {
+                break;
+            }
+        }
         let err = Manifest::sign(body, &dealer).unwrap().verify().unwrap_err();
         assert!(
             err.to_string()
