@@ -149,6 +149,37 @@ impl Env {
         self.tool("openssl", args)
     }
 
+    /// The serial of the certificate at `cert` as OpenSSL prints it, lower-case hex.
+    pub fn cert_serial(&self, cert: &str) -> String {
+        self.openssl(&["x509", "-in", cert, "-noout", "-serial"])
+            .ok()
+            .stdout()
+            .trim()
+            .trim_start_matches("serial=")
+            .to_lowercase()
+    }
+
+    /// `nkpki revoke` of `serial` (keyCompromise) on the server at `url` with the
+    /// operator token `op.token`, the new CRL written to `crl_out`.
+    pub fn revoke_online(&self, url: &str, ca_id: &str, serial: &str, crl_out: &str) {
+        self.nkpki(&[
+            "revoke",
+            "--server",
+            url,
+            "--ca",
+            ca_id,
+            "--serial",
+            serial,
+            "--reason",
+            "keyCompromise",
+            "--api-token-file",
+            "op.token",
+            "--crl-out",
+            crl_out,
+        ])
+        .ok();
+    }
+
     /// `openssl verify -CAfile ca cert` must say OK.
     pub fn openssl_verify(&self, ca: &str, cert: &str) {
         let run = self.openssl(&["verify", "-CAfile", ca, cert]);

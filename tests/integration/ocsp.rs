@@ -82,15 +82,6 @@ fn answer_text(env: &Env, file: &str) -> String {
     run.stdout() + &run.stderr()
 }
 
-fn serial_of(env: &Env, cert: &str) -> String {
-    env.openssl(&["x509", "-in", cert, "-noout", "-serial"])
-        .ok()
-        .stdout()
-        .trim()
-        .trim_start_matches("serial=")
-        .to_lowercase()
-}
-
 #[test]
 fn certificates_carry_urls_where_the_crl_and_the_ocsp_responder_answer() {
     let env = Env::new().with_softhsm(&FIVE);
@@ -261,23 +252,8 @@ fn certificates_carry_urls_where_the_crl_and_the_ocsp_responder_answer() {
     assert!(said.contains("0x1234: unknown"), "{said}");
 
     // revoke it: the responder says so at once, with time and reason
-    let serial = serial_of(&env, "www.crt");
-    env.nkpki(&[
-        "revoke",
-        "--server",
-        &url,
-        "--ca",
-        &ca_id,
-        "--serial",
-        &serial,
-        "--reason",
-        "keyCompromise",
-        "--api-token-file",
-        "op.token",
-        "--crl-out",
-        "crl2.pem",
-    ])
-    .ok();
+    let serial = env.cert_serial("www.crt");
+    env.revoke_online(&url, &ca_id, &serial, "crl2.pem");
     let (said, ok) = ask(&env, &[&base[..], &["-cert", "www.crt"]].concat());
     assert!(ok, "{said}");
     assert!(said.contains("www.crt: revoked"), "{said}");

@@ -137,27 +137,8 @@ fn three_agents_sign_revoke_and_the_audit_chain_holds() {
     );
 
     // revoke it: M-of-N again, a new CRL that OpenSSL and pkilint accept
-    let serial = env
-        .openssl(&["x509", "-in", "www.crt", "-noout", "-serial"])
-        .ok()
-        .stdout();
-    let serial = serial.trim().trim_start_matches("serial=").to_lowercase();
-    env.nkpki(&[
-        "revoke",
-        "--server",
-        &server.url,
-        "--ca",
-        &ca_id,
-        "--serial",
-        &serial,
-        "--reason",
-        "keyCompromise",
-        "--api-token-file",
-        "op.token",
-        "--crl-out",
-        "crl.pem",
-    ])
-    .ok();
+    let serial = env.cert_serial("www.crt");
+    env.revoke_online(&server.url, &ca_id, &serial, "crl.pem");
     env.nkpki(&[
         "crl",
         "--server",

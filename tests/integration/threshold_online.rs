@@ -188,27 +188,8 @@ fn a_threshold_ca_signs_revokes_and_lists_online_and_the_server_holds_no_secret(
     // no worker was started: nothing secret was ever held for this CA
     assert!(children(server.proc.pid()).is_empty());
 
-    let serial = env
-        .openssl(&["x509", "-in", "www.crt", "-noout", "-serial"])
-        .ok()
-        .stdout();
-    let serial = serial.trim().trim_start_matches("serial=").to_lowercase();
-    env.nkpki(&[
-        "revoke",
-        "--server",
-        &server.url,
-        "--ca",
-        &ca_id,
-        "--serial",
-        &serial,
-        "--reason",
-        "keyCompromise",
-        "--api-token-file",
-        "op.token",
-        "--crl-out",
-        "crl.pem",
-    ])
-    .ok();
+    let serial = env.cert_serial("www.crt");
+    env.revoke_online(&server.url, &ca_id, &serial, "crl.pem");
     let run = env.openssl(&[
         "verify",
         "-crl_check",
