@@ -3,6 +3,10 @@
 //! on approval sends the share encrypted to that session alone, in an envelope signed by
 //! the token that binds it to the exact request.
 
+mod crl_history;
+
+pub use crl_history::CrlHistory;
+
 use crate::client::{Client, ClientError, Trust};
 use crate::hsm::{HolderKey, Module, PinSource, Token, TokenSelector, read_pin};
 use crate::manifest::{Manifest, VerifiedManifest};
@@ -77,6 +81,9 @@ pub struct AgentOptions {
     pub max_sessions: Option<usize>,
     /// Accept a plain `http://` server URL (`--insecure-http`), with a warning.
     pub insecure_http: bool,
+    /// Where this agent keeps what a threshold CA's CRLs said ([`CrlHistory`]); None keeps
+    /// nothing (tests that drive `recompute` alone).
+    pub crl_history: Option<std::path::PathBuf>,
 }
 
 impl ApprovalRule {
@@ -173,6 +180,12 @@ pub struct Approving {
     pub tbs: Option<Vec<u8>>,
     /// Threshold `revoke` and `crl`: the CRL as the TBS says it.
     pub crl: Option<pki::CrlContents>,
+}
+
+/// Where the agent configured by `config` keeps its [`CrlHistory`]: beside it, e.g.
+/// `agent.json` → `agent.crl-history.json`.
+pub fn crl_history_path(config: &std::path::Path) -> std::path::PathBuf {
+    config.with_extension("crl-history.json")
 }
 
 /// Recomputes what `offer` asks the holder to approve, and refuses an offer whose own
@@ -592,6 +605,17 @@ impl Agent {
                 "the server's digest does not match the request it shows".into(),
             ));
         }
+        // a threshold CRL must not roll back what CRLs approved here said
+        let crl_history = match (&approving.crl, &self.opts.crl_history) {
+            (Some(crl), Some(path)) => {
+                let history = CrlHistory::load(path, &offer.ca_id)?;
+                if let Some(why) = history.refuses(crl) {
+                    return Err(AgentError::Refused(why));
+                }
+                Some((history, path.clone(), crl.clone()))
+            }
+            _ => None,
+        };
         let Some(approved) = self.decide(offer, &approving)? else {
             return Ok(());
         };
@@ -608,7 +632,11 @@ impl Agent {
             return Ok(());
         }
         if approving.tbs.is_some() {
-            return self.send_signature_share(offer, approving);
+            self.send_signature_share(offer, approving)?;
+            if let Some((mut history, path, crl)) = crl_history {
+                history.record(&crl, &path)?;
+            }
+            return Ok(());
         }
         check_mode(offer, &self.manifest)?;
         let interactive = matches!(self.opts.approval, Approval::Interactive);

@@ -102,6 +102,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         trust,
         max_sessions: args.max_sessions,
         insecure_http: args.insecure_http,
+        crl_history: Some(nkpki::agent::crl_history_path(&args.config)),
     })?;
     Ok(())
 }

@@ -239,6 +239,14 @@ fn a_threshold_ca_signs_revokes_and_lists_online_and_the_server_holds_no_secret(
             t.matches("signature share sent").count() == 3
         });
         assert_eq!(log.matches("signature share sent").count(), 3, "{log}");
+        // each agent remembers what the CRLs it approved said: CRL 2 and the revoked serial
+        let history = env.wait_for(
+            &format!("cfg-{id}/{ca_id}/agent.crl-history.json"),
+            30,
+            |t| t.contains("\"highest_number\": 2"),
+        );
+        assert!(history.contains("\"highest_number\": 2"), "{history}");
+        assert!(history.contains(&serial), "{history}");
     }
     let export = audit_export(&env);
     assert_eq!(
