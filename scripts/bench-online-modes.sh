@@ -11,18 +11,8 @@ work=$(mktemp -d "${TMPDIR:-/tmp}/nkpki-bench-modes.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 cd "$work"
 
-median_ms() {
-    local n=$1; shift
-    local times=()
-    for _ in $(seq "$n"); do
-        local t0 t1
-        t0=$(date +%s%N)
-        "$@" >/dev/null 2>&1
-        t1=$(date +%s%N)
-        times+=($(( (t1 - t0) / 1000000 )))
-    done
-    printf '%s\n' "${times[@]}" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'
-}
+# shellcheck source=scripts/bench-lib.sh
+. "$scripts/bench-lib.sh"
 
 entries=()
 for i in 1 2 3 4 5; do

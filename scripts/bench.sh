@@ -9,19 +9,8 @@ work=$(mktemp -d "${TMPDIR:-/tmp}/nkpki-bench.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 cd "$work"
 
-# median wall time in milliseconds of N runs of a command
-median_ms() {
-    local n=$1; shift
-    local times=()
-    for _ in $(seq "$n"); do
-        local t0 t1
-        t0=$(date +%s%N)
-        "$@" >/dev/null 2>&1
-        t1=$(date +%s%N)
-        times+=($(( (t1 - t0) / 1000000 )))
-    done
-    printf '%s\n' "${times[@]}" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'
-}
+# shellcheck source=scripts/bench-lib.sh
+. "$scripts/bench-lib.sh"
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) b = 1; printf "%.2f", a / b }'; }
 

@@ -494,13 +494,7 @@ async fn ocsp_post(
     Path(ca): Path<String>,
     req: Request,
 ) -> Response {
-    let answer = match read_body(req.into_body(), MAX_AGENT_BODY).await {
-        Ok(body) => blocking(move || Ok(ocsp::ocsp_answer(&s, &ca, &body)))
-            .await
-            .unwrap_or_else(|_| ocsp::error_der(x509_ocsp::OcspResponseStatus::InternalError)),
-        Err(_) => ocsp::error_der(x509_ocsp::OcspResponseStatus::MalformedRequest),
-    };
-    document(ocsp::CONTENT_TYPE, answer)
+    ocsp_document(s, ca, read_body(req.into_body(), MAX_AGENT_BODY).await.ok()).await
 }
 
 /// OCSP over GET: the DER request, base64 then URL-encoded, is the rest of the path.
@@ -508,11 +502,21 @@ async fn ocsp_get(
     axum::extract::State(s): AppState,
     Path((ca, request)): Path<(String, String)>,
 ) -> Response {
-    let answer = match ocsp::decode_get(&request) {
-        Some(der) => blocking(move || Ok(ocsp::ocsp_answer(&s, &ca, &der)))
+    ocsp_document(s, ca, ocsp::decode_get(&request)).await
+}
+
+/// The OCSP answer to `request` (None: it could not be read, `malformedRequest`).
+async fn ocsp_document(
+    s: Arc<State>,
+    ca: String,
+    request: Option<impl AsRef<[u8]> + Send + 'static>,
+) -> Response {
+    use x509_ocsp::OcspResponseStatus::{InternalError, MalformedRequest};
+    let answer = match request {
+        Some(der) => blocking(move || Ok(ocsp::ocsp_answer(&s, &ca, der.as_ref())))
             .await
-            .unwrap_or_else(|_| ocsp::error_der(x509_ocsp::OcspResponseStatus::InternalError)),
-        None => ocsp::error_der(x509_ocsp::OcspResponseStatus::MalformedRequest),
+            .unwrap_or_else(|_| ocsp::error_der(InternalError)),
+        None => ocsp::error_der(MalformedRequest),
     };
     document(ocsp::CONTENT_TYPE, answer)
 }
