@@ -149,6 +149,55 @@ impl Env {
         self.tool("openssl", args)
     }
 
+    /// Runs `nkpki ARGS` (a command given `--insert-tokens`) with a one-slot "reader":
+    /// every SoftHSM token is taken out first, and at each "Insert a holder's token" prompt
+    /// the previous token goes out and the next one (in file-name order) comes in, then
+    /// Enter. The command must succeed; returns how many tokens went in and its stderr.
+    pub fn run_inserting_tokens(&self, args: &[&str]) -> (usize, String) {
+        use std::io::BufRead;
+        let away = self.path("away");
+        std::fs::create_dir(&away).unwrap();
+        let mut tokens: Vec<_> = std::fs::read_dir(self.token_dir())
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        tokens.sort();
+        for t in &tokens {
+            std::fs::rename(t, away.join(t.file_name().unwrap())).unwrap();
+        }
+        let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("nkpki"))
+            .args(args)
+            .current_dir(self.dir.path())
+            .env("SOFTHSM2_CONF", self.path("softhsm2.conf"))
+            .env("NKPKI_PKCS11_MODULE", SOFTHSM_MODULE)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+        let mut inserted = 0;
+        let mut transcript = String::new();
+        for line in stderr.lines().map_while(Result::ok) {
+            transcript.push_str(&line);
+            transcript.push('\n');
+            if line.starts_with("Insert a holder's token") {
+                if inserted > 0 {
+                    let prev = &tokens[inserted - 1];
+                    std::fs::rename(prev, away.join(prev.file_name().unwrap())).unwrap();
+                }
+                let next = &tokens[inserted];
+                std::fs::rename(away.join(next.file_name().unwrap()), next).unwrap();
+                inserted += 1;
+                std::io::Write::write_all(&mut stdin, b"\n").unwrap();
+            }
+        }
+        assert!(child.wait().unwrap().success(), "{transcript}");
+        (inserted, transcript)
+    }
+
     /// The serial of the certificate at `cert` as OpenSSL prints it, lower-case hex.
     pub fn cert_serial(&self, cert: &str) -> String {
         self.openssl(&["x509", "-in", cert, "-noout", "-serial"])

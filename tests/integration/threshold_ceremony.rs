@@ -442,61 +442,20 @@ fn tokens_inserted_one_after_another_sign_offline_each_share_wiped_before_the_ne
         env.deploy(h, &format!("ca/packages/{}.nkpkg", h.id), token, &[])
             .ok();
     }
-    // take every token out of the "reader"
-    let away = env.path("away");
-    std::fs::create_dir(&away).unwrap();
-    let mut tokens: Vec<_> = std::fs::read_dir(env.token_dir())
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .collect();
-    tokens.sort();
-    for t in &tokens {
-        std::fs::rename(t, away.join(t.file_name().unwrap())).unwrap();
-    }
     csr(&env);
-    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("nkpki"))
-        .args([
-            "sign",
-            "--offline",
-            "--manifest",
-            "ca/manifest.json",
-            "--csr",
-            "leaf.csr",
-            "--insert-tokens",
-            "--pin-file",
-            "pin.txt",
-            "--out",
-            "leaf.pem",
-        ])
-        .current_dir(env.dir.path())
-        .env("SOFTHSM2_CONF", env.path("softhsm2.conf"))
-        .env("NKPKI_PKCS11_MODULE", crate::harness::SOFTHSM_MODULE)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    let stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut inserted = 0;
-    let mut transcript = String::new();
-    for line in stderr.lines().map_while(Result::ok) {
-        transcript.push_str(&line);
-        transcript.push('\n');
-        if line.starts_with("Insert a holder's token") {
-            // the previous token goes out (its share already wiped), the next one in
-            if inserted > 0 {
-                let prev = &tokens[inserted - 1];
-                std::fs::rename(prev, away.join(prev.file_name().unwrap())).unwrap();
-            }
-            let next = &tokens[inserted];
-            std::fs::rename(away.join(next.file_name().unwrap()), next).unwrap();
-            inserted += 1;
-            std::io::Write::write_all(&mut stdin, b"\n").unwrap();
-        }
-    }
-    assert!(child.wait().unwrap().success(), "{transcript}");
+    let (inserted, transcript) = env.run_inserting_tokens(&[
+        "sign",
+        "--offline",
+        "--manifest",
+        "ca/manifest.json",
+        "--csr",
+        "leaf.csr",
+        "--insert-tokens",
+        "--pin-file",
+        "pin.txt",
+        "--out",
+        "leaf.pem",
+    ]);
     assert_eq!(inserted, 2, "{transcript}");
     // each share was used and wiped before the next token was asked for
     let first_wipe = transcript.find("the share is wiped").unwrap();

@@ -1,7 +1,7 @@
 //! Tokens and deployment packages on SoftHSM2, one throwaway token directory per test,
 //! with OpenSC's pkcs11-tool, the age CLI and zbarimg as peers.
 
-use crate::harness::{Env, PIN, SOFTHSM_MODULE};
+use crate::harness::{Env, PIN};
 use nkpki::sss::Share;
 
 const FIVE: [&str; 5] = ["NK001", "NK002", "NK003", "NK004", "NK005"];
@@ -297,67 +297,25 @@ fn tokens_inserted_one_after_another_in_one_reader() {
         env.deploy(h, &format!("ca/packages/{}.nkpkg", h.id), &h.id, &[])
             .ok();
     }
-    // take every token out of the "reader"
-    let away = env.path("away");
-    std::fs::create_dir(&away).unwrap();
-    let mut tokens: Vec<_> = std::fs::read_dir(env.token_dir())
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .collect();
-    tokens.sort();
-    for t in &tokens {
-        std::fs::rename(t, away.join(t.file_name().unwrap())).unwrap();
-    }
     let csr = env.csr(
         "s",
         &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"],
         "/CN=s.example.org",
         &["subjectAltName=DNS:s.example.org"],
     );
-    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("nkpki"))
-        .args([
-            "sign",
-            "--offline",
-            "--manifest",
-            "ca/manifest.json",
-            "--csr",
-            &csr,
-            "--insert-tokens",
-            "--pin-file",
-            "pin.txt",
-            "--out",
-            "s.crt",
-        ])
-        .current_dir(env.dir.path())
-        .env("SOFTHSM2_CONF", env.path("softhsm2.conf"))
-        .env("NKPKI_PKCS11_MODULE", SOFTHSM_MODULE)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stderr));
-    let mut inserted = 0;
-    let mut transcript = String::new();
-    while let Some(Ok(line)) = lines.next() {
-        transcript.push_str(&line);
-        transcript.push('\n');
-        if line.starts_with("Insert a holder's token") {
-            // the previous token goes out, the next one in, then Enter
-            if inserted > 0 {
-                let prev = &tokens[inserted - 1];
-                std::fs::rename(prev, away.join(prev.file_name().unwrap())).unwrap();
-            }
-            let next = &tokens[inserted];
-            std::fs::rename(away.join(next.file_name().unwrap()), next).unwrap();
-            inserted += 1;
-            std::io::Write::write_all(&mut stdin, b"\n").unwrap();
-        }
-    }
-    assert!(child.wait().unwrap().success(), "{transcript}");
+    let (inserted, transcript) = env.run_inserting_tokens(&[
+        "sign",
+        "--offline",
+        "--manifest",
+        "ca/manifest.json",
+        "--csr",
+        &csr,
+        "--insert-tokens",
+        "--pin-file",
+        "pin.txt",
+        "--out",
+        "s.crt",
+    ]);
     assert_eq!(inserted, 3, "{transcript}");
     assert_eq!(
         transcript.matches("verified against the manifest").count(),
