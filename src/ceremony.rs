@@ -336,9 +336,11 @@ pub struct CeremonyOutput {
     pub manifest: Manifest,
     pub shares: Vec<SealedShare>,
     pub log: String,
+    /// The log's file name in the output directory (`ceremony.log`, `reshare.log`).
+    pub log_file: &'static str,
 }
 
-fn stamp(log: &mut String, line: &str) {
+pub(crate) fn stamp(log: &mut String, line: &str) {
     let t = OffsetDateTime::now_utc()
         .format(&Rfc3339)
         .unwrap_or_default();
@@ -391,7 +393,7 @@ fn self_sign(
     Ok((cert_der, certificate_pem, fingerprint))
 }
 
-fn holder_ids(params: &CeremonyParams) -> Vec<String> {
+pub(crate) fn holder_ids(params: &CeremonyParams) -> Vec<String> {
     params
         .holders
         .iter()
@@ -506,18 +508,59 @@ pub fn perform_threshold(
     )
 }
 
+/// Where a manifest stands in its CA's line of share sets: the ceremony's (the share set's
+/// id is the CA id) or a reshare's (see [`crate::reshare`]).
+#[derive(Clone, Debug, Default)]
+pub struct Lineage {
+    /// `None` at the ceremony: the new share set's id becomes the CA id.
+    pub ca_id: Option<sss::SetId>,
+    pub set_version: u32,
+    pub supersedes: Option<String>,
+    pub earlier_sets: Vec<crate::manifest::EarlierSet>,
+}
+
+impl Lineage {
+    pub(crate) fn ceremony() -> Self {
+        Lineage {
+            set_version: 1,
+            ..Lineage::default()
+        }
+    }
+}
+
 /// The part of the ceremony both modes share: the manifest, signed with the CA key (then
 /// wiped), and every share sealed for its holder.
 fn finish(
     params: &CeremonyParams,
     now: OffsetDateTime,
-    mut log: String,
+    log: String,
     key: CaKey,
-    (certificate_pem, fingerprint): (String, String),
+    certificate: (String, String),
     set: ShareSet,
     shares: Vec<Share>,
 ) -> Result<CeremonyOutput, CeremonyError> {
-    let ca_id = set.id();
+    finish_with(
+        params,
+        now,
+        log,
+        key,
+        certificate,
+        (set, shares),
+        Lineage::ceremony(),
+    )
+}
+
+/// [`finish`] for a manifest with the given [`Lineage`] (a reshare reuses it whole).
+pub(crate) fn finish_with(
+    params: &CeremonyParams,
+    now: OffsetDateTime,
+    mut log: String,
+    key: CaKey,
+    (certificate_pem, fingerprint): (String, String),
+    (set, shares): (ShareSet, Vec<Share>),
+    lineage: Lineage,
+) -> Result<CeremonyOutput, CeremonyError> {
+    let ca_id = lineage.ca_id.unwrap_or_else(|| set.id());
     let body = ManifestBody {
         format: crate::manifest::FORMAT.to_owned(),
         version: crate::manifest::VERSION,
@@ -548,7 +591,11 @@ fn finish(
             .collect(),
         created_at: now.format(&Rfc3339).unwrap_or_default(),
         tool: format!("nkpki {}", env!("CARGO_PKG_VERSION")),
+        set_version: lineage.set_version,
+        supersedes: lineage.supersedes,
+        earlier_sets: lineage.earlier_sets,
     };
+    let set_version = body.set_version;
     let manifest = Manifest::sign(body, &key)?;
     drop(key);
     stamp(
@@ -633,6 +680,9 @@ fn finish(
     stamp(
         &mut log,
         match params.mode {
+            CaMode::Reconstruct if set_version > 1 => {
+                "CA key, new KEK and shares wiped from memory; reshare complete"
+            }
             CaMode::Reconstruct => "KEK and shares wiped from memory; ceremony complete",
             CaMode::Threshold => "key shares wiped from memory; ceremony complete",
         },
@@ -642,6 +692,7 @@ fn finish(
         manifest,
         shares: sealed,
         log,
+        log_file: "ceremony.log",
     })
 }
 
@@ -705,6 +756,6 @@ impl CeremonyOutput {
                 false,
             )?;
         }
-        write_new(&dir.join("ceremony.log"), self.log.as_bytes(), 0o644, false)
+        write_new(&dir.join(self.log_file), self.log.as_bytes(), 0o644, false)
     }
 }

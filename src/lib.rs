@@ -20,6 +20,7 @@ pub mod package;
 pub mod pki;
 pub mod proto;
 pub mod qr;
+pub mod reshare;
 pub mod seal;
 pub mod server;
 pub mod sss;

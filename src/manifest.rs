@@ -47,6 +47,17 @@ pub enum ManifestError {
     #[error("{what}: {reason}")]
     Share { what: String, reason: SssError },
     #[error(
+        "{what} is from an old share set (version {version}, current is {current}): this CA was \
+         reshared and that share no longer counts\n\
+         hint: deploy the holder's package of set version {current} (`nkpki deploy`), which \
+         replaces the old share object on the token"
+    )]
+    SupersededShare {
+        what: String,
+        version: u32,
+        current: u32,
+    },
+    #[error(
         "{what} was made for holder {claimed}, but the manifest gives index {index} to {expected}"
     )]
     WrongHolder {
@@ -101,6 +112,36 @@ pub struct ManifestBody {
     pub created_at: String,
     /// The nkpki version that ran the ceremony.
     pub tool: String,
+    /// The share set's version: 1 for the ceremony's (absent), one more per reshare.
+    #[serde(
+        default = "first_set_version",
+        skip_serializing_if = "is_first_set_version"
+    )]
+    pub set_version: u32,
+    /// SHA-256 (hex) of the manifest this one replaces ([`Manifest::digest`]); absent for
+    /// the ceremony's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub supersedes: Option<String>,
+    /// Every earlier share set of this CA, oldest first: what a drill, an agent or the
+    /// server names a superseded share by. The first one's id is the CA id.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub earlier_sets: Vec<EarlierSet>,
+}
+
+/// A share set a reshare replaced.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EarlierSet {
+    pub set_version: u32,
+    pub set_id: SetId,
+}
+
+fn first_set_version() -> u32 {
+    1
+}
+
+fn is_first_set_version(v: &u32) -> bool {
+    *v == 1
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -134,6 +175,12 @@ impl Manifest {
 
     pub fn from_json(text: &str) -> Result<Self, ManifestError> {
         serde_json::from_str(text).map_err(|e| ManifestError::Malformed(e.to_string()))
+    }
+
+    /// SHA-256 (hex) over the compact JSON of the whole manifest: what a successor's
+    /// `supersedes` names.
+    pub fn digest(&self) -> String {
+        pki::sha256_hex(&serde_json::to_vec(self).unwrap_or_default())
     }
 
     pub fn to_json(&self) -> String {
@@ -179,11 +226,7 @@ impl Manifest {
         if !body.share_set.is_bound_to(&ca.spki_der) {
             return Err(ManifestError::CertificateNotBound);
         }
-        if body.share_set.id() != body.ca_id {
-            return Err(ManifestError::Inconsistent(
-                "the CA id is not the share set's id".into(),
-            ));
-        }
+        check_lineage(body)?;
         let total = body.share_set.total as usize;
         let mut indices: Vec<u8> = body.holders.iter().map(|h| h.index).collect();
         indices.sort_unstable();
@@ -220,6 +263,41 @@ impl Manifest {
             ca,
         })
     }
+}
+
+/// The ceremony's manifest names its own share set as the CA id; a reshared one (set
+/// version N > 1) names what it supersedes and the N - 1 earlier sets, the first of which
+/// is the CA id.
+fn check_lineage(body: &ManifestBody) -> Result<(), ManifestError> {
+    let bad = |what: &str| Err(ManifestError::Inconsistent(what.to_owned()));
+    let current = body.share_set.id();
+    if body.set_version <= 1 {
+        if body.set_version == 0 || body.supersedes.is_some() || !body.earlier_sets.is_empty() {
+            return bad("a set version 1 manifest supersedes nothing");
+        }
+        if current != body.ca_id {
+            return bad("the CA id is not the share set's id");
+        }
+        return Ok(());
+    }
+    let digest_ok = body
+        .supersedes
+        .as_deref()
+        .is_some_and(|d| d.len() == 64 && d.bytes().all(|b| b.is_ascii_hexdigit()));
+    if !digest_ok {
+        return bad("a reshared manifest must name the manifest it supersedes (SHA-256)");
+    }
+    let versions: Vec<u32> = body.earlier_sets.iter().map(|e| e.set_version).collect();
+    if versions != (1..body.set_version).collect::<Vec<_>>() {
+        return bad("the earlier share sets are not versions 1..N-1 in order");
+    }
+    if body.earlier_sets.first().map(|e| &e.set_id) != Some(&body.ca_id) {
+        return bad("the first share set's id is not the CA id");
+    }
+    if body.earlier_sets.iter().any(|e| e.set_id == current) {
+        return bad("the current share set is listed as an earlier one");
+    }
+    Ok(())
 }
 
 /// A threshold-mode manifest's key must be the CA certificate's: same n, same e, and an
@@ -286,6 +364,20 @@ impl VerifiedManifest {
         &self.body.ca_id
     }
 
+    /// The share set's version (1 until the first reshare).
+    pub fn set_version(&self) -> u32 {
+        self.body.set_version
+    }
+
+    /// The version of an earlier (superseded) share set with id `set_id`, if it is one.
+    pub fn superseded_version(&self, set_id: &SetId) -> Option<u32> {
+        self.body
+            .earlier_sets
+            .iter()
+            .find(|e| &e.set_id == set_id)
+            .map(|e| e.set_version)
+    }
+
     pub fn threshold(&self) -> u8 {
         self.body.share_set.threshold
     }
@@ -314,6 +406,13 @@ impl VerifiedManifest {
             what: what.to_owned(),
             reason,
         };
+        if let Some(version) = self.superseded_version(&share.set_id) {
+            return Err(ManifestError::SupersededShare {
+                what: what.to_owned(),
+                version,
+                current: self.set_version(),
+            });
+        }
         self.body.share_set.verify(share).map_err(named)?;
         let expected = self.holder(share.index).ok_or_else(|| {
             ManifestError::Inconsistent(format!("no holder for share {}", share.index))

@@ -13,6 +13,7 @@ mod ocsp_responder;
 mod online;
 mod output;
 mod package;
+mod reshare;
 mod revoke;
 mod serve;
 mod serve_list;
@@ -58,6 +59,8 @@ pub enum Command {
     Package(package::Args),
     /// Holder: install a deployment package onto a token
     Deploy(deploy::Args),
+    /// Change a CA's holders and threshold with M current shares, keeping its key and certificate
+    Reshare(reshare::Args),
     /// Run the signing server, or administer it (CAs, API tokens, holders)
     Serve(serve::Args),
     /// Holder: the daemon that answers signing sessions with the token's share
@@ -89,6 +92,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Token(args) => token::run(args),
         Command::Package(args) => package::run(args),
         Command::Deploy(args) => deploy::run(args),
+        Command::Reshare(args) => reshare::run(args),
         Command::Serve(args) => serve::run(args),
         Command::Agent(args) => agent::run(args),
         Command::Revoke(args) => revoke::run(args),
