@@ -177,10 +177,11 @@ impl Manifest {
         serde_json::from_str(text).map_err(|e| ManifestError::Malformed(e.to_string()))
     }
 
-    /// SHA-256 (hex) over the compact JSON of the whole manifest: what a successor's
-    /// `supersedes` names.
+    /// SHA-256 (hex) of the manifest as nkpki writes it ([`Manifest::to_json`], so
+    /// `sha256sum manifest.json` of a ceremony's file): what a successor's `supersedes`
+    /// names.
     pub fn digest(&self) -> String {
-        pki::sha256_hex(&serde_json::to_vec(self).unwrap_or_default())
+        pki::sha256_hex(self.to_json().as_bytes())
     }
 
     pub fn to_json(&self) -> String {

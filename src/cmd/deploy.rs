@@ -43,6 +43,55 @@ pub struct Args {
     /// Replace a share of this CA already on the token, and an existing configuration
     #[arg(long)]
     force: bool,
+    /// A package of a newer share set (after `nkpki reshare`) replaces the old share
+    /// without asking
+    #[arg(long)]
+    yes: bool,
+}
+
+/// The set version of the manifest already deployed in `config_dir`, if any; refuses one
+/// of another CA certificate.
+fn deployed_version(
+    config_dir: &Path,
+    new: &nkpki::manifest::VerifiedManifest,
+) -> anyhow::Result<Option<u32>> {
+    let path = config_dir.join("manifest.json");
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return Ok(None);
+    };
+    let Ok(old) = nkpki::manifest::Manifest::from_json(&text).and_then(|m| m.verify()) else {
+        return Ok(None);
+    };
+    if old.ca_id() != new.ca_id() {
+        return Ok(None);
+    }
+    if old.body.certificate_sha256 != new.body.certificate_sha256 {
+        return Err(hinted(
+            format!(
+                "the package's CA certificate ({}) is not the one deployed here ({}): nothing                  was written",
+                new.body.certificate_sha256, old.body.certificate_sha256
+            ),
+            "a reshare keeps the CA certificate; call the CA operator",
+        ));
+    }
+    Ok(Some(old.set_version()))
+}
+
+/// Asks the holder to confirm replacing the share of set version `old` (unless `--yes`).
+fn confirm_replace(old: u32, new: u32, token: &str, yes: bool) -> anyhow::Result<()> {
+    eprintln!(
+        "token {token} holds this CA's share of set version {old}; the package is set version          {new} (the CA was reshared)"
+    );
+    if yes {
+        return Ok(());
+    }
+    eprintln!("Replace the old share object with the new share? [y/N]");
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer)?;
+    if !matches!(answer.trim(), "y" | "Y" | "yes") {
+        anyhow::bail!("not confirmed: the old share stays on token {token}; nothing was written");
+    }
+    Ok(())
 }
 
 fn config_home() -> anyhow::Result<PathBuf> {
@@ -114,7 +163,19 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let config_dir = std::path::absolute(&config_dir)
         .with_context(|| format!("cannot resolve {}", config_dir.display()))?;
     let agent_path = config_dir.join("agent.json");
-    if agent_path.exists() && !args.force {
+    let new_version = pkg.manifest.set_version();
+    let deployed = deployed_version(&config_dir, &pkg.manifest)?;
+    if let Some(old) = deployed.filter(|old| *old > new_version) {
+        return Err(hinted(
+            format!(
+                "this package is of share set version {new_version}, older than the version {old} \
+                 deployed here: nothing was written"
+            ),
+            "an old package must never replace a newer share; use the newest package",
+        ));
+    }
+    let upgrade = deployed.filter(|old| *old < new_version);
+    if agent_path.exists() && !args.force && upgrade.is_none() {
         return Err(hinted(
             format!(
                 "{} already exists: this CA is already deployed here",
@@ -139,8 +200,22 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     token.login(&pin)?;
     drop(pin);
 
+    // a share of an earlier set of this CA on the token: the package supersedes it
+    let on_token = match token.read_share(&ca_id) {
+        Ok(bytes) => serde_json::from_slice::<nkpki::sss::Share>(&bytes)
+            .ok()
+            .and_then(|s| pkg.manifest.superseded_version(&s.set_id)),
+        Err(_) => None,
+    };
+    let replace = match on_token.or(upgrade) {
+        Some(old) => {
+            confirm_replace(old, new_version, token.label(), args.yes)?;
+            true
+        }
+        None => args.force,
+    };
     token
-        .write_share(&ca_id, pkg.share.to_json().as_bytes(), args.force)
+        .write_share(&ca_id, pkg.share.to_json().as_bytes(), replace)
         .map_err(|e| match e {
             HsmError::ShareExists { .. } => hinted(
                 e,
@@ -171,7 +246,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     agent.module = args.module.as_ref().map(|m| m.display().to_string());
     agent.manifest = Some(manifest_path.display().to_string());
     let agent_json = zeroize::Zeroizing::new(serde_json::to_string_pretty(&agent)? + "\n");
-    write(&agent_path, agent_json.as_bytes(), 0o600, args.force)?;
+    write(
+        &agent_path,
+        agent_json.as_bytes(),
+        0o600,
+        args.force || replace,
+    )?;
     let card = serde_json::json!({
         "nitrokey_id": holder,
         "ca_id": ca_id,
@@ -214,7 +294,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
 
     println!(
-        "Share {} of CA {ca_id} written to token {} (serial {})",
+        "Share {} of CA {ca_id} (set version {new_version}) written to token {} (serial {})",
         pkg.share.index,
         token.label(),
         token.summary().serial
