@@ -382,6 +382,10 @@ pub struct Registration {
     pub ca_id: String,
     pub name: String,
     pub fingerprint: String,
+    /// The manifest's share set version (1 until a reshare).
+    pub set_version: u32,
+    /// Every earlier share set's id (a reshared manifest's lineage).
+    earlier_sets: Vec<crate::sss::SetId>,
     holders: Vec<(String, u8, Option<String>)>,
 }
 
@@ -429,6 +433,13 @@ pub fn prepare_registration(
         ca_id: manifest.ca_id().0.clone(),
         name: manifest.body.ca.name.clone(),
         fingerprint: found.clone(),
+        set_version: manifest.set_version(),
+        earlier_sets: manifest
+            .body
+            .earlier_sets
+            .iter()
+            .map(|e| e.set_id.clone())
+            .collect(),
         holders,
     })
 }
@@ -440,12 +451,50 @@ pub fn register_prepared(
     registration: &Registration,
     by: &str,
 ) -> Result<(), ServerError> {
-    store.add_ca(
+    let note = format!("fingerprint {}; by {by}", registration.fingerprint);
+    let Some(stored) = store.ca_manifest(&registration.ca_id)? else {
+        return Ok(store.add_ca(
+            &registration.ca_id,
+            &registration.name,
+            manifest_json,
+            &registration.holders,
+            &note,
+        )?);
+    };
+    // the same CA again: only a reshared manifest that descends from the stored one
+    let stored = Manifest::from_json(&stored)?;
+    let stored_version = stored.signed.set_version;
+    let conflict = |why: String| {
+        Err(ServerError::Store(crate::store::StoreError::Conflict(
+            format!("CA {} is already registered {why}", registration.ca_id),
+        )))
+    };
+    if registration.set_version <= stored_version {
+        return conflict(format!(
+            "with share set version {stored_version}; this manifest is version {} (only a \
+             newer reshared manifest replaces it)",
+            registration.set_version
+        ));
+    }
+    if stored.signed.certificate_sha256 != registration.fingerprint
+        || !registration
+            .earlier_sets
+            .contains(&stored.signed.share_set.id())
+    {
+        return conflict(
+            "and this manifest does not descend from the registered one (another \
+             certificate, or the registered share set is not among its earlier sets)"
+                .into(),
+        );
+    }
+    store.replace_share_set(
         &registration.ca_id,
-        &registration.name,
         manifest_json,
         &registration.holders,
-        &format!("fingerprint {}; by {by}", registration.fingerprint),
+        &format!(
+            "share set version {stored_version} -> {}; {note}",
+            registration.set_version
+        ),
     )?;
     Ok(())
 }

@@ -1441,6 +1441,7 @@ impl State {
                 let (status, code) = match code.as_str() {
                     "bad-ciphertext" => (400, "bad-ciphertext"),
                     "bad-share" => (422, "bad-share"),
+                    "superseded-share-set" => (409, "superseded-share-set"),
                     "duplicate" => (409, "duplicate"),
                     _ => (409, "not-waiting"),
                 };
@@ -1987,11 +1988,16 @@ impl State {
             .map(|()| r)
         });
         match result {
-            Ok(r) => Ok(serde_json::json!({
+            Ok(r) => Ok({
+                // a reshared manifest replaces the cached one
+                lock(&self.manifests).remove(&r.ca_id);
+                serde_json::json!({
                 "ca_id": r.ca_id,
+                "set_version": r.set_version,
                 "certificate_sha256": r.fingerprint,
                 "registered_by": operator,
-            })),
+                })
+            }),
             Err(e) => {
                 let message = e.to_string();
                 Err(match e {

@@ -298,6 +298,86 @@ impl Store {
         Ok(())
     }
 
+    /// The stored manifest of CA `ca_id`, if it is registered.
+    pub fn ca_manifest(&self, ca_id: &str) -> Result<Option<String>> {
+        Ok(self
+            .conn
+            .query_row("SELECT manifest FROM cas WHERE ca_id = ?1", [ca_id], |r| {
+                r.get(0)
+            })
+            .optional()?)
+    }
+
+    /// Replaces a registered CA's manifest with a reshared one (checked by the caller):
+    /// holders of the old set only are forgotten, holders of both keep their enrolled
+    /// token key, new holders enroll with their package's code.
+    pub fn replace_share_set(
+        &mut self,
+        ca_id: &str,
+        manifest_json: &str,
+        holders: &[(String, u8, Option<String>)],
+        note: &str,
+    ) -> Result<()> {
+        let tx = self.write_tx()?;
+        let changed = tx.execute(
+            "UPDATE cas SET manifest = ?2 WHERE ca_id = ?1",
+            params![ca_id, manifest_json],
+        )?;
+        if changed != 1 {
+            return Err(StoreError::Conflict(format!(
+                "CA {ca_id} is not registered"
+            )));
+        }
+        let kept: Vec<&str> = holders.iter().map(|(h, _, _)| h.as_str()).collect();
+        let mut removed = Vec::new();
+        for (holder,) in holder_ids_in(&tx, ca_id)? {
+            if !kept.contains(&holder.as_str()) {
+                removed.push(holder);
+            }
+        }
+        for holder in &removed {
+            tx.execute(
+                "DELETE FROM holders WHERE ca_id = ?1 AND holder_id = ?2",
+                params![ca_id, holder],
+            )?;
+        }
+        for (holder, index, code) in holders {
+            // a holder of both sets keeps its enrolled token key (deploy keeps it on the
+            // token); one not enrolled yet takes the new package's code
+            let updated = tx.execute(
+                "UPDATE holders SET share_index = ?3, enrollment_code_sha256 = CASE WHEN \
+                 public_key_pem IS NULL THEN ?4 ELSE enrollment_code_sha256 END, code_used = \
+                 CASE WHEN public_key_pem IS NULL THEN 0 ELSE code_used END \
+                 WHERE ca_id = ?1 AND holder_id = ?2",
+                params![ca_id, holder, index, code],
+            )?;
+            if updated == 0 {
+                tx.execute(
+                    "INSERT INTO holders (ca_id, holder_id, share_index, enrollment_code_sha256) VALUES (?1, ?2, ?3, ?4)",
+                    params![ca_id, holder, index, code],
+                )?;
+            }
+        }
+        audit::append_tx(
+            &tx,
+            "ca-reshared",
+            Some(ca_id),
+            None,
+            None,
+            &format!(
+                "{} holders (removed: {}); {note}",
+                holders.len(),
+                if removed.is_empty() {
+                    "none".to_owned()
+                } else {
+                    removed.join(", ")
+                }
+            ),
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
     /// Every registered CA, in the order they were registered.
     pub fn cas(&self) -> Result<Vec<CaRow>> {
         let mut stmt = self
@@ -1043,4 +1123,11 @@ impl Store {
     pub fn audit_entries(&self) -> Result<Vec<AuditEntry>> {
         audit::entries(&self.conn)
     }
+}
+
+/// The holder ids of CA `ca_id`, inside a transaction.
+fn holder_ids_in(tx: &rusqlite::Transaction<'_>, ca_id: &str) -> Result<Vec<(String,)>> {
+    let mut stmt = tx.prepare("SELECT holder_id FROM holders WHERE ca_id = ?1")?;
+    let rows = stmt.query_map([ca_id], |r| Ok((r.get(0)?,)))?;
+    Ok(rows.collect::<std::result::Result<_, _>>()?)
 }

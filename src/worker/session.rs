@@ -128,11 +128,11 @@ impl Session {
             .manifest
             .check_share(&share, &format!("the share sent by {holder_id}"))
         {
-            return refused(
-                holder_id,
-                "bad-share",
-                format!("share failed verification: {err}"),
-            );
+            let code = match err {
+                crate::manifest::ManifestError::SupersededShare { .. } => "superseded-share-set",
+                _ => "bad-share",
+            };
+            return refused(holder_id, code, format!("share failed verification: {err}"));
         }
         let owner = self
             .manifest

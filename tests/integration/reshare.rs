@@ -432,3 +432,163 @@ fn a_threshold_mode_ca_is_refused_with_a_clear_message() {
         .fails_with(&["cannot reshare a threshold-mode (Shoup RSA) CA"]);
     assert!(!env.path("ca2").exists());
 }
+
+/// POSTs `dir`'s manifest and enrollment to the server's `/cas` as a ca-admin; returns
+/// the HTTP status and the answer.
+fn post_ca(env: &Env, url: &str, dir: &str) -> (String, String) {
+    let body = serde_json::json!({
+        "manifest": String::from_utf8(env.read(&format!("{dir}/manifest.json"))).unwrap(),
+        "enrollment": String::from_utf8(env.read(&format!("{dir}/enrollment.json"))).unwrap(),
+        "expected_fingerprint": env.ca_fingerprint(dir),
+    });
+    env.write("register.json", serde_json::to_vec(&body).unwrap());
+    let token = String::from_utf8(env.read("admin.token")).unwrap();
+    let auth = format!("Authorization: Bearer {}", token.trim());
+    let run = env
+        .tool(
+            "curl",
+            &[
+                "-sS",
+                "-o",
+                "answer.json",
+                "-w",
+                "%{http_code}",
+                "-H",
+                &auth,
+                "-H",
+                "Content-Type: application/json",
+                "--data-binary",
+                "@register.json",
+                &format!("{url}/api/v1/cas"),
+            ],
+        )
+        .ok()
+        .stdout();
+    (
+        run,
+        String::from_utf8(env.read("answer.json")).unwrap_or_default(),
+    )
+}
+
+#[test]
+fn the_server_switches_to_a_reshared_set_and_refuses_old_shares_with_a_clear_code() {
+    let env = Env::new().with_softhsm(&["NK001", "NK002", "NK003", "NK004"]);
+    let holders = env.holders(4);
+    env.holders_json(&holders[..3], &[]);
+    env.ca_init("ecdsa-p256", 2, &["--package", "--server-url", SERVER])
+        .ok();
+    for h in &holders[..3] {
+        env.deploy(h, &format!("ca/packages/{}.nkpkg", h.id), &h.id, &[])
+            .ok();
+    }
+    let ca_id = env.register();
+    let admin = env
+        .nkpki(&[
+            "serve",
+            "token",
+            "create",
+            "--data-dir",
+            "data",
+            "--name",
+            "admin",
+            "--role",
+            "ca-admin",
+        ])
+        .ok()
+        .stdout();
+    env.write("admin.token", admin.trim());
+    env.holders_json(&holders[1..], &[]);
+    reshare(
+        &env,
+        "2",
+        "ca2",
+        &[
+            "--token",
+            "NK001",
+            "--token",
+            "NK002",
+            "--pin-file",
+            "pin.txt",
+            "--package",
+            "--server-url",
+            SERVER,
+        ],
+    )
+    .ok();
+
+    // two holders' machines still hold the old shares
+    let server = env.serve(&[]);
+    let rule = ["--approve-profile", "server"];
+    let old_agents: Vec<_> = ["NK002", "NK003"]
+        .iter()
+        .map(|id| env.agent(id, &ca_id, &server.url, &rule))
+        .collect();
+    for id in ["NK002", "NK003"] {
+        let log = env.wait_for(&format!("agent-{id}.log"), 20, |t| {
+            t.contains("enrolled token key")
+        });
+        assert!(log.contains("enrolled token key"), "{log}");
+    }
+    // the reshared manifest replaces the registered one; the older one never does
+    let (status, answer) = post_ca(&env, &server.url, "ca2");
+    assert_eq!(status, "201", "{answer}");
+    assert!(answer.contains("\"set_version\":2"), "{answer}");
+    let (status, answer) = post_ca(&env, &server.url, "ca");
+    assert_eq!(status, "409", "{answer}");
+    assert!(answer.contains("share set version 2"), "{answer}");
+
+    let csr = env.csr(
+        "www",
+        &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"],
+        "/CN=www.example.org",
+        &["subjectAltName=DNS:www.example.org"],
+    );
+    let sign = |out: &str| {
+        env.nkpki(&[
+            "sign",
+            "--server",
+            &server.url,
+            "--ca",
+            &ca_id,
+            "--csr",
+            &csr,
+            "--days",
+            "30",
+            "--api-token-file",
+            "op.token",
+            "--out",
+            out,
+        ])
+    };
+    let refused = sign("old.crt");
+    assert!(!refused.output.status.success(), "{}", refused.stderr());
+    assert!(!env.path("old.crt").exists());
+    let log = env.wait_for("agent-NK002.log", 20, |t| {
+        t.contains("superseded-share-set")
+    });
+    assert!(log.contains("superseded-share-set"), "{log}");
+    assert!(
+        log.contains("old share set (version 1, current is 2)"),
+        "{log}"
+    );
+    drop(old_agents);
+
+    // the holders deploy the new packages; the new set signs online
+    for h in &holders[1..] {
+        env.deploy(
+            h,
+            &format!("ca2/packages/{}.nkpkg", h.id),
+            &h.id,
+            &["--yes"],
+        )
+        .ok();
+        let _ = std::fs::remove_dir_all(env.path(&format!("machine-{}", h.id)));
+    }
+    let _new_agents: Vec<_> = ["NK002", "NK004"]
+        .iter()
+        .map(|id| env.agent(id, &ca_id, &server.url, &rule))
+        .collect();
+    env.wait_for("agent-NK004.log", 20, |t| t.contains("enrolled token key"));
+    sign("new.crt").ok();
+    env.openssl_verify("ca/ca.crt", "new.crt");
+}
