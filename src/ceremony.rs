@@ -684,6 +684,9 @@ pub(crate) fn finish_with(
                 "CA key, new KEK and shares wiped from memory; reshare complete"
             }
             CaMode::Reconstruct => "KEK and shares wiped from memory; ceremony complete",
+            CaMode::Threshold if set_version > 1 => {
+                "CA key, primes and key shares wiped from memory; reshare complete"
+            }
             CaMode::Threshold => "key shares wiped from memory; ceremony complete",
         },
     );

@@ -5,10 +5,11 @@
 //! and seals the shares or packages.
 
 use crate::ceremony::{
-    self, CeremonyError, CeremonyOutput, CeremonyParams, Delivery, Holder, Lineage,
+    self, CaMode, CeremonyError, CeremonyOutput, CeremonyParams, Delivery, Holder, Lineage,
 };
 use crate::manifest::{EarlierSet, Manifest, ManifestError, VerifiedManifest};
 use crate::pki::{CaKey, CaSubject, KeyAlgorithm, PkiError};
+use crate::sss::shoup;
 use crate::sss::{self, Share, SssError};
 use serde::Serialize;
 use time::OffsetDateTime;
@@ -17,12 +18,8 @@ use time::format_description::well_known::Rfc3339;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ReshareError {
-    #[error(
-        "this nkpki cannot reshare a threshold-mode (Shoup RSA) CA: re-dealing its key shares \
-         needs the factors of n, which M key shares do not yield here\n\
-         hint: keep the holder set, or run a new ceremony and migrate to the new CA"
-    )]
-    ThresholdMode,
+    #[error("the key shares do not rebuild the threshold key's primes: {0}")]
+    Threshold(crate::sss::shoup::ThresholdError),
     #[error("{what} and {other} are the same share ({index}); each holder's share counts once")]
     Duplicate {
         what: String,
@@ -65,9 +62,6 @@ impl ReshareRequest {
         threshold: u32,
         delivery: Delivery,
     ) -> Result<Self, ReshareError> {
-        if current.threshold_key().is_some() {
-            return Err(ReshareError::ThresholdMode);
-        }
         let ca = &current.body.ca;
         let key: KeyAlgorithm = ca
             .key
@@ -87,6 +81,9 @@ impl ReshareRequest {
             holders,
         )?;
         params.delivery = delivery;
+        if current.threshold_key().is_some() {
+            params = params.with_mode(CaMode::Threshold)?;
+        }
         Ok(ReshareRequest { params })
     }
 
@@ -159,11 +156,12 @@ fn set_record(manifest: &Manifest, fingerprints: Vec<(String, String)>) -> SetRe
 }
 
 /// Checks the shares (each against the current manifest, no duplicates, at least M) and
-/// rebuilds the CA key from them, checked against the certificate.
+/// rebuilds the CA key from them, checked against the certificate; for a threshold-mode
+/// CA, also its safe primes.
 fn rebuild_key(
     current: &VerifiedManifest,
     shares: &[(String, Share)],
-) -> Result<CaKey, ReshareError> {
+) -> Result<(CaKey, Option<shoup::SafePrimes>), ReshareError> {
     for (i, (what, share)) in shares.iter().enumerate() {
         current.check_share(share, what)?;
         if let Some((other, _)) = shares[..i].iter().find(|(_, s)| s.index == share.index) {
@@ -180,6 +178,18 @@ fn rebuild_key(
             needed: current.threshold(),
         });
     }
+    if let Some(threshold_key) = current.threshold_key() {
+        let primes = threshold_primes(current, threshold_key, shares)?;
+        let key = CaKey::from_rsa(
+            primes
+                .to_rsa_private_key()
+                .map_err(ReshareError::Threshold)?,
+        )?;
+        if key.spki_der()? != current.ca.spki_der {
+            return Err(ReshareError::KeyMismatch);
+        }
+        return Ok((key, Some(primes)));
+    }
     let only: Vec<Share> = shares.iter().map(|(_, s)| s.clone()).collect();
     let pkcs8 = current
         .body
@@ -192,7 +202,30 @@ fn rebuild_key(
     if key.spki_der()? != current.ca.spki_der {
         return Err(ReshareError::KeyMismatch);
     }
-    Ok(key)
+    Ok((key, None))
+}
+
+/// A threshold-mode CA: M key shares give back its safe primes (see
+/// [`shoup::recover_primes`]), from which the new set is dealt.
+fn threshold_primes(
+    current: &VerifiedManifest,
+    threshold_key: &shoup::ThresholdKey,
+    shares: &[(String, Share)],
+) -> Result<shoup::SafePrimes, ReshareError> {
+    let mut key_shares = Vec::with_capacity(shares.len());
+    for (what, share) in shares {
+        let key_share =
+            current
+                .body
+                .share_set
+                .key_share(share)
+                .map_err(|reason| ManifestError::Share {
+                    what: what.clone(),
+                    reason,
+                })?;
+        key_shares.push(key_share);
+    }
+    shoup::recover_primes(threshold_key, &key_shares).map_err(ReshareError::Threshold)
 }
 
 /// Reshares the CA of `current` (the manifest as read, and verified) with `shares` of its
@@ -206,9 +239,6 @@ pub fn reshare(
     request: &ReshareRequest,
     now: OffsetDateTime,
 ) -> Result<ReshareOutput, ReshareError> {
-    if current.threshold_key().is_some() {
-        return Err(ReshareError::ThresholdMode);
-    }
     let params = &request.params;
     let at = now.format(&Rfc3339).unwrap_or_default();
     let mut log = String::new();
@@ -221,7 +251,7 @@ pub fn reshare(
             current.body.ca.name
         ),
     );
-    let key = rebuild_key(current, shares)?;
+    let (key, primes) = rebuild_key(current, shares)?;
     let used: Vec<UsedShare> = shares
         .iter()
         .map(|(what, s)| UsedShare {
@@ -249,26 +279,52 @@ pub fn reshare(
         ),
     );
     let ids = ceremony::holder_ids(params);
-    let pkcs8 = key.to_pkcs8_der()?;
-    let (set, new_shares) = sss::split_bound(
-        &pkcs8,
-        params.threshold,
-        ids.len() as u8,
-        &ids,
-        &current.ca.spki_der,
-    )
-    .map_err(CeremonyError::from)?;
-    drop(pkcs8);
-    ceremony::stamp(
-        &mut log,
-        &format!(
-            "CA key wrapped under a new KEK; KEK split {}-of-{}; share set {} (version {})",
-            params.threshold,
-            ids.len(),
-            set.id(),
-            current.set_version() + 1
-        ),
-    );
+    let (set, new_shares) = match primes {
+        Some(primes) => {
+            let (threshold_key, key_shares) =
+                shoup::deal(primes, params.threshold, ids.len() as u8, &mut rand::rng())
+                    .map_err(ReshareError::Threshold)?;
+            let dealt = sss::threshold_set(threshold_key, &key_shares, &ids, &current.ca.spki_der)
+                .map_err(CeremonyError::from)?;
+            drop(key_shares);
+            ceremony::stamp(
+                &mut log,
+                &format!(
+                    "safe primes rebuilt from the key shares; private exponent re-dealt as \
+                     Shoup shares {}-of-{}; primes and polynomial wiped; share set {} \
+                     (version {})",
+                    params.threshold,
+                    ids.len(),
+                    dealt.0.id(),
+                    current.set_version() + 1
+                ),
+            );
+            dealt
+        }
+        None => {
+            let pkcs8 = key.to_pkcs8_der()?;
+            let split = sss::split_bound(
+                &pkcs8,
+                params.threshold,
+                ids.len() as u8,
+                &ids,
+                &current.ca.spki_der,
+            )
+            .map_err(CeremonyError::from)?;
+            drop(pkcs8);
+            ceremony::stamp(
+                &mut log,
+                &format!(
+                    "CA key wrapped under a new KEK; KEK split {}-of-{}; share set {} (version {})",
+                    params.threshold,
+                    ids.len(),
+                    split.0.id(),
+                    current.set_version() + 1
+                ),
+            );
+            split
+        }
+    };
     let mut earlier_sets = current.body.earlier_sets.clone();
     earlier_sets.push(EarlierSet {
         set_version: current.set_version(),

@@ -648,6 +648,99 @@ pub fn deal(
     Ok((key, shares))
 }
 
+/// Rebuilds the safe primes of `key` from `threshold` of its (checked) key shares, for a
+/// reshare's re-deal: x = Σ λ_j s_j ≡ Δ·d (mod p'q'), so e·x − Δ is a multiple of p'q' and
+/// 4(e·x − Δ) one of φ(n), which factors n (Miller). Every intermediate is wiped.
+pub fn recover_primes(key: &ThresholdKey, shares: &[KeyShare]) -> Result<SafePrimes> {
+    key.check()?;
+    let mut used: Vec<u8> = Vec::with_capacity(shares.len());
+    for share in shares {
+        if used.contains(&share.index) {
+            return Err(ThresholdError::DuplicateShare { index: share.index });
+        }
+        check_key_share(key, share)?;
+        used.push(share.index);
+    }
+    if shares.len() < key.threshold as usize {
+        return Err(ThresholdError::NotEnoughShares {
+            got: shares.len(),
+            needed: key.threshold,
+        });
+    }
+    let threshold = key.threshold as usize;
+    let used = &used[..threshold];
+    let delta = key.delta();
+    let precision = key.n.bits_precision() + 256;
+    let widen = |x: &BoxedUint| -> Result<Zeroizing<BoxedUint>> {
+        x.try_resize(precision)
+            .map(Zeroizing::new)
+            .ok_or(ThresholdError::CombineFailed)
+    };
+    let mut positive = Zeroizing::new(BoxedUint::zero_with_precision(precision));
+    let mut negative = Zeroizing::new(BoxedUint::zero_with_precision(precision));
+    for (position, share) in shares.iter().take(threshold).enumerate() {
+        let lambda = lagrange_at_zero(used, position, delta)?;
+        let magnitude = BoxedUint::from(lambda.unsigned_abs()).resize_unchecked(precision);
+        let term = Zeroizing::new(widen(&share.s)?.wrapping_mul(&magnitude));
+        let sum = if lambda >= 0 {
+            &mut positive
+        } else {
+            &mut negative
+        };
+        let next = sum.wrapping_add(&term);
+        sum.zeroize();
+        **sum = next;
+    }
+    let e = BoxedUint::from(u64::from(key.e)).resize_unchecked(precision);
+    let delta = BoxedUint::from(delta).resize_unchecked(precision);
+    let a = Zeroizing::new(positive.wrapping_mul(&e));
+    let b = Zeroizing::new(negative.wrapping_mul(&e).wrapping_add(&delta));
+    let k = Zeroizing::new(if *a >= *b {
+        a.wrapping_sub(&b)
+    } else {
+        b.wrapping_sub(&a)
+    });
+    if bool::from(k.is_zero()) {
+        return Err(ThresholdError::CombineFailed);
+    }
+    let zeros = k.trailing_zeros_vartime();
+    let r = Zeroizing::new(k.wrapping_shr_vartime(zeros));
+    let squarings = zeros + 2;
+    let params = key.params()?;
+    let n_bits = key.n.bits_precision();
+    let one = BoxedMontyForm::one(&params);
+    let minus_one = one.neg();
+    let one_n = BoxedUint::one_with_precision(n_bits);
+    for g in 2u64..200 {
+        let base = BoxedMontyForm::new(BoxedUint::from(g).resize_unchecked(n_bits), &params);
+        let mut y = pow_public(&base, &r);
+        if y == one || y == minus_one {
+            continue;
+        }
+        for _ in 0..squarings {
+            let z = y.square();
+            if z == one {
+                let factor = y.retrieve().wrapping_sub(&one_n).gcd_vartime(&key.n);
+                if factor == one_n || factor == key.n {
+                    break;
+                }
+                let divisor = NonZero::new(factor.clone())
+                    .into_option()
+                    .ok_or(ThresholdError::CombineFailed)?;
+                let (other, _) = key.n.div_rem(&divisor);
+                let p = Zeroizing::new(trim_leading_zeros(&factor.to_be_bytes()));
+                let q = Zeroizing::new(trim_leading_zeros(&other.to_be_bytes()));
+                return SafePrimes::from_be_bytes(&p, &q);
+            }
+            if z == minus_one {
+                break;
+            }
+            y = z;
+        }
+    }
+    Err(ThresholdError::CombineFailed)
+}
+
 /// Checks that `share` is the share its index names for `key`: v^{s_i} = v_i. Reveals
 /// nothing about s_i beyond yes or no.
 pub fn check_key_share(key: &ThresholdKey, share: &KeyShare) -> Result<()> {

@@ -418,19 +418,63 @@ fn reshare_bad_inputs_are_refused_and_nothing_is_written() {
 }
 
 #[test]
-fn a_threshold_mode_ca_is_refused_with_a_clear_message() {
+fn a_threshold_mode_ca_is_re_dealt_from_m_key_shares_and_the_new_shares_sign() {
     let primes = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/tests/fixtures/threshold/rsa-2048.primes"
     );
     let env = Env::new().with_env("NKPKI_TEST_SAFE_PRIMES", primes);
-    let holders = env.holders(3);
-    env.holders_json(&holders, &[]);
+    let holders = env.holders(4);
+    env.holders_json(&holders[..3], &[]);
     env.ca_init("rsa-2048", 2, &["--mode", "threshold"]).ok();
     let all: Vec<&Holder> = holders.iter().collect();
-    reshare(&env, "2", "ca2", &refs(&share_args(&all[..2])))
-        .fails_with(&["cannot reshare a threshold-mode (Shoup RSA) CA"]);
+    env.holders_json(&holders, &[]);
+    // one share is not enough, and nothing is written
+    reshare(&env, "3", "ca2", &refs(&share_args(&all[..1])))
+        .fails_with(&["1 valid share(s) of the current set given"]);
     assert!(!env.path("ca2").exists());
+    reshare(&env, "3", "ca2", &refs(&share_args(&all[1..3]))).ok();
+    let old = manifest(&env, "ca/manifest.json");
+    let new = manifest(&env, "ca2/manifest.json");
+    assert_eq!(new["signed"]["ca_id"], old["signed"]["ca_id"]);
+    assert_eq!(new["signed"]["set_version"], 2);
+    let (old_key, new_key) = (
+        &old["signed"]["share_set"]["threshold_key"],
+        &new["signed"]["share_set"]["threshold_key"],
+    );
+    assert_eq!(new_key["n"], old_key["n"]);
+    assert_ne!(new_key["verification_keys"], old_key["verification_keys"]);
+    assert_eq!(new_key["total"], 4);
+    assert_eq!(env.read("ca2/ca.crt"), env.read("ca/ca.crt"));
+
+    // three of the four new shares sign; OpenSSL verifies against the old CA certificate
+    leaf_csr(&env);
+    let mut sign = vec![
+        "sign".to_owned(),
+        "--offline".into(),
+        "--manifest".into(),
+        "ca2/manifest.json".into(),
+        "--csr".into(),
+        "leaf.csr".into(),
+        "--out".into(),
+        "leaf.pem".into(),
+    ];
+    for h in [&holders[0], &holders[2], &holders[3]] {
+        sign.extend([
+            "--share".into(),
+            format!("ca2/shares/{}.age", h.id),
+            "--identity".into(),
+            h.key_file.display().to_string(),
+        ]);
+    }
+    env.nkpki(&refs(&sign)).ok();
+    env.openssl_verify("ca/ca.crt", "leaf.pem");
+    // an old share is named as such
+    let mut old_share = sign.clone();
+    old_share[7] = "leaf2.pem".into();
+    old_share[9] = "ca/shares/NK001.age".into();
+    env.nkpki(&refs(&old_share))
+        .fails_with(&["old share set (version 1, current is 2)"]);
 }
 
 /// POSTs `dir`'s manifest and enrollment to the server's `/cas` as a ca-admin; returns

@@ -404,3 +404,37 @@ fn lagrange_coefficients_and_bezout_fit_their_integers_up_to_twenty_shares() {
         big(1)
     );
 }
+
+#[test]
+fn m_key_shares_give_back_the_safe_primes_and_fewer_or_forged_ones_do_not() {
+    let (key, shares) = dealt_2048();
+    let expected = primes(2048);
+    for subset in [[0usize, 1, 2], [4, 2, 0], [1, 3, 4]] {
+        let picked: Vec<KeyShare> = subset
+            .iter()
+            .map(|&i| KeyShare::from_bytes(&shares[i].to_bytes()).unwrap())
+            .collect();
+        let got = recover_primes(key, &picked).unwrap();
+        let mut found = [got.p.clone(), got.q.clone()];
+        found.sort();
+        let mut want = [expected.p.clone(), expected.q.clone()];
+        want.sort();
+        assert_eq!(found, want);
+    }
+    let two: Vec<KeyShare> = shares[..2]
+        .iter()
+        .map(|s| KeyShare::from_bytes(&s.to_bytes()).unwrap())
+        .collect();
+    assert!(matches!(
+        recover_primes(key, &two),
+        Err(ThresholdError::NotEnoughShares { .. })
+    ));
+    let mut forged: Vec<KeyShare> = shares[..3]
+        .iter()
+        .map(|s| KeyShare::from_bytes(&s.to_bytes()).unwrap())
+        .collect();
+    forged[1].s = forged[1]
+        .s
+        .wrapping_add(BoxedUint::one_with_precision(forged[1].s.bits_precision()));
+    assert!(recover_primes(key, &forged).is_err());
+}
