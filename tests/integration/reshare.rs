@@ -636,3 +636,32 @@ fn the_server_switches_to_a_reshared_set_and_refuses_old_shares_with_a_clear_cod
     sign("new.crt").ok();
     env.openssl_verify("ca/ca.crt", "new.crt");
 }
+
+#[test]
+fn a_reshare_with_tokens_inserted_one_after_another() {
+    let env = Env::new().with_softhsm(&["NK001", "NK002", "NK003"]);
+    let holders = env.packaged_and_deployed(3, 2);
+    env.holders_json(&holders, &[]);
+    let (inserted, transcript) = env.run_inserting_tokens(&[
+        "reshare",
+        "--manifest",
+        "ca/manifest.json",
+        "--holders",
+        "holders.json",
+        "--threshold",
+        "3",
+        "--insert-tokens",
+        "--pin-file",
+        "pin.txt",
+        "--out",
+        "ca2",
+    ]);
+    assert_eq!(inserted, 2, "{transcript}");
+    assert!(
+        transcript.contains("New:       set version 2, 3 of 3"),
+        "{transcript}"
+    );
+    let new = manifest(&env, "ca2/manifest.json");
+    assert_eq!(new["signed"]["share_set"]["threshold"], 3);
+    assert!(env.path("ca2/shares/NK003.age").exists());
+}
