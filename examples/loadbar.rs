@@ -209,6 +209,7 @@ fn agent(
                     ciphertext,
                     signature,
                     signature_share: None,
+                    share_set_id: None,
                 },
             )?;
             // the M-th contribution's answer is the signed session: when it was signed

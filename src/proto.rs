@@ -257,6 +257,10 @@ pub struct Contribution {
     pub signature_share: Option<crate::sss::shoup::SignatureShare>,
     /// ECDSA P-256 / SHA-256 DER signature by the holder's token key, base64.
     pub signature: String,
+    /// Threshold mode: the share set the agent's share belongs to, so that a share of a
+    /// superseded set (after a reshare) is named as such rather than as a bad proof.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub share_set_id: Option<crate::sss::SetId>,
 }
 
 /// POST /api/v1/sessions/{id}/decline (agent).

@@ -683,6 +683,7 @@ impl Agent {
                 ciphertext,
                 signature,
                 signature_share: None,
+                share_set_id: None,
             },
         )?;
         tracing::info!(
@@ -749,6 +750,7 @@ impl Agent {
                 ciphertext: String::new(),
                 signature,
                 signature_share: Some(signature_share),
+                share_set_id: Some(self.manifest.body.share_set.id()),
             },
         )?;
         tracing::info!(

@@ -1307,6 +1307,7 @@ impl State {
                     let share = c.signature_share.as_ref().ok_or_else(|| {
                         ApiErr::new(400, "bad-envelope", "no signature share was sent")
                     })?;
+                    threshold::check_set(&manifest, c.share_set_id.as_ref())?;
                     threshold::check_share(&manifest, holder_id, tbs, context, share)
                 }),
                 None => self.worker_contribute(&worker, holder_id, &c.ciphertext),

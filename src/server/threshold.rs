@@ -53,6 +53,26 @@ pub(super) fn tbs_for_crl(
     pki::tbs_crl(&manifest.ca, number, &revoked, at).map_err(|e| e.to_string())
 }
 
+/// Refuses a signature share the agent made with a share of an earlier set of this CA
+/// (it was reshared): `409 superseded-share-set`, not a bad proof.
+pub(super) fn check_set(
+    manifest: &VerifiedManifest,
+    set_id: Option<&crate::sss::SetId>,
+) -> ApiResult<()> {
+    match set_id.and_then(|id| manifest.superseded_version(id)) {
+        Some(version) => Err(ApiErr::new(
+            409,
+            "superseded-share-set",
+            format!(
+                "the signature share was made with a share of an old share set (version \
+                 {version}, current is {}): this CA was reshared; deploy the new package",
+                manifest.set_version()
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
 /// Checks one holder's signature share: its index must be the one the manifest gives that
 /// holder, and its proof must hold for exactly this TBS and session.
 pub(super) fn check_share(

@@ -490,6 +490,7 @@ impl FakeAgent {
             ciphertext: String::new(),
             signature,
             signature_share: Some(share),
+            share_set_id: None,
         }
     }
 
@@ -519,6 +520,7 @@ impl FakeAgent {
             ciphertext,
             signature,
             signature_share: None,
+            share_set_id: None,
         }
     }
 

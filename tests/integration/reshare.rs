@@ -517,10 +517,33 @@ fn post_ca(env: &Env, url: &str, dir: &str) -> (String, String) {
 #[test]
 fn the_server_switches_to_a_reshared_set_and_refuses_old_shares_with_a_clear_code() {
     let env = Env::new().with_softhsm(&["NK001", "NK002", "NK003", "NK004"]);
+    server_switch(&env, "ecdsa-p256", &[]);
+}
+
+#[test]
+fn a_threshold_mode_server_refuses_signature_shares_of_the_superseded_set() {
+    let primes = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/threshold/rsa-2048.primes"
+    );
+    let env = Env::new()
+        .with_softhsm(&["NK001", "NK002", "NK003", "NK004"])
+        .with_env("NKPKI_TEST_SAFE_PRIMES", primes);
+    server_switch(&env, "rsa-2048", &["--mode", "threshold"]);
+}
+
+/// A 2-of-3 packaged CA (`key`, ca-init `mode`) deployed and registered, reshared to
+/// NK002–NK004 from tokens; agents with old shares are refused once the server has the new
+/// manifest, and the new set signs online.
+fn server_switch(env: &Env, key: &str, mode: &[&str]) {
     let holders = env.holders(4);
     env.holders_json(&holders[..3], &[]);
-    env.ca_init("ecdsa-p256", 2, &["--package", "--server-url", SERVER])
-        .ok();
+    env.ca_init(
+        key,
+        2,
+        &[mode, &["--package", "--server-url", SERVER][..]].concat(),
+    )
+    .ok();
     for h in &holders[..3] {
         env.deploy(h, &format!("ca/packages/{}.nkpkg", h.id), &h.id, &[])
             .ok();
