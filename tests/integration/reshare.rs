@@ -566,7 +566,7 @@ fn server_switch(env: &Env, key: &str, mode: &[&str]) {
     env.write("admin.token", admin.trim());
     env.holders_json(&holders[1..], &[]);
     reshare(
-        &env,
+        env,
         "2",
         "ca2",
         &[
@@ -597,10 +597,10 @@ fn server_switch(env: &Env, key: &str, mode: &[&str]) {
         assert!(log.contains("enrolled token key"), "{log}");
     }
     // the reshared manifest replaces the registered one; the older one never does
-    let (status, answer) = post_ca(&env, &server.url, "ca2");
+    let (status, answer) = post_ca(env, &server.url, "ca2");
     assert_eq!(status, "201", "{answer}");
     assert!(answer.contains("\"set_version\":2"), "{answer}");
-    let (status, answer) = post_ca(&env, &server.url, "ca");
+    let (status, answer) = post_ca(env, &server.url, "ca");
     assert_eq!(status, "409", "{answer}");
     assert!(answer.contains("share set version 2"), "{answer}");
 
