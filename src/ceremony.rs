@@ -218,6 +218,8 @@ pub struct CeremonyParams {
     pub holders: Vec<Holder>,
     pub delivery: Delivery,
     pub mode: CaMode,
+    /// The CA policy written into the manifest (docs/policy.md).
+    pub policy: Option<crate::policy::Policy>,
 }
 
 impl CeremonyParams {
@@ -274,7 +276,23 @@ impl CeremonyParams {
             holders,
             delivery: Delivery::ShareFiles,
             mode: CaMode::Reconstruct,
+            policy: None,
         })
+    }
+
+    /// Sets the CA policy, checked against the threshold and holders chosen.
+    pub fn with_policy(
+        mut self,
+        policy: crate::policy::Policy,
+    ) -> Result<Self, crate::policy::PolicyError> {
+        let holders: Vec<String> = self
+            .holders
+            .iter()
+            .map(|h| h.nitrokey_id.to_string())
+            .collect();
+        policy.check_for_ca(self.threshold, &holders)?;
+        self.policy = Some(policy);
+        Ok(self)
     }
 
     /// Chooses the CA mode; threshold mode takes RSA keys only.
@@ -548,6 +566,7 @@ fn finish(
             .collect(),
         created_at: now.format(&Rfc3339).unwrap_or_default(),
         tool: format!("nkpki {}", env!("CARGO_PKG_VERSION")),
+        policy: params.policy.clone(),
     };
     let manifest = Manifest::sign(body, &key)?;
     drop(key);
