@@ -304,7 +304,7 @@ fn check_quorum(verdict: &Verdict, holders: &[String]) -> anyhow::Result<()> {
         return Err(super::online::Exit(
             super::online::EXIT_POLICY,
             format!(
-                "the CA policy's [{}] rule needs {} approvals (holders' shares) and {} were                  given; nothing was signed",
+                "the CA policy's [{}] rule needs {} approvals (holders' shares) and {} were given; nothing was signed",
                 verdict.profile,
                 verdict.approvals,
                 holders.len()
@@ -320,7 +320,7 @@ fn check_quorum(verdict: &Verdict, holders: &[String]) -> anyhow::Result<()> {
         return Err(super::online::Exit(
             super::online::EXIT_POLICY,
             format!(
-                "the CA policy's [{}] rule requires holder {missing} among the approvers                  (given: {}); nothing was signed",
+                "the CA policy's [{}] rule requires holder {missing} among the approvers (given: {}); nothing was signed",
                 verdict.profile,
                 holders.join(", ")
             ),
