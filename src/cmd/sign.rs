@@ -18,7 +18,8 @@ pub struct Args {
     /// Sign here, with share files or tokens (no network)
     #[arg(long, conflicts_with = "server")]
     offline: bool,
-    /// With --offline: the CA's manifest.json from the ceremony
+    /// The CA's manifest.json from the ceremony: required with --offline; with --server,
+    /// the CA policy's verdict is shown (and a refusal ends it) before a session is opened
     #[arg(long, value_name = "FILE", required_if_eq("offline", "true"))]
     manifest: Option<PathBuf>,
     #[command(flatten)]
@@ -334,6 +335,29 @@ fn check_quorum(verdict: &Verdict, holders: &[String]) -> anyhow::Result<()> {
 fn run_online(args: &Args) -> anyhow::Result<()> {
     let csr = Csr::parse(&super::read_file(&args.csr, "CSR")?)
         .with_context(|| format!("CSR {}", args.csr.display()))?;
+    if let Some(path) = &args.manifest {
+        // the CA's own signed policy, judged here before any session is opened
+        let text = String::from_utf8(super::read_file(path, "manifest")?)
+            .map_err(|_| anyhow::anyhow!("{} is not a manifest (not text)", path.display()))?;
+        let manifest = Manifest::from_json(&text)
+            .and_then(|m| m.verify())
+            .with_context(|| format!("manifest {}", path.display()))?;
+        let terms = pki::Terms::new(args.profile, args.days, OffsetDateTime::now_utc())?
+            .with_sub_ca(sub_ca_constraints(&manifest, args.profile));
+        let view = pki::check_request(&manifest.ca, &csr, &terms)?;
+        let verdict = manifest.verdict(&Request::Issue(&view));
+        show_verdict(&verdict);
+        if !verdict.allowed() {
+            return Err(super::online::Exit(
+                super::online::EXIT_POLICY,
+                format!(
+                    "refused by the CA policy: {}; no session was opened",
+                    verdict.refusal()
+                ),
+            )
+            .into());
+        }
+    }
     let client = args.server.operator_client()?;
     let request = nkpki::proto::CreateSession {
         ca_id: args.server.ca()?.to_owned(),

@@ -421,6 +421,39 @@ fn online_a_quorum_above_m_takes_approvals_without_shares() {
         "far.crt",
         &["server.dns_domains"],
     );
+    // with the manifest at hand, `sign` shows the verdict and opens no session at all
+    let local = env.nkpki(&[
+        "sign",
+        "--server",
+        &server.url,
+        "--ca",
+        &ca_id,
+        "--csr",
+        &far,
+        "--days",
+        "30",
+        "--api-token-file",
+        "op.token",
+        "--out",
+        "far.crt",
+        "--manifest",
+        "ca/manifest.json",
+    ]);
+    refused(
+        &env,
+        &local,
+        "far.crt",
+        &["server.dns_domains", "no session was opened"],
+    );
+    let audit = env
+        .nkpki(&["audit", "export", "--data-dir", "data"])
+        .ok()
+        .stdout();
+    assert_eq!(
+        audit.matches("session-refused").count(),
+        1,
+        "the server's refusal is audited, the local one never reached it: {audit}"
+    );
     let csr = env.csr(
         "www",
         &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"],
