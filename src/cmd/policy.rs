@@ -205,8 +205,9 @@ fn set(args: SetArgs) -> anyhow::Result<()> {
         previous.display()
     );
     eprintln!(
-        "note: a server that registered the previous manifest keeps enforcing the previous \
-         policy until the new manifest is registered there (docs/policy.md)"
+        "note: a server keeps enforcing the previous policy until the new manifest is \
+         registered there (`nkpki serve ca set-policy --manifest FILE`, then a restart), and \
+         holders' agents until they are given it (docs/policy.md)"
     );
     Ok(())
 }

@@ -322,8 +322,55 @@ fn a_policy_is_changed_offline_with_m_shares() {
     set("relaxed.toml", 2).fails_with(&["2 valid share(s) given; this CA needs 3"]);
     assert_eq!(env.read("ca/manifest.json"), before);
 
+    let fingerprint = env.ca_fingerprint("ca");
+    env.nkpki(&[
+        "serve",
+        "ca",
+        "add",
+        "--data-dir",
+        "data",
+        "--manifest",
+        "ca/manifest.json",
+        "--expect-fingerprint",
+        &fingerprint,
+    ])
+    .ok();
     set("relaxed.toml", 3).ok();
     assert_eq!(env.read("ca/manifest.json.previous"), before);
+    // the server takes the new manifest: same CA, only the policy changed
+    let took = env
+        .nkpki(&[
+            "serve",
+            "ca",
+            "set-policy",
+            "--data-dir",
+            "data",
+            "--manifest",
+            "ca/manifest.json",
+        ])
+        .ok()
+        .stdout();
+    assert!(took.contains("new CA policy"), "{took}");
+    let audit = env
+        .nkpki(&["audit", "export", "--data-dir", "data"])
+        .ok()
+        .stdout();
+    assert!(audit.contains("ca-policy-changed"), "{audit}");
+    // a manifest that changes anything else (here: its holders) is not a policy change
+    let mut other: serde_json::Value =
+        serde_json::from_slice(&env.read("ca/manifest.json")).unwrap();
+    other["signed"]["holders"][0]["location"] = "Lyon".into();
+    env.write("other.json", serde_json::to_vec(&other).unwrap());
+    env.nkpki(&[
+        "serve",
+        "ca",
+        "set-policy",
+        "--data-dir",
+        "data",
+        "--manifest",
+        "other.json",
+    ])
+    .fails_with(&["signature does not verify"]);
     env.nkpki(&[
         "policy",
         "check",
