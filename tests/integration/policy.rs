@@ -596,3 +596,123 @@ fn online_a_required_holder_who_declines_ends_the_session() {
     assert!(run.stderr().contains("declined"), "{}", run.stderr());
     assert!(!env.path("www.crt").exists());
 }
+
+/// Safe primes of the test ceremonies (public, tests only).
+const PRIMES: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/threshold/rsa-2048.primes"
+);
+
+#[test]
+fn a_threshold_ca_changes_its_policy_from_tokens_and_takes_approvals_without_shares() {
+    let env = Env::new()
+        .with_softhsm(&["NK001", "NK002", "NK003", "NK004", "NK005"])
+        .with_env("NKPKI_TEST_SAFE_PRIMES", PRIMES);
+    let holders = env.holders(5);
+    env.holders_json(&holders, &[]);
+    env.write("policy.toml", ONLINE_POLICY);
+    env.ca_init(
+        "rsa-2048",
+        3,
+        &[
+            "--mode",
+            "threshold",
+            "--policy",
+            "policy.toml",
+            "--package",
+            "--server-url",
+            "https://pki.example.org:8443",
+        ],
+    )
+    .ok();
+    for h in &holders {
+        env.deploy(h, &format!("ca/packages/{}.nkpkg", h.id), &h.id, &[])
+            .ok();
+    }
+    let ca_id = env.register();
+    // a stricter validity, signed from three tokens' signature shares (the key is never whole)
+    env.write(
+        "strict.toml",
+        ONLINE_POLICY.replace("max_days = 60", "max_days = 30"),
+    );
+    env.nkpki(&[
+        "policy",
+        "set",
+        "--ca",
+        "ca",
+        "--policy",
+        "strict.toml",
+        "--token",
+        "NK001",
+        "--token",
+        "NK002",
+        "--token",
+        "NK003",
+        "--pin-file",
+        "pin.txt",
+    ])
+    .ok();
+    env.nkpki(&[
+        "serve",
+        "ca",
+        "set-policy",
+        "--data-dir",
+        "data",
+        "--manifest",
+        "ca/manifest.json",
+    ])
+    .ok();
+    let server = env.serve(&[]);
+    let sign = |days: &str, out: &str| {
+        env.nkpki(&[
+            "sign",
+            "--server",
+            &server.url,
+            "--ca",
+            &ca_id,
+            "--csr",
+            "www.csr",
+            "--days",
+            days,
+            "--api-token-file",
+            "op.token",
+            "--out",
+            out,
+        ])
+    };
+    env.csr(
+        "www",
+        &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"],
+        "/CN=www.example.org",
+        &["subjectAltName=DNS:www.example.org"],
+    );
+    refused(
+        &env,
+        &sign("45", "long.crt"),
+        "long.crt",
+        &["server.max_days", "at most 30"],
+    );
+
+    let _first: Vec<_> = ["NK001", "NK002", "NK003"]
+        .iter()
+        .map(|id| env.agent(id, &ca_id, &server.url, &RULE))
+        .collect();
+    let run = std::thread::scope(|scope| {
+        let signing = scope.spawn(|| sign("30", "www.crt"));
+        for id in ["NK001", "NK002", "NK003"] {
+            let log = env.wait_for(&format!("agent-{id}.log"), 60, |t| {
+                t.contains("signature share sent")
+            });
+            assert!(log.contains("signature share sent"), "{log}");
+        }
+        let _late = env.agent("NK005", &ca_id, &server.url, &RULE);
+        let log = env.wait_for("agent-NK005.log", 60, |t| {
+            t.contains("approval (no share) sent")
+        });
+        assert!(log.contains("approval (no share) sent"), "{log}");
+        signing.join().unwrap()
+    });
+    run.ok();
+    assert!(run.stderr().contains("4 of 4 approved"), "{}", run.stderr());
+    env.openssl_verify("ca/ca.crt", "www.crt");
+}
