@@ -716,3 +716,92 @@ fn a_threshold_ca_changes_its_policy_from_tokens_and_takes_approvals_without_sha
     assert!(run.stderr().contains("4 of 4 approved"), "{}", run.stderr());
     env.openssl_verify("ca/ca.crt", "www.crt");
 }
+
+#[test]
+fn an_approval_without_a_share_counts_only_once_m_shares_are_in() {
+    use crate::online_attacks::{FakeAgent, open_session, refused as api_refused};
+    use nkpki::client::{Client, Trust};
+    use nkpki::proto::{SessionState, SessionStatus};
+
+    let env = Env::new();
+    let holders = env.holders(5);
+    env.holders_json(&holders, &[]);
+    env.write("policy.toml", ONLINE_POLICY);
+    env.ca_init(
+        "ecdsa-p256",
+        3,
+        &[
+            "--policy",
+            "policy.toml",
+            "--package",
+            "--server-url",
+            "https://pki.example.org:8443",
+        ],
+    )
+    .ok();
+    let ca_id = env.register();
+    let server = env.serve(&[]);
+    let token = String::from_utf8(env.read("op.token")).unwrap();
+    let op = Client::new(
+        &server.url,
+        &Trust::System,
+        std::time::Duration::from_secs(30),
+    )
+    .unwrap()
+    .with_bearer(token.trim());
+    let mut agents: Vec<FakeAgent> = holders
+        .iter()
+        .map(|h| FakeAgent::from_package(&env, h, &server.url))
+        .collect();
+    for a in &mut agents {
+        a.enroll_with(&a.code.clone()).unwrap();
+        a.login();
+    }
+    let csr = env.csr(
+        "www",
+        &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"],
+        "/CN=www.example.org",
+        &["subjectAltName=DNS:www.example.org"],
+    );
+    let csr_pem = String::from_utf8(env.read(&csr)).unwrap();
+    let session = open_session(&op, &ca_id, &csr_pem);
+    assert_eq!((session.threshold, session.needed()), (3, 4));
+    assert_eq!(session.required_holders, ["NK005"]);
+
+    let approval = |a: &FakeAgent| {
+        let offer = a.offers().into_iter().next().expect("an offer");
+        let mut c = a.contribution_sealed(&offer, String::new());
+        c.envelope.ciphertext_sha256 = String::new();
+        a.resign(&mut c);
+        assert!(
+            c.envelope
+                .signed_bytes()
+                .starts_with(b"nkpki approval v1\n")
+        );
+        (offer, c)
+    };
+    // before M shares, an approval without a share is refused
+    let (offer, c) = approval(&agents[0]);
+    assert!(!offer.approval_only);
+    let policy = offer.policy.clone().expect("the offer carries the rule");
+    assert_eq!(
+        (policy.approvals, policy.required_holders),
+        (4, vec!["NK005".to_owned()])
+    );
+    api_refused(agents[0].send(&session.session_id, &c), 409, "share-needed");
+    // three shares: M, but not the policy's four approvals nor NK005
+    for a in &agents[1..4] {
+        let offer = a.offers().into_iter().next().expect("an offer");
+        let c = a.contribution(&offer, &a.share_json);
+        let status = a.send(&session.session_id, &c).unwrap();
+        assert_eq!(status.state, SessionState::Waiting);
+    }
+    // NK005 is now asked for an approval only, and its approval signs
+    let (offer, c) = approval(&agents[4]);
+    assert!(offer.approval_only, "M shares are in: {offer:?}");
+    let status: SessionStatus = agents[4].send(&session.session_id, &c).unwrap();
+    assert_eq!(status.state, SessionState::Signed, "{status:?}");
+    assert_eq!(status.approved, ["NK002", "NK003", "NK004", "NK005"]);
+    env.write("www.crt", status.certificate_pem.unwrap());
+    env.openssl_verify("ca/ca.crt", "www.crt");
+}
