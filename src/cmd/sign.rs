@@ -210,7 +210,7 @@ fn sign_reconstruct(
         shares.extend(token_shares);
     }
     let holders: Vec<String> = shares.iter().map(|(_, s)| holder_name(s)).collect();
-    check_quorum(verdict, &holders)?;
+    check_quorum(verdict, manifest.threshold(), &holders)?;
     let issued = offline::sign(manifest, csr, terms, &shares)?;
     drop(shares);
     Ok((issued, holders))
@@ -273,7 +273,7 @@ fn sign_threshold(
     } else if !args.tokens.is_empty() {
         super::tokens::for_each_named(manifest, &args.token_access, &args.tokens, &mut add)?;
     }
-    check_quorum(verdict, &holders)?;
+    check_quorum(verdict, manifest.threshold(), &holders)?;
     Ok((signing.finish()?, holders))
 }
 
@@ -299,8 +299,13 @@ fn show_verdict(verdict: &Verdict) {
 }
 
 /// Offline, each share brought is one holder's approval: the policy's count and required
-/// holders are checked before anything is signed.
-fn check_quorum(verdict: &Verdict, holders: &[String]) -> anyhow::Result<()> {
+/// holders are checked before anything is signed (fewer than M shares are the signing
+/// step's to refuse).
+fn check_quorum(verdict: &Verdict, threshold: u8, holders: &[String]) -> anyhow::Result<()> {
+    if holders.len() < usize::from(threshold) {
+        // fewer than M: the signing step says so, as without a policy
+        return Ok(());
+    }
     if holders.len() < usize::from(verdict.approvals) {
         return Err(super::online::Exit(
             super::online::EXIT_POLICY,

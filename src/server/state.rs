@@ -812,11 +812,18 @@ impl State {
         let _in = session_span(&session_id, &req.ca_id).entered();
         self.metrics.session(&req.ca_id, &kind_label, "opened");
         let verdict = session_verdict(&manifest, req.kind, summary.certificate.as_ref());
+        let beyond_m = if verdict.approvals > manifest.threshold() {
+            format!(
+                " (the CA policy's; {} of them with shares)",
+                manifest.threshold()
+            )
+        } else {
+            String::new()
+        };
         tracing::info!(
-            "session opened: {kind_label} for {operator}, {} of {} approvals needed ({} shares)",
+            "session opened: {kind_label} for {operator}, {} of {} approvals needed{beyond_m}",
             verdict.approvals,
             manifest.body.share_set.total,
-            manifest.threshold()
         );
         let offer = SessionOffer {
             session_id: session_id.clone(),
