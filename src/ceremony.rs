@@ -218,6 +218,8 @@ pub struct CeremonyParams {
     pub holders: Vec<Holder>,
     pub delivery: Delivery,
     pub mode: CaMode,
+    /// The CA policy written into the manifest (docs/policy.md).
+    pub policy: Option<crate::policy::Policy>,
 }
 
 impl CeremonyParams {
@@ -274,7 +276,23 @@ impl CeremonyParams {
             holders,
             delivery: Delivery::ShareFiles,
             mode: CaMode::Reconstruct,
+            policy: None,
         })
+    }
+
+    /// Sets the CA policy, checked against the threshold and holders chosen.
+    pub fn with_policy(
+        mut self,
+        policy: crate::policy::Policy,
+    ) -> Result<Self, crate::policy::PolicyError> {
+        let holders: Vec<String> = self
+            .holders
+            .iter()
+            .map(|h| h.nitrokey_id.to_string())
+            .collect();
+        policy.check_for_ca(self.threshold, &holders)?;
+        self.policy = Some(policy);
+        Ok(self)
     }
 
     /// Chooses the CA mode; threshold mode takes RSA keys only.
@@ -594,6 +612,7 @@ pub(crate) fn finish_with(
         set_version: lineage.set_version,
         supersedes: lineage.supersedes,
         earlier_sets: lineage.earlier_sets,
+        policy: params.policy.clone(),
     };
     let set_version = body.set_version;
     let manifest = Manifest::sign(body, &key)?;

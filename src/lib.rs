@@ -18,6 +18,7 @@ pub mod manifest;
 pub mod offline;
 pub mod package;
 pub mod pki;
+pub mod policy;
 pub mod proto;
 pub mod qr;
 pub mod reshare;

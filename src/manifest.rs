@@ -8,6 +8,7 @@
 //! certificate fingerprint printed at the ceremony (see docs/threat-model.md).
 
 use crate::pki::{self, CaCertificate, PkiError};
+use crate::policy::{self, Policy, PolicyError};
 use crate::sss::shoup::ThresholdKey;
 use crate::sss::{SetId, Share, ShareSet, SssError};
 use base64::Engine;
@@ -44,6 +45,8 @@ pub enum ManifestError {
     Inconsistent(String),
     #[error(transparent)]
     Pki(#[from] PkiError),
+    #[error("the manifest's CA policy: {0}")]
+    Policy(#[from] PolicyError),
     #[error("{what}: {reason}")]
     Share { what: String, reason: SssError },
     #[error(
@@ -126,6 +129,10 @@ pub struct ManifestBody {
     /// server names a superseded share by. The first one's id is the CA id.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub earlier_sets: Vec<EarlierSet>,
+    /// The CA policy (docs/policy.md); absent: M approvals for everything, no other rule.
+    /// Left out of the JSON when absent, so manifests without one keep their signature.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<Policy>,
 }
 
 /// A share set a reshare replaced.
@@ -163,7 +170,23 @@ fn canonical(body: &ManifestBody) -> Result<Vec<u8>, ManifestError> {
     serde_json::to_vec(body).map_err(|e| ManifestError::Malformed(e.to_string()))
 }
 
+impl ManifestBody {
+    /// The bytes the CA key signs: the compact JSON of the body.
+    pub fn signed_bytes(&self) -> Result<Vec<u8>, ManifestError> {
+        canonical(self)
+    }
+}
+
 impl Manifest {
+    /// A manifest from a body and a signature made elsewhere (a threshold CA's combined
+    /// signature shares); [`Manifest::verify`] checks it.
+    pub fn from_parts(body: ManifestBody, signature: &[u8]) -> Self {
+        Manifest {
+            signed: body,
+            signature: B64.encode(signature),
+        }
+    }
+
     /// Signs `body` with the CA key.
     pub fn sign(body: ManifestBody, key: &pki::CaKey) -> Result<Self, ManifestError> {
         let signature = B64.encode(key.sign(&canonical(&body)?)?);
@@ -247,6 +270,10 @@ impl Manifest {
             return Err(ManifestError::Inconsistent(
                 "a Nitrokey id appears twice".into(),
             ));
+        }
+        if let Some(policy) = &body.policy {
+            let holders: Vec<String> = body.holders.iter().map(|h| h.nitrokey_id.clone()).collect();
+            policy.check_for_ca(body.share_set.threshold, &holders)?;
         }
         let described = (
             Some(body.ca.name.clone()),
@@ -386,6 +413,32 @@ impl VerifiedManifest {
     /// The threshold-RSA public key of a threshold-mode CA; `None` in reconstruct mode.
     pub fn threshold_key(&self) -> Option<&ThresholdKey> {
         self.body.share_set.threshold_key.as_ref()
+    }
+
+    /// What the CA policy says of a request (M approvals and no rule without a policy).
+    pub fn verdict(&self, request: &policy::Request<'_>) -> policy::Verdict {
+        match &self.body.policy {
+            Some(p) => policy::verdict(p, self.threshold(), request),
+            None => {
+                let profile = match request {
+                    policy::Request::Issue(view) => view.profile.as_str(),
+                    policy::Request::Revoke => "revocation",
+                    policy::Request::Crl => "crl",
+                };
+                policy::Verdict::no_policy(profile, self.threshold())
+            }
+        }
+    }
+
+    /// The constraints a sub-CA gets under the CA policy (`None`: no policy, or no
+    /// `sub-ca` section — then the verdict refuses it — or an unconstrained sub-CA with
+    /// no extended key usage).
+    pub fn sub_ca_constraints(&self) -> Option<pki::constraints::SubCaConstraints> {
+        self.body
+            .policy
+            .as_ref()
+            .and_then(|p| p.sub_ca_constraints())
+            .filter(|c| c.constrains_names() || !c.ekus.is_empty())
     }
 
     pub fn holder(&self, index: u8) -> Option<&ManifestHolder> {

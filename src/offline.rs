@@ -4,7 +4,7 @@
 //! the TBSCertificate and is wiped before the next is read, and the signature shares
 //! combine into the signature — the CA key never exists.
 
-use crate::manifest::{ManifestError, VerifiedManifest};
+use crate::manifest::{Manifest, ManifestBody, ManifestError, VerifiedManifest};
 use crate::pki::{self, CaKey, Csr, Issued, PkiError, Terms};
 use crate::seal::{self, Identities, SealError};
 use crate::sss::shoup::{self, SignatureShare, ThresholdError, ThresholdKey};
@@ -110,6 +110,90 @@ pub fn sign(
     let issued = pki::issue(&key, &manifest.ca, csr, terms)?;
     drop(key);
     Ok(issued)
+}
+
+/// Signs a new body for `manifest`'s CA (the same CA, a changed policy) with M checked
+/// shares: the key is rebuilt just long enough to sign (reconstruct mode), or each share
+/// makes a signature share on the body (threshold mode). The result is verified.
+pub fn resign_manifest(
+    manifest: &VerifiedManifest,
+    body: ManifestBody,
+    shares: &[(String, Share)],
+) -> Result<Manifest, SignError> {
+    check_distinct(manifest, shares)?;
+    let bytes = body.signed_bytes()?;
+    let signed = match manifest.threshold_key() {
+        Some(key) => {
+            let context = offline_context(manifest);
+            let mut signature_shares = Vec::with_capacity(shares.len());
+            for (what, share) in shares {
+                let threshold_error = |reason| SignError::Threshold {
+                    what: what.clone(),
+                    reason,
+                };
+                let key_share = manifest
+                    .body
+                    .share_set
+                    .key_share(share)
+                    .map_err(threshold_error)?;
+                let signature_share =
+                    shoup::sign_share(key, &key_share, &bytes, &context, &mut rand::rng())
+                        .map_err(|e| threshold_error(e.into()))?;
+                signature_shares.push(signature_share);
+            }
+            let signature = shoup::combine(key, &bytes, &context, &signature_shares)
+                .map_err(SignError::Combine)?;
+            Manifest::from_parts(body, &signature)
+        }
+        None => {
+            let key = rebuild_key(manifest, shares)?;
+            Manifest::sign(body, &key)?
+        }
+    };
+    signed.verify()?;
+    Ok(signed)
+}
+
+fn check_distinct(
+    manifest: &VerifiedManifest,
+    shares: &[(String, Share)],
+) -> Result<(), SignError> {
+    for (i, (what, share)) in shares.iter().enumerate() {
+        if let Some((other, _)) = shares[..i].iter().find(|(_, s)| s.index == share.index) {
+            return Err(SignError::Duplicate {
+                what: what.clone(),
+                other: other.clone(),
+                index: share.index,
+            });
+        }
+    }
+    if shares.len() < manifest.threshold() as usize {
+        return Err(SignError::NotEnough {
+            got: shares.len(),
+            needed: manifest.threshold(),
+        });
+    }
+    Ok(())
+}
+
+/// Rebuilds the CA key of a reconstruct-mode CA from checked shares.
+fn rebuild_key(
+    manifest: &VerifiedManifest,
+    shares: &[(String, Share)],
+) -> Result<CaKey, SignError> {
+    let only: Vec<Share> = shares.iter().map(|(_, s)| s.clone()).collect();
+    let pkcs8 = manifest
+        .body
+        .share_set
+        .recover(&only)
+        .map_err(SignError::Recover)?;
+    drop(only);
+    let key = CaKey::from_pkcs8_der(&pkcs8)?;
+    drop(pkcs8);
+    if key.spki_der()? != manifest.ca.spki_der {
+        return Err(SignError::KeyMismatch);
+    }
+    Ok(key)
 }
 
 /// Reads the share of `manifest`'s CA from a logged-in token and checks it.

@@ -104,6 +104,39 @@ pub struct SessionStatus {
     /// PEM, once signed (`revoke`, `crl`).
     #[serde(default)]
     pub crl_pem: Option<String>,
+    /// Approvals the session needs: the CA policy's for its profile (at least `threshold`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approvals_required: Option<u8>,
+    /// Holders the CA policy requires among the approvers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub required_holders: Vec<String>,
+    /// The CA policy's rule for this session, in a few lines.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub policy: Vec<String>,
+}
+
+impl SessionStatus {
+    /// Approvals the session needs before it signs.
+    pub fn needed(&self) -> u8 {
+        self.approvals_required.unwrap_or(self.threshold)
+    }
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// The CA policy's rule for a session, as the server read it from the manifest (agents
+/// judge the request against their own copy of the manifest's policy).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OfferPolicy {
+    /// Approvals needed, at least M.
+    pub approvals: u8,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub required_holders: Vec<String>,
+    /// The rule in a few lines.
+    pub summary: Vec<String>,
 }
 
 /// How a CA signs online, chosen at its ceremony.
@@ -144,6 +177,13 @@ pub struct SessionOffer {
     /// and shows what it says.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tbs: Option<String>,
+    /// The CA policy's rule for the session; absent without a policy (M approvals).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<OfferPolicy>,
+    /// The session already holds M shares and waits for the policy's further approvals:
+    /// answer with an approval envelope, without a share ([`Envelope::is_approval_only`]).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub approval_only: bool,
 }
 
 /// The terms of a session. For `issue`, the agent recomputes the certificate from the CSR
@@ -220,10 +260,20 @@ pub struct Envelope {
 }
 
 impl Envelope {
-    /// The bytes the signature covers. A threshold envelope (one naming a TBS) has its own
-    /// first line, so that neither kind of statement can pass for the other.
+    /// An approval without a share (version 1 of approvals): neither a sealed share's
+    /// digest nor a signature share's. It counts toward a CA policy's approvals beyond M,
+    /// never toward the M shares that sign.
+    pub fn is_approval_only(&self) -> bool {
+        self.ciphertext_sha256.is_empty() && self.signature_share_sha256.is_none()
+    }
+
+    /// The bytes the signature covers. A threshold envelope (one naming a TBS) and an
+    /// approval without a share each have their own first line, so that no kind of
+    /// statement can pass for another.
     pub fn signed_bytes(&self) -> Vec<u8> {
-        let mut bytes = if self.tbs_sha256.is_some() {
+        let mut bytes = if self.is_approval_only() {
+            b"nkpki approval v1\n".to_vec()
+        } else if self.tbs_sha256.is_some() {
             b"nkpki threshold contribution v1\n".to_vec()
         } else {
             b"nkpki contribution v2\n".to_vec()

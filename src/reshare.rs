@@ -37,6 +37,11 @@ pub enum ReshareError {
     KeyMismatch,
     #[error("the manifest's CA description is unusable: {0}")]
     CaInfo(String),
+    #[error(
+        "the CA policy does not fit the new holder set: {0}\n\
+         hint: first change the policy with `nkpki policy set` (M current shares), then reshare"
+    )]
+    Policy(crate::policy::PolicyError),
     #[error(transparent)]
     Manifest(#[from] ManifestError),
     #[error(transparent)]
@@ -83,6 +88,12 @@ impl ReshareRequest {
         params.delivery = delivery;
         if current.threshold_key().is_some() {
             params = params.with_mode(CaMode::Threshold)?;
+        }
+        // the CA policy travels with the CA: checked against the new threshold and holders
+        if let Some(policy) = &current.body.policy {
+            params = params
+                .with_policy(policy.clone())
+                .map_err(ReshareError::Policy)?;
         }
         Ok(ReshareRequest { params })
     }

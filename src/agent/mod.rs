@@ -12,6 +12,7 @@ use crate::hsm::{HolderKey, Module, PinSource, Token, TokenSelector, read_pin};
 use crate::manifest::{Manifest, VerifiedManifest};
 use crate::package::AgentConfig;
 use crate::pki::{self, CertificateView, Csr};
+use crate::policy::{Request, Verdict};
 use crate::proto::{self, API, Contribution, Envelope, SessionKind, SessionOffer, SigningMode};
 use crate::sss::Share;
 use crate::sss::shoup;
@@ -331,7 +332,7 @@ fn check_crl_terms(offer: &SessionOffer, crl: &pki::CrlContents) -> Result<(), A
 
 /// Shows the holder what it is asked to approve: the certificate as this agent computed
 /// it (and the CA name from the holder's own manifest); every string escaped.
-fn show(offer: &SessionOffer, approving: &Approving, ca_name: &str) {
+fn show(offer: &SessionOffer, approving: &Approving, ca_name: &str, verdict: &Verdict) {
     let esc = pki::text::escape;
     eprintln!(
         "\n──────── signing request {} ────────",
@@ -371,6 +372,20 @@ fn show(offer: &SessionOffer, approving: &Approving, ca_name: &str) {
             "Signs:       {} bytes to be signed, SHA-256 {} (threshold: no share leaves the token)",
             tbs.len(),
             pki::sha256_hex(tbs)
+        );
+    }
+    for (i, line) in verdict.summary.iter().enumerate() {
+        let label = if i == 0 {
+            "Policy:     "
+        } else {
+            "            "
+        };
+        eprintln!("{label} {}", esc(line));
+    }
+    if offer.approval_only {
+        eprintln!(
+            "Approval:    the session holds M shares already: approving sends an approval \
+             signed by your token, and no share"
         );
     }
     eprintln!("Digest:      SHA-256 {}", approving.request_sha256);
@@ -543,6 +558,7 @@ impl Agent {
         &mut self,
         offer: &SessionOffer,
         approving: &Approving,
+        verdict: &Verdict,
     ) -> Result<Option<bool>, AgentError> {
         match &self.opts.approval {
             Approval::Rule(rule) => match rule.refuses(offer, approving.certificate.as_ref()) {
@@ -572,7 +588,7 @@ impl Agent {
                 }
             },
             Approval::Interactive => {
-                show(offer, approving, &self.manifest.body.ca.name);
+                show(offer, approving, &self.manifest.body.ca.name, verdict);
                 eprint!("Approve this request? [y/N] ");
                 let _ = std::io::stderr().flush();
                 let mut answer = String::new();
@@ -616,7 +632,20 @@ impl Agent {
             }
             _ => None,
         };
-        let Some(approved) = self.decide(offer, &approving)? else {
+        // the request is judged by the policy of this holder's own signed manifest, whatever
+        // the server says
+        let verdict = self.manifest.verdict(&match &approving.certificate {
+            Some(view) => Request::Issue(view),
+            None if offer.kind == SessionKind::Revoke => Request::Revoke,
+            None => Request::Crl,
+        });
+        if !verdict.allowed() {
+            return Err(AgentError::Refused(format!(
+                "the CA policy in this holder's manifest refuses the request: {}",
+                verdict.refusal()
+            )));
+        }
+        let Some(approved) = self.decide(offer, &approving, &verdict)? else {
             return Ok(());
         };
         if !approved {
@@ -630,6 +659,9 @@ impl Agent {
             )?;
             tracing::info!("declined session {}", offer.session_id);
             return Ok(());
+        }
+        if offer.approval_only {
+            return self.send_approval(offer, &approving);
         }
         if approving.tbs.is_some() {
             self.send_signature_share(offer, approving)?;
@@ -690,7 +722,7 @@ impl Agent {
             "share sent for session {}: {} of {} approvals, state {}",
             offer.session_id,
             status.approved.len(),
-            status.threshold,
+            status.needed(),
             status.state.as_str()
         );
         Ok(())
@@ -698,6 +730,53 @@ impl Agent {
 }
 
 impl Agent {
+    /// An approval without a share (the session holds M shares and the CA policy asks for
+    /// more approvals): the envelope alone, signed by the token; the share stays on it.
+    fn send_approval(
+        &mut self,
+        offer: &SessionOffer,
+        approving: &Approving,
+    ) -> Result<(), AgentError> {
+        self.token_login()?;
+        let envelope = Envelope {
+            ca_id: offer.ca_id.clone(),
+            session_id: offer.session_id.clone(),
+            nonce: offer.nonce.clone(),
+            expires_at: offer.expires_at,
+            holder_id: self.opts.config.holder_id.clone(),
+            request_sha256: approving.request_sha256.clone(),
+            profile: offer.summary.profile.clone(),
+            days: offer.summary.days,
+            certificate_sha256: approving.certificate.as_ref().map(CertificateView::digest),
+            ciphertext_sha256: String::new(),
+            tbs_sha256: approving.tbs.as_deref().map(pki::sha256_hex),
+            signature_share_sha256: None,
+        };
+        let signature = B64.encode(self.token.sign(&self.key, &envelope.signed_bytes())?);
+        if matches!(self.opts.approval, Approval::Interactive) {
+            self.token.logout()?;
+            self.logged_in_token = false;
+        }
+        let status: proto::SessionStatus = self.client.post(
+            &format!("{API}/sessions/{}/contribute", offer.session_id),
+            &Contribution {
+                envelope,
+                ciphertext: String::new(),
+                signature,
+                signature_share: None,
+                share_set_id: None,
+            },
+        )?;
+        tracing::info!(
+            "approval (no share) sent for session {}: {} of {} approvals, state {}",
+            offer.session_id,
+            status.approved.len(),
+            status.needed(),
+            status.state.as_str()
+        );
+        Ok(())
+    }
+
     /// Threshold mode: turns the key share on the token into a signature share on exactly
     /// the approved TBS (with its proof, bound to this session), wipes the key share, and
     /// sends the signature share in an envelope signed by the token. Nothing secret leaves.
@@ -757,7 +836,7 @@ impl Agent {
             "signature share sent for session {}: {} of {} approvals, state {}",
             offer.session_id,
             status.approved.len(),
-            status.threshold,
+            status.needed(),
             status.state.as_str()
         );
         Ok(())
@@ -993,6 +1072,8 @@ mod tests {
             recipient: String::new(),
             mode: SigningMode::Reconstruct,
             tbs: None,
+            policy: None,
+            approval_only: false,
         }
     }
 

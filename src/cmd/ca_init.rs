@@ -47,6 +47,10 @@ pub struct Args {
     /// basicConstraints path length of the CA (default: unlimited)
     #[arg(long, value_name = "N")]
     path_len: Option<u8>,
+    /// The CA policy (TOML, docs/policy.md): per-profile approvals, validity, names, key
+    /// types, sub-CA name constraints; written into the signed manifest
+    #[arg(long, value_name = "FILE")]
+    policy: Option<PathBuf>,
     /// JSON list of holders, one share each (3–20)
     #[arg(long, value_name = "FILE")]
     holders: PathBuf,
@@ -95,6 +99,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         holders,
     )?
     .with_mode(mode)?;
+    if let Some(path) = &args.policy {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read policy file {}", path.display()))?;
+        let policy = nkpki::policy::Policy::from_toml(&text)
+            .and_then(|p| params.clone().with_policy(p))
+            .with_context(|| format!("policy {}", path.display()))?;
+        params = policy;
+    }
     if args.package {
         let server = super::package::server_info(
             args.server_url.clone(),
@@ -195,6 +207,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     );
     println!("Key:          {}", m.ca.key);
     println!("Mode:         {mode}");
+    if m.policy.is_some() {
+        println!("Policy:       in the manifest (`nkpki policy show --manifest …`)");
+    }
     println!("Fingerprint:  SHA-256 {}", m.certificate_sha256);
     println!(
         "Threshold:    {} of {}",

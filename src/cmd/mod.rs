@@ -13,6 +13,7 @@ mod ocsp_responder;
 mod online;
 mod output;
 mod package;
+mod policy;
 mod reshare;
 mod revoke;
 mod serve;
@@ -55,6 +56,8 @@ pub enum Command {
     Sign(sign::Args),
     /// Holder's token: list, enroll the signing key, list shares, fire drill
     Token(token::Args),
+    /// The CA policy: check a policy file, show a manifest's, set a new one with M shares
+    Policy(policy::Args),
     /// Build deployment packages (one per holder) from a ceremony's share files
     Package(package::Args),
     /// Holder: install a deployment package onto a token
@@ -91,6 +94,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Sign(args) => sign::run(args),
         Command::Token(args) => token::run(args),
         Command::Package(args) => package::run(args),
+        Command::Policy(args) => policy::run(args),
         Command::Deploy(args) => deploy::run(args),
         Command::Reshare(args) => reshare::run(args),
         Command::Serve(args) => serve::run(args),

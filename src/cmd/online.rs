@@ -112,8 +112,13 @@ pub fn run_session(
     if !quiet {
         eprintln!(
             "session {} opened: {} of the CA's holders must approve within {} s",
-            status.session_id, status.threshold, status.seconds_left
+            status.session_id,
+            status.needed(),
+            status.seconds_left
         );
+        for line in &status.policy {
+            eprintln!("  {}", nkpki::pki::text::escape(line));
+        }
         if let Some(view) = &status.certificate {
             eprintln!("the holders are shown this certificate, exactly as it will be issued:");
             for line in view.lines() {
@@ -132,7 +137,7 @@ pub fn run_session(
             eprintln!(
                 "  {} of {} approved{}{}{} — {} s left",
                 status.approved.len(),
-                status.threshold,
+                status.needed(),
                 list(" by ", &status.approved),
                 list("; declined by ", &status.declined),
                 list("; refused: ", &status.refused),
@@ -149,7 +154,7 @@ pub fn run_session(
                     format!(
                         "the session expired with {} of {} approvals",
                         status.approved.len(),
-                        status.threshold
+                        status.needed()
                     ),
                 )
                 .into());

@@ -172,7 +172,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         shares.push((what, share));
     }
     if args.insert_tokens {
-        let more = super::tokens::insert_one_by_one(&current, &args.token_access, shares.len())?;
+        let more = super::tokens::insert_one_by_one(
+            &current,
+            &args.token_access,
+            shares.len(),
+            usize::from(current.threshold()),
+        )?;
         shares.extend(more);
     } else if !args.tokens.is_empty() {
         shares.extend(super::tokens::read_named(

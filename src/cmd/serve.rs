@@ -135,6 +135,19 @@ enum CaCmd {
         #[command(flatten)]
         urls: UrlArgs,
     },
+    /// Register the new manifest `nkpki policy set` made for a registered CA (only its CA
+    /// policy may differ); the server enforces it from its next start
+    SetPolicy {
+        #[arg(
+            long,
+            value_name = "DIR",
+            env = "NKPKI_DATA_DIR",
+            default_value = "/var/lib/nkpki"
+        )]
+        data_dir: PathBuf,
+        #[arg(long, value_name = "FILE")]
+        manifest: PathBuf,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -263,6 +276,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             super::serve_list::api_tokens(&data_dir, output.json)?;
         }
         Some(Admin::Ca(CaCmd::SetUrls { data_dir, ca, urls })) => set_urls(&data_dir, &ca, &urls)?,
+        Some(Admin::Ca(CaCmd::SetPolicy { data_dir, manifest })) => {
+            let text = std::fs::read_to_string(&manifest)
+                .with_context(|| format!("cannot read {}", manifest.display()))?;
+            let summary = server::update_policy(&data_dir, &text)
+                .with_context(|| format!("manifest {}", manifest.display()))?;
+            println!("{summary}");
+        }
         Some(Admin::Token(TokenCmd::Create {
             data_dir,
             name,

@@ -4,6 +4,7 @@ use super::hinted;
 use anyhow::Context;
 use nkpki::manifest::{Manifest, VerifiedManifest};
 use nkpki::pki::{self, Csr, Profile};
+use nkpki::policy::{Request, Verdict};
 use nkpki::{fsx, offline};
 use std::path::PathBuf;
 use time::OffsetDateTime;
@@ -17,7 +18,8 @@ pub struct Args {
     /// Sign here, with share files or tokens (no network)
     #[arg(long, conflicts_with = "server")]
     offline: bool,
-    /// With --offline: the CA's manifest.json from the ceremony
+    /// The CA's manifest.json from the ceremony: required with --offline; with --server,
+    /// the CA policy's verdict is shown (and a refusal ends it) before a session is opened
     #[arg(long, value_name = "FILE", required_if_eq("offline", "true"))]
     manifest: Option<PathBuf>,
     #[command(flatten)]
@@ -111,8 +113,21 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .with_context(|| format!("manifest {}", manifest_path.display()))?;
     let csr = Csr::parse(&super::read_file(&args.csr, "CSR")?)
         .with_context(|| format!("CSR {}", args.csr.display()))?;
-    let terms = pki::Terms::new(args.profile, args.days, OffsetDateTime::now_utc())?;
+    let terms = pki::Terms::new(args.profile, args.days, OffsetDateTime::now_utc())?
+        .with_sub_ca(sub_ca_constraints(&manifest, args.profile));
     let view = pki::check_request(&manifest.ca, &csr, &terms)?;
+    let verdict = manifest.verdict(&Request::Issue(&view));
+    show_verdict(&verdict);
+    if !verdict.allowed() {
+        return Err(super::online::Exit(
+            super::online::EXIT_POLICY,
+            format!(
+                "refused by the CA policy: {}; nothing was signed",
+                verdict.refusal()
+            ),
+        )
+        .into());
+    }
     eprintln!(
         "CA:          {} ({})",
         pki::text::escape(&manifest.body.ca.name),
@@ -125,9 +140,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     eprintln!("CSR SHA-256: {}", csr.digest());
 
     let (issued, holders) = if manifest.threshold_key().is_some() {
-        sign_threshold(&args, &manifest, &csr, &terms)?
+        sign_threshold(&args, &manifest, &csr, &terms, &verdict)?
     } else {
-        sign_reconstruct(&args, &manifest, &csr, &terms)?
+        sign_reconstruct(&args, &manifest, &csr, &terms, &verdict)?
     };
     for note in &issued.dropped {
         eprintln!(
@@ -169,6 +184,7 @@ fn sign_reconstruct(
     manifest: &VerifiedManifest,
     csr: &Csr,
     terms: &pki::Terms,
+    verdict: &Verdict,
 ) -> anyhow::Result<(pki::Issued, Vec<String>)> {
     let mut unsealer = args.unseal.unsealer()?;
     let mut shares = Vec::with_capacity(args.shares.len() + args.tokens.len());
@@ -182,14 +198,20 @@ fn sign_reconstruct(
     }
     if !args.tokens.is_empty() || args.insert_tokens {
         let token_shares = if args.insert_tokens {
-            super::tokens::insert_one_by_one(manifest, &args.token_access, shares.len())?
+            super::tokens::insert_one_by_one(
+                manifest,
+                &args.token_access,
+                shares.len(),
+                usize::from(verdict.approvals),
+            )?
         } else {
             super::tokens::read_named(manifest, &args.token_access, &args.tokens)?
         };
         shares.extend(token_shares);
     }
+    let holders: Vec<String> = shares.iter().map(|(_, s)| holder_name(s)).collect();
+    check_quorum(verdict, manifest.threshold(), &holders)?;
     let issued = offline::sign(manifest, csr, terms, &shares)?;
-    let holders = shares.iter().map(|(_, s)| holder_name(s)).collect();
     drop(shares);
     Ok((issued, holders))
 }
@@ -210,6 +232,7 @@ fn sign_threshold(
     manifest: &VerifiedManifest,
     csr: &Csr,
     terms: &pki::Terms,
+    verdict: &Verdict,
 ) -> anyhow::Result<(pki::Issued, Vec<String>)> {
     let mut signing = offline::ThresholdSigning::begin(manifest, csr, terms)?;
     eprintln!(
@@ -239,17 +262,107 @@ fn sign_threshold(
     };
     if args.insert_tokens {
         let already = args.shares.len();
-        super::tokens::insert_one_by_one_into(manifest, &args.token_access, already, &mut add)?;
+        let needed = usize::from(verdict.approvals);
+        super::tokens::insert_one_by_one_into(
+            manifest,
+            &args.token_access,
+            already,
+            needed,
+            &mut add,
+        )?;
     } else if !args.tokens.is_empty() {
         super::tokens::for_each_named(manifest, &args.token_access, &args.tokens, &mut add)?;
     }
+    check_quorum(verdict, manifest.threshold(), &holders)?;
     Ok((signing.finish()?, holders))
+}
+
+/// The constraints the CA policy gives a sub-CA (none for other profiles).
+fn sub_ca_constraints(
+    manifest: &VerifiedManifest,
+    profile: Profile,
+) -> Option<pki::constraints::SubCaConstraints> {
+    (profile == Profile::SubCa)
+        .then(|| manifest.sub_ca_constraints())
+        .flatten()
+}
+
+/// Prints the policy's verdict on the request, as holders are shown it.
+fn show_verdict(verdict: &Verdict) {
+    eprintln!("Policy:");
+    for line in &verdict.summary {
+        eprintln!("  {}", pki::text::escape(line));
+    }
+    for v in &verdict.violations {
+        eprintln!("  REFUSED: {}", pki::text::escape(&v.to_string()));
+    }
+}
+
+/// Offline, each share brought is one holder's approval: the policy's count and required
+/// holders are checked before anything is signed (fewer than M shares are the signing
+/// step's to refuse).
+fn check_quorum(verdict: &Verdict, threshold: u8, holders: &[String]) -> anyhow::Result<()> {
+    if holders.len() < usize::from(threshold) {
+        // fewer than M: the signing step says so, as without a policy
+        return Ok(());
+    }
+    if holders.len() < usize::from(verdict.approvals) {
+        return Err(super::online::Exit(
+            super::online::EXIT_POLICY,
+            format!(
+                "the CA policy's [{}] rule needs {} approvals (holders' shares) and {} were given; nothing was signed",
+                verdict.profile,
+                verdict.approvals,
+                holders.len()
+            ),
+        )
+        .into());
+    }
+    if let Some(missing) = verdict
+        .required_holders
+        .iter()
+        .find(|h| !holders.contains(h))
+    {
+        return Err(super::online::Exit(
+            super::online::EXIT_POLICY,
+            format!(
+                "the CA policy's [{}] rule requires holder {missing} among the approvers (given: {}); nothing was signed",
+                verdict.profile,
+                holders.join(", ")
+            ),
+        )
+        .into());
+    }
+    Ok(())
 }
 
 /// `sign --server`: open a session on the server and wait for M holders.
 fn run_online(args: &Args) -> anyhow::Result<()> {
     let csr = Csr::parse(&super::read_file(&args.csr, "CSR")?)
         .with_context(|| format!("CSR {}", args.csr.display()))?;
+    if let Some(path) = &args.manifest {
+        // the CA's own signed policy, judged here before any session is opened
+        let text = String::from_utf8(super::read_file(path, "manifest")?)
+            .map_err(|_| anyhow::anyhow!("{} is not a manifest (not text)", path.display()))?;
+        let manifest = Manifest::from_json(&text)
+            .and_then(|m| m.verify())
+            .with_context(|| format!("manifest {}", path.display()))?;
+        let terms = pki::Terms::new(args.profile, args.days, OffsetDateTime::now_utc())?
+            .with_sub_ca(sub_ca_constraints(&manifest, args.profile));
+        let view = pki::check_request(&manifest.ca, &csr, &terms)?;
+        let verdict = manifest.verdict(&Request::Issue(&view));
+        show_verdict(&verdict);
+        if !verdict.allowed() {
+            return Err(super::online::Exit(
+                super::online::EXIT_POLICY,
+                format!(
+                    "refused by the CA policy: {}; no session was opened",
+                    verdict.refusal()
+                ),
+            )
+            .into());
+        }
+    }
     let client = args.server.operator_client()?;
     let request = nkpki::proto::CreateSession {
         ca_id: args.server.ca()?.to_owned(),

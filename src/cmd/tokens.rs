@@ -70,15 +70,16 @@ pub fn for_each_named(
     Ok(())
 }
 
-/// One reader: asks for tokens one at a time (Enter on standard input) until the
-/// threshold is met. The module is reloaded each time so a newly inserted token is seen.
+/// One reader: asks for tokens one at a time (Enter on standard input) until `needed`
+/// shares are in (the threshold, or the CA policy's approvals). The module is reloaded each time so a newly inserted token is seen.
 pub fn insert_one_by_one(
     manifest: &VerifiedManifest,
     access: &TokenAccess,
     already: usize,
+    needed: usize,
 ) -> anyhow::Result<Vec<(String, Share)>> {
     let mut out = Vec::new();
-    insert_one_by_one_into(manifest, access, already, |what, share| {
+    insert_one_by_one_into(manifest, access, already, needed, |what, share| {
         out.push((what, share));
         Ok(())
     })?;
@@ -91,9 +92,9 @@ pub fn insert_one_by_one_into(
     manifest: &VerifiedManifest,
     access: &TokenAccess,
     already: usize,
+    needed: usize,
     mut sink: impl FnMut(String, Share) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
-    let needed = manifest.threshold() as usize;
     let mut used: Vec<String> = Vec::new();
     let mut taken = 0usize;
     let stdin = std::io::stdin();

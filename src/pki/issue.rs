@@ -2,6 +2,7 @@
 //! The certificate carries only what the profile allows; everything else in the CSR is
 //! dropped and reported.
 
+use super::constraints::{SubCaConstraints, eku_from_name};
 use super::{CaCertificate, CaKey, Csr, CsrKey, PkiError, San, key_identifier, random_serial};
 use rcgen::{
     BasicConstraints, CertificateParams, CustomExtension, DistinguishedName, DnType, DnValue,
@@ -148,6 +149,9 @@ pub struct Terms {
     pub serial: Vec<u8>,
     /// The CA's URLs to write into the certificate.
     pub urls: Urls,
+    /// `sub-ca`: the nameConstraints and extended key usages the CA policy gives it
+    /// (`None`: an unconstrained sub-CA, as without a policy).
+    pub sub_ca: Option<SubCaConstraints>,
 }
 
 impl Terms {
@@ -161,7 +165,14 @@ impl Terms {
                 .map_err(|e| PkiError::Build(e.to_string()))?,
             serial: random_serial().to_bytes(),
             urls: Urls::default(),
+            sub_ca: None,
         })
+    }
+
+    /// The same terms with a sub-CA's constraints (ignored by other profiles).
+    pub fn with_sub_ca(mut self, constraints: Option<SubCaConstraints>) -> Self {
+        self.sub_ca = constraints;
+        self
     }
 
     /// The same terms with the CA's URLs.
@@ -173,8 +184,18 @@ impl Terms {
     /// The terms that make exactly `view` again (with the same CSR and CA).
     pub fn of_view(view: &CertificateView) -> Result<Self, PkiError> {
         let bad = |what: &str| PkiError::Build(format!("certificate view: {what}"));
+        let profile: Profile = view.profile.parse().map_err(|e: String| bad(&e))?;
+        let constrained = !view.name_constraints.is_empty() || !view.extended_key_usage.is_empty();
+        let sub_ca = if profile == Profile::SubCa && constrained {
+            Some(SubCaConstraints::from_view(
+                &view.name_constraints,
+                &view.extended_key_usage,
+            )?)
+        } else {
+            None
+        };
         Ok(Terms {
-            profile: view.profile.parse().map_err(|e: String| bad(&e))?,
+            profile,
             days: view.days,
             not_before: OffsetDateTime::from_unix_timestamp(view.not_before)
                 .map_err(|_| bad("start of validity out of range"))?,
@@ -184,6 +205,7 @@ impl Terms {
                 ca_issuers: view.ca_issuers_urls.clone(),
                 ocsp: view.ocsp_urls.clone(),
             },
+            sub_ca,
         })
     }
 
@@ -429,6 +451,7 @@ fn plan(ca: &CaCertificate, csr: &Csr, terms: &Terms) -> Result<Plan, PkiError> 
     params.serial_number = Some(rcgen::SerialNumber::from_slice(&terms.serial));
     params.use_authority_key_identifier_extension = true;
     let mut path_len = None;
+    let mut name_constraints = Vec::new();
     match profile {
         Profile::Server => {
             if sans.is_empty() {
@@ -457,6 +480,20 @@ fn plan(ca: &CaCertificate, csr: &Csr, terms: &Terms) -> Result<Plan, PkiError> 
             path_len = Some(0);
             params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
             params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+            if let Some(c) = &terms.sub_ca {
+                // the sub-CA's own request must not ask for names its constraints exclude
+                if let Some(outside) = csr.sans.iter().find(|san| !c.permits(san)) {
+                    return Err(PkiError::OutsideConstraints(outside.to_string()));
+                }
+                params.name_constraints = c.rcgen();
+                name_constraints = c.view_lines();
+                for name in &c.ekus {
+                    let eku = eku_from_name(name).ok_or_else(|| {
+                        PkiError::Build(format!("unknown extended key usage {name:?}"))
+                    })?;
+                    params.extended_key_usages.push(eku);
+                }
+            }
         }
         Profile::Ocsp => {
             if dn.iter().next().is_none() {
@@ -515,7 +552,7 @@ fn plan(ca: &CaCertificate, csr: &Csr, terms: &Terms) -> Result<Plan, PkiError> 
         path_len,
         key_usage: params.key_usages.iter().map(key_usage_name).collect(),
         extended_key_usage: params.extended_key_usages.iter().map(eku_name).collect(),
-        name_constraints: Vec::new(),
+        name_constraints,
         dropped,
         crl_urls: urls.crl,
         ca_issuers_urls: urls.ca_issuers,
@@ -570,6 +607,9 @@ fn eku_name(usage: &ExtendedKeyUsagePurpose) -> String {
         ExtendedKeyUsagePurpose::ServerAuth => "serverAuth",
         ExtendedKeyUsagePurpose::ClientAuth => "clientAuth",
         ExtendedKeyUsagePurpose::OcspSigning => "OCSPSigning",
+        ExtendedKeyUsagePurpose::CodeSigning => "codeSigning",
+        ExtendedKeyUsagePurpose::EmailProtection => "emailProtection",
+        ExtendedKeyUsagePurpose::TimeStamping => "timeStamping",
         _ => "other",
     }
     .to_owned()

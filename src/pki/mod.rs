@@ -3,6 +3,7 @@
 //! Pure: this module sees bytes and returns bytes; it knows nothing of files or tokens.
 
 mod ca;
+pub mod constraints;
 mod crl;
 mod csr;
 mod issue;
@@ -90,6 +91,11 @@ pub enum PkiError {
     BadUrl(String),
     #[error("validity must be at least one day")]
     ZeroValidity,
+    #[error(
+        "the sub-CA's request names {0}, outside the name constraints the CA policy gives it \
+         (hint: make the request without it, or change the policy's sub-ca subtrees)"
+    )]
+    OutsideConstraints(String),
     #[error("this CA's path length constraint forbids issuing a sub-CA")]
     PathLenExhausted,
     #[error("invalid CA certificate: {0}")]

@@ -379,3 +379,51 @@ fn the_ocsp_profile_is_short_nocheck_and_carries_no_urls() {
     );
     assert!(!oids.contains(&"2.5.29.31".to_owned()), "{oids:?}");
 }
+
+#[test]
+fn a_constrained_sub_ca_shows_and_carries_its_constraints_and_the_view_gives_them_back() {
+    use super::constraints::SubCaConstraints;
+    let (key, ca) = test_ca();
+    let constraints = SubCaConstraints {
+        dns: vec!["example.org".into()],
+        ip: vec!["10.0.0.0/8".parse().unwrap()],
+        email: vec![],
+        ekus: vec!["serverAuth".into(), "clientAuth".into()],
+    };
+    let terms = Terms::new(Profile::SubCa, 30, OffsetDateTime::now_utc())
+        .unwrap()
+        .with_sub_ca(Some(constraints.clone()));
+    let issued = issue(&key, &ca, &client_csr(), &terms).unwrap();
+    assert_eq!(
+        issued.view.name_constraints,
+        ["DNS:example.org", "IP:10.0.0.0/8"]
+    );
+    assert_eq!(issued.view.extended_key_usage, ["serverAuth", "clientAuth"]);
+    assert_eq!(Terms::of_view(&issued.view).unwrap(), terms);
+    let (_, cert) = x509_parser::parse_x509_certificate(&issued.der).unwrap();
+    let nc = cert
+        .extensions()
+        .iter()
+        .find(|e| e.oid.to_id_string() == "2.5.29.30")
+        .unwrap();
+    assert!(nc.critical);
+
+    // a sub-CA request naming something outside is refused, naming it
+    let sub_key = CaKey::generate(KeyAlgorithm::EcdsaP256).unwrap();
+    let mut params = rcgen::CertificateParams::default();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "Sub");
+    params.subject_alt_names = vec![rcgen::SanType::IpAddress("192.0.2.1".parse().unwrap())];
+    let wide = Csr::parse(params.serialize_request(&sub_key).unwrap().der()).unwrap();
+    let err = check_request(&ca, &wide, &terms).unwrap_err().to_string();
+    assert!(err.contains("IP:192.0.2.1"), "{err}");
+    // without constraints, the same request is an unconstrained sub-CA, as before
+    let open = terms.clone().with_sub_ca(None);
+    assert!(
+        check_request(&ca, &wide, &open)
+            .unwrap()
+            .name_constraints
+            .is_empty()
+    );
+}

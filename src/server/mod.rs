@@ -520,6 +520,49 @@ pub fn register_ca(
     }
 }
 
+/// Replaces a registered CA's manifest by one whose only change is its CA policy (made
+/// by `nkpki policy set` with M shares), as an administrator on the server host. The new
+/// manifest must verify and describe the same CA: same id, certificate, shares, holders.
+/// A running server reads it at its next start. Returns a one-line summary.
+pub fn update_policy(data_dir: &Path, manifest_json: &str) -> Result<String, ServerError> {
+    const BY: &str = "the server host's administrator (serve ca set-policy)";
+    let mut store = Store::open(data_dir)?;
+    let result = (|| {
+        let new = Manifest::from_json(manifest_json)?.verify()?;
+        let ca_id = new.ca_id().0.clone();
+        let old_json = store
+            .ca_manifests()?
+            .into_iter()
+            .find(|(id, _)| *id == ca_id)
+            .map(|(_, m)| m)
+            .ok_or_else(|| {
+                ServerError::Invalid(format!(
+                    "CA {ca_id} is not registered here (hint: `serve ca add` registers a new CA)"
+                ))
+            })?;
+        let old = Manifest::from_json(&old_json)?.verify()?;
+        let (mut a, mut b) = (old.body.clone(), new.body.clone());
+        a.policy = None;
+        b.policy = None;
+        if a != b {
+            return Err(ServerError::Invalid(
+                "the new manifest changes more than the CA policy (certificate, shares, holders                  or parameters differ); only a policy change is accepted here"
+                    .into(),
+            ));
+        }
+        let summary = match &new.body.policy {
+            Some(_) => format!("CA {ca_id}: new CA policy in force from the next start"),
+            None => format!("CA {ca_id}: CA policy removed, from the next start"),
+        };
+        store.replace_manifest(&ca_id, manifest_json, &format!("{summary}; by {BY}"))?;
+        Ok(summary)
+    })();
+    if let Err(e) = &result {
+        store.audit("ca-refused", None, None, None, &format!("{BY}: {e}"))?;
+    }
+    result
+}
+
 /// Sets a CA's public base URL (and OCSP) on the server host, as `serve ca set-urls`
 /// does; returns the URLs certificates will carry.
 pub fn set_ca_urls(

@@ -7,6 +7,7 @@ use super::threshold::{self, ThresholdSession};
 use crate::logging::session_span;
 use crate::manifest::{Manifest, VerifiedManifest};
 use crate::pki::{self, Csr, Profile, Revoked};
+use crate::policy;
 use crate::proto::{
     self, Challenge, ChallengeRequest, Contribution, CreateSession, Decline, Enroll, Login,
     LoginOk, OfferSummary, SessionKind, SessionOffer, SessionState, SessionStatus, SignJob,
@@ -70,7 +71,14 @@ struct Live {
     worker: Arc<tokio::sync::Mutex<Option<WorkerHandle>>>,
     /// Threshold mode: the TBS, the verified signature shares and what they will sign.
     signing: Option<ThresholdSession>,
-    /// Holders whose share the worker accepted.
+    /// Approvals the CA policy asks for this session (M without a policy).
+    approvals: u8,
+    /// Holders the CA policy requires among the approvers.
+    required: Vec<String>,
+    /// Shares accepted (sealed shares in the worker, or signature shares): at most M are
+    /// asked for; approvals beyond them come without a share.
+    shares: usize,
+    /// Holders whose approval was accepted (with or without a share).
     approved: Vec<String>,
     /// Holders that answered in any way (approved, declined, or refused): never offered
     /// the session again, and a second contribution is a duplicate.
@@ -131,6 +139,29 @@ impl std::fmt::Debug for State {
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// What the CA policy says of a session of `kind` (issuing `view`).
+fn session_verdict(
+    manifest: &VerifiedManifest,
+    kind: SessionKind,
+    view: Option<&pki::CertificateView>,
+) -> policy::Verdict {
+    let request = match (kind, view) {
+        (SessionKind::Issue, Some(view)) => policy::Request::Issue(view),
+        (SessionKind::Revoke, _) => policy::Request::Revoke,
+        _ => policy::Request::Crl,
+    };
+    manifest.verdict(&request)
+}
+
+/// SHA-256 (hex) of a threshold offer's to-be-signed bytes.
+fn offered_tbs_sha256(offer: &SessionOffer) -> Option<String> {
+    offer
+        .tbs
+        .as_deref()
+        .and_then(|t| B64.decode(t).ok())
+        .map(|t| pki::sha256_hex(&t))
 }
 
 /// A stored certificate view.
@@ -610,11 +641,16 @@ impl State {
                     90
                 });
                 let urls = self.read_store(|s| super::publish::ca_urls(s, &req.ca_id))?;
+                let sub_ca = (profile == Profile::SubCa)
+                    .then(|| manifest.sub_ca_constraints())
+                    .flatten();
                 let terms = pki::Terms::new(profile, days, time::OffsetDateTime::now_utc())
                     .map_err(|e| refuse(e.to_string()))?
-                    .with_urls(urls);
+                    .with_urls(urls)
+                    .with_sub_ca(sub_ca);
                 let view = pki::check_request(&manifest.ca, &csr, &terms)
                     .map_err(|e| refuse(e.to_string()))?;
+                self.policy_check(operator, &manifest, &policy::Request::Issue(&view))?;
                 let summary = OfferSummary {
                     profile: profile.to_string(),
                     days,
@@ -656,6 +692,7 @@ impl State {
                 if revoked {
                     return Err(refuse(format!("serial {serial} is already revoked")));
                 }
+                self.policy_check(operator, &manifest, &policy::Request::Revoke)?;
                 let text = proto::revoke_statement(&req.ca_id, &serial, reason);
                 let summary = OfferSummary {
                     profile: "revoke".into(),
@@ -668,6 +705,7 @@ impl State {
                 (text.clone(), pki::sha256_hex(text.as_bytes()), summary)
             }
             SessionKind::Crl => {
+                self.policy_check(operator, &manifest, &policy::Request::Crl)?;
                 let text = proto::crl_statement(&req.ca_id);
                 let summary = OfferSummary {
                     profile: "crl".into(),
@@ -773,10 +811,19 @@ impl State {
         let kind_label = row.kind.clone();
         let _in = session_span(&session_id, &req.ca_id).entered();
         self.metrics.session(&req.ca_id, &kind_label, "opened");
+        let verdict = session_verdict(&manifest, req.kind, summary.certificate.as_ref());
+        let beyond_m = if verdict.approvals > manifest.threshold() {
+            format!(
+                " (the CA policy's; {} of them with shares)",
+                manifest.threshold()
+            )
+        } else {
+            String::new()
+        };
         tracing::info!(
-            "session opened: {kind_label} for {operator}, {} of {} approvals needed",
-            manifest.threshold(),
-            manifest.body.share_set.total
+            "session opened: {kind_label} for {operator}, {} of {} approvals needed{beyond_m}",
+            verdict.approvals,
+            manifest.body.share_set.total,
         );
         let offer = SessionOffer {
             session_id: session_id.clone(),
@@ -796,12 +843,21 @@ impl State {
                 SigningMode::Reconstruct
             },
             tbs: signing.as_ref().map(|t| B64.encode(t.tbs.as_slice())),
+            policy: manifest.body.policy.as_ref().map(|_| proto::OfferPolicy {
+                approvals: verdict.approvals,
+                required_holders: verdict.required_holders.clone(),
+                summary: verdict.summary.clone(),
+            }),
+            approval_only: false,
         };
         lock(&self.live).insert(
             session_id.clone(),
             Live {
                 ca_id: req.ca_id.clone(),
                 threshold: manifest.threshold(),
+                approvals: verdict.approvals,
+                required: verdict.required_holders,
+                shares: 0,
                 total: manifest.body.share_set.total,
                 worker: Arc::new(tokio::sync::Mutex::new(worker)),
                 signing,
@@ -814,6 +870,27 @@ impl State {
         self.notify();
         self.notify_offers(&req.ca_id);
         self.status(&session_id)
+    }
+
+    /// Refuses (audited, code `policy-violation`) a request the CA policy does not allow,
+    /// before any holder is asked.
+    fn policy_check(
+        &self,
+        operator: &str,
+        manifest: &VerifiedManifest,
+        request: &policy::Request<'_>,
+    ) -> ApiResult<()> {
+        let verdict = manifest.verdict(request);
+        if verdict.allowed() {
+            return Ok(());
+        }
+        let message = format!("refused by the CA policy: {}", verdict.refusal());
+        Err(self.audited_refusal(
+            "session-refused",
+            Some(&manifest.body.ca_id.0),
+            &format!("{operator}: {message}"),
+            ApiErr::new(422, "policy-violation", message.clone()),
+        ))
     }
 
     /// An open revocation or CRL session of this CA, if any.
@@ -925,12 +1002,20 @@ impl State {
                 "{detail} (not yet recorded: the store refuses writes)"
             ));
         }
-        let threshold = self.manifest(&row.ca_id)?.threshold();
+        let manifest = self.manifest(&row.ca_id)?;
+        let threshold = manifest.threshold();
+        let kind: SessionKind = serde_json::from_value(serde_json::Value::String(row.kind.clone()))
+            .map_err(internal)?;
+        let view = row
+            .certificate_view
+            .as_deref()
+            .and_then(|v| view_of(v).ok());
+        let verdict = session_verdict(&manifest, kind, view.as_ref());
+        let with_policy = manifest.body.policy.is_some();
         Ok(SessionStatus {
             session_id: row.session_id.clone(),
             ca_id: row.ca_id.clone(),
-            kind: serde_json::from_value(serde_json::Value::String(row.kind.clone()))
-                .map_err(internal)?,
+            kind,
             state: SessionState::parse(&row.state).ok_or_else(|| internal("bad state in store"))?,
             requester: row.requester.clone(),
             threshold,
@@ -940,13 +1025,17 @@ impl State {
             expires_at: row.expires_at,
             seconds_left: (row.expires_at - now()).max(0),
             detail: row.detail.clone(),
-            certificate: row
-                .certificate_view
-                .as_deref()
-                .and_then(|v| view_of(v).ok()),
+            certificate: view,
             certificate_pem,
             serial,
             crl_pem,
+            approvals_required: with_policy.then_some(verdict.approvals),
+            required_holders: verdict.required_holders,
+            policy: if with_policy {
+                verdict.summary
+            } else {
+                Vec::new()
+            },
         })
     }
 
@@ -1057,7 +1146,12 @@ impl State {
                     && !l.answered.iter().any(|h| h == holder_id)
                     && !skip.contains(&l.offer.session_id)
             })
-            .map(|l| l.offer.clone())
+            .map(|l| {
+                let mut offer = l.offer.clone();
+                // shares only ever add up: once M are in, later holders approve without one
+                offer.approval_only = l.shares >= usize::from(l.threshold);
+                offer
+            })
             .collect();
         out.sort_by_key(|o| o.expires_at);
         out
@@ -1105,7 +1199,9 @@ impl State {
             l.answered.push(holder_id.to_owned());
         }
         l.declined += 1;
-        let still_possible = (l.total as usize).saturating_sub(l.declined) >= l.threshold as usize;
+        let still_possible = (l.total as usize).saturating_sub(l.declined)
+            >= usize::from(l.approvals.max(l.threshold))
+            && !l.required.iter().any(|h| h == holder_id);
         if still_possible {
             None
         } else {
@@ -1277,7 +1373,7 @@ impl State {
         session_id: &str,
         c: Contribution,
     ) -> ApiResult<SessionStatus> {
-        let (worker, offer, signing) = {
+        let (worker, offer, signing, shares_in) = {
             let mut live = lock(&self.live);
             match live.get_mut(session_id).filter(|l| l.ca_id == ca_id) {
                 Some(l) if l.answered.iter().any(|h| h == holder_id) => {
@@ -1293,7 +1389,8 @@ impl State {
                         .signing
                         .as_ref()
                         .map(|t| (t.tbs.clone(), t.context.clone()));
-                    (l.worker.clone(), l.offer.clone(), signing)
+                    let shares_in = l.shares >= usize::from(l.threshold);
+                    (l.worker.clone(), l.offer.clone(), signing, shares_in)
                 }
                 None => {
                     drop(live);
@@ -1301,7 +1398,18 @@ impl State {
                 }
             }
         };
+        let approval_only = c.envelope.is_approval_only();
+        // once M shares are in, a contribution is an approval: a share sent anyway (by an
+        // agent that polled before) is dropped unread, sealed to a key it never meets
+        let with_share = !approval_only && !shares_in;
         let verdict = match self.check_envelope(ca_id, holder_id, &offer, &c) {
+            Ok(()) if approval_only && !shares_in => Err(ApiErr::new(
+                409,
+                "share-needed",
+                "the session still needs shares: an approval without one counts only once \
+                 M shares are in",
+            )),
+            Ok(()) if !with_share => Ok(()),
             Ok(()) => match &signing {
                 Some((tbs, context)) => self.manifest(ca_id).and_then(|manifest| {
                     let share = c.signature_share.as_ref().ok_or_else(|| {
@@ -1346,16 +1454,25 @@ impl State {
                 return Err(self.closed_session(ca_id, session_id));
             };
             l.approved.push(holder_id.to_owned());
-            if let (Some(t), Some(share)) = (l.signing.as_mut(), &c.signature_share) {
-                t.shares.push(share.clone());
+            if with_share {
+                l.shares += 1;
+                if let (Some(t), Some(share)) = (l.signing.as_mut(), &c.signature_share) {
+                    t.shares.push(share.clone());
+                }
             }
-            if l.approved.len() >= l.threshold as usize {
+            let complete = l.shares >= usize::from(l.threshold)
+                && l.approved.len() >= usize::from(l.approvals)
+                && l.required.iter().all(|h| l.approved.contains(h));
+            if complete {
                 live.remove(session_id)
             } else {
                 None
             }
         };
-        let detail = if signing.is_some() {
+        let detail = if !with_share {
+            "approval without a share (the session holds M shares), envelope signed by the \
+             holder's token"
+        } else if signing.is_some() {
             "signature share's proof verified against the holder's verification key"
         } else {
             "share verified against the commitments by the session worker"
@@ -1547,6 +1664,53 @@ impl State {
                 "the envelope approves another certificate than the session issues".into(),
             );
         }
+        if e.is_approval_only() {
+            let tbs_ok = match offer.mode {
+                SigningMode::Reconstruct => e.tbs_sha256.is_none(),
+                SigningMode::Threshold => {
+                    e.tbs_sha256.is_some() && e.tbs_sha256 == offered_tbs_sha256(offer)
+                }
+            };
+            if !c.ciphertext.is_empty() || c.signature_share.is_some() {
+                return refuse(
+                    400,
+                    "bad-envelope",
+                    "an approval without a share carries a share".into(),
+                );
+            }
+            if !tbs_ok {
+                return refuse(
+                    409,
+                    "wrong-tbs",
+                    "the approval names other to-be-signed bytes than the session signs".into(),
+                );
+            }
+        } else {
+            self.check_share_fields(offer, c)?;
+        }
+        let Some(key) = self.holder_key(ca_id, holder_id)? else {
+            return refuse(
+                403,
+                "unknown-holder",
+                format!("{holder_id} is not an enrolled holder of CA {ca_id}"),
+            );
+        };
+        let sig = B64.decode(&c.signature).unwrap_or_default();
+        if pki::verify_signature(&key, &e.signed_bytes(), &sig).is_err() {
+            return refuse(
+                400,
+                "bad-signature",
+                "the envelope's signature does not verify with the holder's token key".into(),
+            );
+        }
+        Ok(())
+    }
+
+    /// The checks of a contribution that carries a share: a sealed share (reconstruct
+    /// mode) or a signature share (threshold mode), each matching its envelope digest.
+    fn check_share_fields(&self, offer: &SessionOffer, c: &Contribution) -> ApiResult<()> {
+        let refuse = |status, code, why: String| Err(ApiErr::new(status, code, why));
+        let e = &c.envelope;
         match offer.mode {
             SigningMode::Reconstruct => {
                 if c.signature_share.is_some()
@@ -1606,21 +1770,6 @@ impl State {
                     );
                 }
             }
-        }
-        let Some(key) = self.holder_key(ca_id, holder_id)? else {
-            return refuse(
-                403,
-                "unknown-holder",
-                format!("{holder_id} is not an enrolled holder of CA {ca_id}"),
-            );
-        };
-        let sig = B64.decode(&c.signature).unwrap_or_default();
-        if pki::verify_signature(&key, &e.signed_bytes(), &sig).is_err() {
-            return refuse(
-                400,
-                "bad-signature",
-                "the envelope's signature does not verify with the holder's token key".into(),
-            );
         }
         Ok(())
     }

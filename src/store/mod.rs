@@ -378,6 +378,22 @@ impl Store {
         Ok(())
     }
 
+    /// Replaces a registered CA's manifest by a new one of the same CA (a changed policy),
+    /// with the audit entry `ca-policy-changed`.
+    pub fn replace_manifest(&mut self, ca_id: &str, manifest_json: &str, note: &str) -> Result<()> {
+        let tx = self.write_tx()?;
+        let changed = tx.execute(
+            "UPDATE cas SET manifest = ?2 WHERE ca_id = ?1",
+            params![ca_id, manifest_json],
+        )?;
+        if changed == 0 {
+            return Err(StoreError::NotFound(format!("CA {ca_id}")));
+        }
+        audit::append_tx(&tx, "ca-policy-changed", Some(ca_id), None, None, note)?;
+        tx.commit()?;
+        Ok(())
+    }
+
     /// Every registered CA, in the order they were registered.
     pub fn cas(&self) -> Result<Vec<CaRow>> {
         let mut stmt = self

@@ -20,6 +20,7 @@ mod offer;
 mod online;
 mod online_attacks;
 mod packaging;
+mod policy;
 mod reshare;
 mod sign;
 mod split_combine;

@@ -372,6 +372,8 @@ fn an_agent_refuses_an_offer_that_describes_another_certificate() {
         recipient: String::new(),
         mode: Default::default(),
         tbs: None,
+        policy: None,
+        approval_only: false,
     };
     let approving = nkpki::agent::recompute(&offer(view.clone()), &manifest).unwrap();
     assert_eq!(approving.certificate.as_ref(), Some(&view));

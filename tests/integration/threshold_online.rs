@@ -491,6 +491,8 @@ fn an_agent_refuses_a_threshold_offer_whose_tbs_is_not_the_request() {
         recipient: String::new(),
         mode: SigningMode::Threshold,
         tbs: tbs.map(|t| B64.encode(t)),
+        policy: None,
+        approval_only: false,
     };
     let refusal = |o: SessionOffer| nkpki::agent::recompute(&o, &m).unwrap_err().to_string();
 
