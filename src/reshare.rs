@@ -441,6 +441,14 @@ mod tests {
     }
 
     fn ceremony(threshold: u32, ids: &[u32]) -> (CeremonyOutput, Vec<(String, Share)>) {
+        ceremony_with_policy(threshold, ids, None)
+    }
+
+    fn ceremony_with_policy(
+        threshold: u32,
+        ids: &[u32],
+        policy: Option<&str>,
+    ) -> (CeremonyOutput, Vec<(String, Share)>) {
         let subject = CaSubject {
             name: "Reshare CA".into(),
             org: "nkpki tests".into(),
@@ -455,6 +463,12 @@ mod tests {
             holders(ids),
         )
         .unwrap();
+        let params = match policy {
+            Some(text) => params
+                .with_policy(crate::policy::Policy::from_toml(text).unwrap())
+                .unwrap(),
+            None => params,
+        };
         let key = CaKey::generate(KeyAlgorithm::EcdsaP256).unwrap();
         let now = OffsetDateTime::now_utc();
         let cert = pki::self_signed(&key, &params.subject, 5, None, now).unwrap();
@@ -576,6 +590,41 @@ mod tests {
                 ReshareRequest::new(&verified, holders(&ids), threshold, Delivery::ShareFiles)
                     .unwrap_err();
             assert!(err.to_string().contains(needle), "{err}");
+        }
+    }
+
+    #[test]
+    fn the_ca_policy_is_carried_over_and_must_fit_the_new_set() {
+        let policy = "version = 1\n[server]\napprovals = 3\nrequired_holders = [\"NK002\"]\n";
+        let (first, shares) = ceremony_with_policy(2, &[1, 2, 3], Some(policy));
+        let verified = first.manifest.verify().unwrap();
+        // the new set keeps NK002 and a threshold the policy's approvals still cover
+        let request =
+            ReshareRequest::new(&verified, holders(&[2, 3, 4, 5]), 3, Delivery::ShareFiles)
+                .unwrap();
+        let out = reshare(
+            &first.manifest,
+            &verified,
+            &shares[1..3],
+            &request,
+            OffsetDateTime::now_utc(),
+        )
+        .unwrap();
+        let second = out.output.manifest.verify().unwrap();
+        assert_eq!(second.body.policy, verified.body.policy);
+        // a set without the required holder, or a threshold above the policy's approvals
+        for (ids, threshold, needle) in [
+            (vec![1, 3, 4], 2, "NK002"),
+            (vec![2, 3, 4, 5], 4, "approvals"),
+        ] {
+            let err =
+                ReshareRequest::new(&verified, holders(&ids), threshold, Delivery::ShareFiles)
+                    .unwrap_err();
+            let text = err.to_string();
+            assert!(
+                text.contains("policy does not fit") && text.contains(needle),
+                "{text}"
+            );
         }
     }
 }
