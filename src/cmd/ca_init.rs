@@ -213,12 +213,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 /// Two safe primes for a threshold-mode CA, with progress on stderr; Ctrl-C stops the
 /// search and the ceremony, before anything is written.
 fn safe_primes(bits: usize) -> anyhow::Result<SafePrimes> {
-    #[cfg(debug_assertions)]
-    if let Some(path) = std::env::var_os("NKPKI_TEST_SAFE_PRIMES") {
-        // test hook, compiled out of release builds: see docs/decisions.md (at)
-        let text = std::fs::read_to_string(&path).context("cannot read the test safe primes")?;
+    if let Some(primes) = ceremony::test_safe_primes() {
         eprintln!("debug build: safe primes read from NKPKI_TEST_SAFE_PRIMES");
-        return Ok(SafePrimes::from_text(&text)?);
+        return Ok(primes?);
     }
     let cancel = Arc::new(AtomicBool::new(false));
     watch_interrupt(Arc::clone(&cancel))?;
