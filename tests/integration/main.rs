@@ -30,4 +30,5 @@ mod token_hardening;
 mod token_login;
 mod tokens;
 mod web;
+mod web_generator;
 mod worker;
