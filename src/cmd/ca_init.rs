@@ -276,13 +276,27 @@ fn run_web(args: Args) -> anyhow::Result<()> {
         );
         anyhow::Ok(nkpki::web::generator::serve_directory(listener, out, key).await?)
     })?;
-    if finished && args.out.join("manifest.json").exists() {
-        println!(
-            "Output:       {}/ (ca.crt, manifest.json, packages/, qr/, enrollment.json, ceremony.log)",
+    let manifest = std::fs::read_to_string(args.out.join("manifest.json")).ok();
+    match manifest.and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok()) {
+        Some(m) if finished => {
+            let m = &m["signed"];
+            println!("CA id:        {}", m["ca_id"].as_str().unwrap_or_default());
+            println!(
+                "Fingerprint:  SHA-256 {}",
+                m["certificate_sha256"].as_str().unwrap_or_default()
+            );
+            println!(
+                "Output:       {}/ (ca.crt, manifest.json, packages/, qr/, enrollment.json, \
+                 ceremony.log)",
+                args.out.display()
+            );
+            Ok(())
+        }
+        _ => bail!(
+            "the web server stopped before a ceremony was written to {}",
             args.out.display()
-        );
+        ),
     }
-    Ok(())
 }
 
 /// Two safe primes for a threshold-mode CA, with progress on stderr; Ctrl-C stops the

@@ -275,8 +275,8 @@ fn text_input(errors: &FieldErrors, field: &str, label: &str, value: &str, extra
         div.field {
             label for=(field) { (label) }
             input type="text" name=(field) id=(field) value=(value)
-                aria-invalid=(if invalid { "true" } else { "false" })
-                aria-describedby=(if invalid { format!("{field}-error") } else { String::new() })
+                aria-invalid=[invalid.then_some("true")]
+                aria-describedby=[invalid.then(|| format!("{field}-error"))]
                 placeholder=(extra);
             (field_error(errors, field))
         }
@@ -626,6 +626,7 @@ async fn download(
         .iter()
         .find(|s| s.file_name == file)
         .ok_or_else(|| WebError::new(404, "There is no such package in this result."))?;
+    // the response's copy is wiped when freed, by the binary's zeroizing allocator
     let body = share.armored.clone();
     let disposition =
         HeaderValue::from_str(&format!("attachment; filename=\"{}\"", share.file_name))
@@ -644,7 +645,7 @@ async fn download(
             ),
             (header::CONTENT_DISPOSITION, disposition),
         ],
-        Zeroizing::new(body).to_string(),
+        body,
     )
         .into_response())
 }

@@ -662,5 +662,11 @@ fn ca_init_web_writes_what_ca_init_writes_through_a_one_time_url_and_exits() {
     assert!(status.success(), "{status}");
     let mut out = String::new();
     std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut out).unwrap();
-    assert!(out.contains("web-ca/"), "{out}");
+    assert!(out.contains("Output:       web-ca/"), "{out}");
+    let fingerprint = env.ca_fingerprint("web-ca");
+    assert!(
+        out.contains(&format!("Fingerprint:  SHA-256 {fingerprint}")),
+        "{out}"
+    );
+    assert!(page.body.contains(&fingerprint));
 }
