@@ -420,7 +420,9 @@ fn a_valid_form_registers_the_ca_and_its_packages_open_and_deploy() {
     let mut browser = Browser::new(&server.url);
     browser.sign_in(&admin);
     let form = browser.get("/ui/generator");
-    let pairs = valid_form(&form.body, &holders, &["NK003"]);
+    let mut pairs = valid_form(&form.body, &holders, &["NK003"]);
+    // a holder's name is text on every page, never markup
+    set(&mut pairs, "holders-1-name", "<img src=x onerror=alert(1)>");
     let first = browser.post("/ui/generator", &pairs);
     assert_eq!(first.status, StatusCode::SEE_OTHER, "{}", first.body);
     let result = first.location.unwrap();
@@ -445,6 +447,8 @@ fn a_valid_form_registers_the_ca_and_its_packages_open_and_deploy() {
         assert!(page.body.contains(&format!("id=\"download-{}\"", h.id)));
     }
     assert!(page.body.contains("data:image/png;base64,"));
+    assert!(page.body.contains("&lt;img src=x onerror=alert(1)&gt;"));
+    assert!(!page.body.contains("<img src=x"));
     assert!(page.body.contains(&ca_id));
     let reload = browser.get(&result);
     assert!(
@@ -516,6 +520,53 @@ fn a_valid_form_registers_the_ca_and_its_packages_open_and_deploy() {
             .status,
         StatusCode::NOT_FOUND
     );
+}
+
+#[test]
+fn a_threshold_mode_ca_from_the_form_is_registered_with_its_mode() {
+    let primes = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/threshold/rsa-2048.primes"
+    );
+    let env = Env::new().with_env("NKPKI_TEST_SAFE_PRIMES", primes);
+    let admin = token(&env, "root-admin", &["--role", "ca-admin"]);
+    let server = env.serve(&[]);
+    let holders = env.holders(3);
+    let mut browser = Browser::new(&server.url);
+    browser.sign_in(&admin);
+    let form = browser.get("/ui/generator");
+    let mut pairs = valid_form(&form.body, &holders, &[]);
+    set(&mut pairs, "key", "rsa-2048");
+    set(&mut pairs, "mode", "threshold");
+    let result = browser.post("/ui/generator", &pairs);
+    assert_eq!(result.status, StatusCode::SEE_OTHER, "{}", result.body);
+    let page = browser.get(&result.location.unwrap());
+    assert!(page.body.contains("rsa-2048"), "{}", page.body);
+    let file = browser.get(&format!("{}/packages/NK001.nkpkg", result_path(&page.body)));
+    env.write("NK001.nkpkg", &file.body);
+    let key = holders[0].key_file.to_str().unwrap();
+    env.tool("age", &["-d", "-i", key, "-o", "NK001.tar", "NK001.nkpkg"])
+        .ok();
+    env.tool("tar", &["xf", "NK001.tar", "share.json"]).ok();
+    let share = String::from_utf8(env.read("share.json")).unwrap();
+    assert!(share.contains("threshold"), "{share}");
+    assert_eq!(registered_cas(&server.url, &admin).len(), 1);
+}
+
+/// The result page's own path, from its Done form.
+fn result_path(body: &str) -> String {
+    let marker = "action=\"";
+    let at = body
+        .match_indices(marker)
+        .map(|(i, _)| i + marker.len())
+        .find(|&i| body[i..].starts_with("/ui/generator/result/"))
+        .unwrap();
+    body[at..]
+        .split('"')
+        .next()
+        .unwrap()
+        .trim_end_matches("/done")
+        .to_owned()
 }
 
 /// The text of the element that starts right after `marker`.
