@@ -210,7 +210,7 @@ pub fn render_ca_page(
 }
 
 /// `s` percent-encoded for a query string.
-fn query_escape(s: &str) -> String {
+pub(super) fn query_escape(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {

@@ -601,3 +601,73 @@ fn web_ca_page_lists_searches_downloads_and_opens_a_crl_session() {
     assert_eq!(state["state"], "signed", "{state}");
     assert!(page("").contains("CRL number 2"));
 }
+
+#[test]
+fn web_audit_page_filters_exports_and_shows_a_broken_chain() {
+    let web = Web::new();
+    let cookie = web.sign_in();
+    web.sign_in();
+    let ca = web.ca_id.clone();
+    let page = web.get("/ui/audit", Some(&cookie)).text().unwrap();
+    assert!(page.contains("Chain verified"), "{page}");
+    assert!(
+        page.contains("ui-sign-in") && page.contains("ca-registered"),
+        "{page}"
+    );
+    // newest first
+    let table = &page[page.find("id=\"audit\"").unwrap()..];
+    let first_sign_in = table.find("signed in to the web UI").unwrap();
+    assert!(
+        first_sign_in < table.find("ca-registered").unwrap(),
+        "{table}"
+    );
+
+    let export = |query: &str| -> serde_json::Value {
+        let r = web.get(&format!("/ui/audit?format=json{query}"), Some(&cookie));
+        assert_eq!(r.status(), 200);
+        assert!(
+            r.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("application/json")
+        );
+        r.json().unwrap()
+    };
+    let signed_in = export("&kind=ui-sign-in");
+    assert_eq!(signed_in["chain"]["intact"], true, "{signed_in}");
+    let entries = signed_in["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 2, "{signed_in}");
+    assert!(entries.iter().all(|e| e["event"] == "ui-sign-in"));
+    assert!(
+        entries[0]["seq"].as_i64() < entries[1]["seq"].as_i64(),
+        "log order"
+    );
+    let of_ca = export(&format!("&ca={ca}"));
+    let entries = of_ca["entries"].as_array().unwrap();
+    assert!(!entries.is_empty());
+    assert!(entries.iter().all(|e| e["ca_id"] == ca.as_str()), "{of_ca}");
+    assert_eq!(export("&holder=NK009")["total"], 0);
+    let filtered = web
+        .get("/ui/audit?kind=ui-sign-in", Some(&cookie))
+        .text()
+        .unwrap();
+    assert!(filtered.contains("2 entries"), "{filtered}");
+    assert!(!filtered.contains("ca-registered</a>"), "{filtered}");
+    assert_eq!(web.get("/ui/audit?format=xml", Some(&cookie)).status(), 400);
+
+    // an entry edited behind the server's back breaks the chain, and the page says where
+    web.env
+        .tool(
+            "python3",
+            &[
+                "-c",
+                "import sqlite3; c = sqlite3.connect('data/nkpki.sqlite3'); \
+                 c.execute(\"UPDATE audit SET detail = 'nothing happened' WHERE seq = 2\"); c.commit()",
+            ],
+        )
+        .ok();
+    let page = web.get("/ui/audit", Some(&cookie)).text().unwrap();
+    assert!(page.contains("Chain BROKEN at entry 2"), "{page}");
+    assert!(page.contains("role=\"alert\""));
+    assert_eq!(export("")["chain"]["broken_at"], 2);
+}
