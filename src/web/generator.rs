@@ -319,6 +319,9 @@ fn form_markup(
         form method="post" action="/ui/generator" id="generator" {
             (csrf_field(user))
             input type="hidden" name="nonce" value=(nonce);
+            // Enter in a field presses the first submit button: make that one Generate,
+            // not "Remove holder 1"
+            button.default-action type="submit" name="action" value="generate" tabindex="-1" aria-hidden="true" { "Generate the CA" }
             fieldset {
                 legend { "Certificate authority" }
                 (text_input(errors, "name", "CA name (common name, 1–64 characters)", &form.name, "Example Root CA"))

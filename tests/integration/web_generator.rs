@@ -213,6 +213,13 @@ fn every_generator_limit_is_shown_beside_its_field_and_registers_nothing() {
     assert_eq!(form.status, StatusCode::OK);
     assert!(form.body.contains("id=\"server-memory-notice\""));
     assert!(form.body.contains("CA key exists in the server's memory"));
+    // Enter in a field presses the form's first submit button: Generate, not Remove
+    let in_form = &form.body[form.body.find("id=\"generator\"").unwrap()..];
+    let first_submit = &in_form[in_form.find("type=\"submit\"").unwrap()..];
+    assert!(
+        first_submit[..first_submit.find('>').unwrap()].contains("value=\"generate\""),
+        "{first_submit}"
+    );
     let holders = env.holders(3);
     let good = valid_form(&form.body, &holders, &[]);
 
