@@ -153,3 +153,4 @@ done
 
 "$scripts/bench-online-modes.sh" "$nkpki"
 "$scripts/bench-reshare.sh" "$nkpki"
+"$scripts/bench-ui.sh" "$nkpki"

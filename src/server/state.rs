@@ -345,11 +345,11 @@ impl State {
     }
 
     /// Runs `f` with the store, for the modules that publish what it holds.
-    pub(super) fn read_store<T>(&self, f: impl FnOnce(&Store) -> T) -> T {
+    pub fn read_store<T>(&self, f: impl FnOnce(&Store) -> T) -> T {
         f(&lock(&self.store))
     }
 
-    pub(super) fn manifest(&self, ca_id: &str) -> ApiResult<Arc<VerifiedManifest>> {
+    pub fn manifest(&self, ca_id: &str) -> ApiResult<Arc<VerifiedManifest>> {
         if let Some(m) = lock(&self.manifests).get(ca_id) {
             return Ok(m.clone());
         }
@@ -2095,6 +2095,12 @@ impl State {
                 format!("CA {ca_id} has not signed a CRL yet"),
             )
         })
+    }
+
+    /// Whether `operator`'s API token has role `ca-admin` (may register CAs): the web
+    /// generator asks before it runs a ceremony it could not register.
+    pub fn may_register_cas(&self, operator: &str) -> ApiResult<bool> {
+        Ok(lock(&self.store).api_role(operator)? == Some(crate::store::ApiRole::CaAdmin))
     }
 
     /// Registers a CA from its manifest (and enrollment hashes), as `serve ca add` does, for
