@@ -671,3 +671,26 @@ fn web_audit_page_filters_exports_and_shows_a_broken_chain() {
     assert!(page.contains("role=\"alert\""));
     assert_eq!(export("")["chain"]["broken_at"], 2);
 }
+
+#[test]
+fn web_revoking_the_api_token_ends_its_sign_in() {
+    let web = Web::new();
+    let cookie = web.sign_in();
+    assert_eq!(web.get("/ui/", Some(&cookie)).status(), 200);
+    web.env
+        .nkpki(&[
+            "serve",
+            "token",
+            "revoke",
+            "--data-dir",
+            "data",
+            "--name",
+            "alice",
+        ])
+        .ok();
+    let r = web.get("/ui/audit", Some(&cookie));
+    assert_eq!(r.status(), 303);
+    assert!(location(&r).starts_with("/ui/sign-in"));
+    let r = web.post("/ui/sign-in", None, &[("token", &web.token)], &[]);
+    assert_eq!(r.status(), 401);
+}
