@@ -209,7 +209,7 @@ async fn asset(axum::extract::Path(name): axum::extract::Path<String>) -> Respon
 // ---- sign-in and sign-out ---------------------------------------------------------
 
 #[derive(Debug, Default, Deserialize)]
-struct Next_ {
+struct NextQuery {
     next: Option<String>,
 }
 
@@ -240,7 +240,7 @@ fn sign_in_form(next: &str, error: Option<&str>) -> Markup {
     )
 }
 
-async fn sign_in_page(Query(q): Query<Next_>) -> Markup {
+async fn sign_in_page(Query(q): Query<NextQuery>) -> Markup {
     sign_in_form(&auth::local_next(q.next.as_deref()), None)
 }
 
