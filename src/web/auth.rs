@@ -43,6 +43,9 @@ pub fn same(a: &str, b: &str) -> bool {
 
 struct UiSession {
     operator: String,
+    /// The SHA-256 of the API token signed in with, re-checked on each page (`None` for a
+    /// session started otherwise, as `ca-init --web` does).
+    token_sha256: Option<String>,
     csrf: String,
     started: Instant,
     last_used: Instant,
@@ -71,6 +74,21 @@ impl UiSessions {
     /// one-time URL key of `ca-init --web`); returns the `Set-Cookie` value to send
     /// (`secure`: the page is served over TLS, the cookie is marked `Secure`).
     pub fn start(&self, operator: &str, secure: bool) -> HeaderValue {
+        self.start_session(operator, None, secure)
+    }
+
+    /// Starts a UI session for the operator of an API token (its SHA-256): the session
+    /// ends as soon as the token is found revoked (see [`UiSessions::credential`]).
+    pub fn start_for_token(&self, operator: &str, token_sha256: &str, secure: bool) -> HeaderValue {
+        self.start_session(operator, Some(token_sha256.to_owned()), secure)
+    }
+
+    fn start_session(
+        &self,
+        operator: &str,
+        token_sha256: Option<String>,
+        secure: bool,
+    ) -> HeaderValue {
         let id = random_hex(32);
         let now = Instant::now();
         let mut sessions = lock(&self.sessions);
@@ -87,6 +105,7 @@ impl UiSessions {
             crate::pki::sha256_hex(id.as_bytes()),
             UiSession {
                 operator: operator.to_owned(),
+                token_sha256,
                 csrf: random_hex(32),
                 started: now,
                 last_used: now,
@@ -114,6 +133,20 @@ impl UiSessions {
             csrf: session.csrf.clone(),
             key,
         })
+    }
+
+    /// The API token (SHA-256) a cookie id's session was started with, to check it is
+    /// still valid; `None` for an unknown session or one started without a token.
+    pub fn credential(&self, id: &str) -> Option<String> {
+        let key = crate::pki::sha256_hex(id.as_bytes());
+        lock(&self.sessions)
+            .get(&key)
+            .and_then(|s| s.token_sha256.clone())
+    }
+
+    /// Ends every UI session started with this API token (it was revoked).
+    pub fn end_token(&self, token_sha256: &str) {
+        lock(&self.sessions).retain(|_, s| s.token_sha256.as_deref() != Some(token_sha256));
     }
 
     /// Ends a UI session (sign-out); returns the `Set-Cookie` value that clears the cookie.

@@ -111,6 +111,10 @@ pub fn ui_router(state: Arc<State>) -> Router<Arc<State>> {
         .merge(generator::routes(state))
         // the other page modules: one `.merge(module::routes())` line each, above this one
         .layer(middleware::from_fn(same_origin_posts))
+        .layer(middleware::from_fn_with_state(
+            state,
+            revoked_tokens_sign_out,
+        ))
         .layer(Extension(sessions))
         .layer(middleware::from_fn(security_headers))
 }
@@ -133,6 +137,29 @@ pub(crate) async fn security_headers(req: Request, next: Next) -> Response {
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }
     response
+}
+
+/// Ends the UI session of a request whose API token was revoked since sign-in (by `serve
+/// token revoke`, possibly from another process), before any page reads it.
+async fn revoked_tokens_sign_out(
+    axum::extract::State(state): axum::extract::State<Arc<State>>,
+    Extension(sessions): Extension<Arc<UiSessions>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let credential = auth::cookie_value(req.headers(), auth::COOKIE)
+        .filter(|_| req.uri().path().starts_with("/ui/"))
+        .and_then(|id| sessions.credential(id));
+    if let Some(hash) = credential {
+        let h = hash.clone();
+        let revoked = blocking(move || Ok(state.read_store(|s| s.operator_for(&h))?))
+            .await
+            .is_ok_and(|operator| operator.is_none());
+        if revoked {
+            sessions.end_token(&hash);
+        }
+    }
+    next.run(req).await
 }
 
 async fn same_origin_posts(req: Request, next: Next) -> Response {
@@ -184,7 +211,7 @@ pub(crate) async fn asset(axum::extract::Path(name): axum::extract::Path<String>
 // ---- sign-in and sign-out ---------------------------------------------------------
 
 #[derive(Debug, Default, Deserialize)]
-struct Next_ {
+struct NextQuery {
     next: Option<String>,
 }
 
@@ -215,7 +242,7 @@ fn sign_in_form(next: &str, error: Option<&str>) -> Markup {
     )
 }
 
-async fn sign_in_page(Query(q): Query<Next_>) -> Markup {
+async fn sign_in_page(Query(q): Query<NextQuery>) -> Markup {
     sign_in_form(&auth::local_next(q.next.as_deref()), None)
 }
 
@@ -258,6 +285,7 @@ async fn sign_in(
         return refuse(StatusCode::UNAUTHORIZED, "Enter your API token.");
     }
     let s = state.clone();
+    let token_sha256 = crate::server::token_hash(&token);
     match blocking(move || s.operator(Some(&token))).await {
         Ok(operator) => {
             let _ = state.note(
@@ -266,9 +294,8 @@ async fn sign_in(
             );
             let secure = secure.is_some_and(|Extension(Secure(s))| s);
             let mut response = Redirect::to(&next).into_response();
-            response
-                .headers_mut()
-                .insert(header::SET_COOKIE, sessions.start(&operator, secure));
+            let cookie = sessions.start_for_token(&operator, &token_sha256, secure);
+            response.headers_mut().insert(header::SET_COOKIE, cookie);
             response
         }
         Err(e) if e.status == 401 => {

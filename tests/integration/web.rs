@@ -671,3 +671,64 @@ fn web_audit_page_filters_exports_and_shows_a_broken_chain() {
     assert!(page.contains("role=\"alert\""));
     assert_eq!(export("")["chain"]["broken_at"], 2);
 }
+
+#[test]
+fn web_revoking_the_api_token_ends_its_sign_in() {
+    let web = Web::new();
+    let cookie = web.sign_in();
+    assert_eq!(web.get("/ui/", Some(&cookie)).status(), 200);
+    web.env
+        .nkpki(&[
+            "serve",
+            "token",
+            "revoke",
+            "--data-dir",
+            "data",
+            "--name",
+            "alice",
+        ])
+        .ok();
+    let r = web.get("/ui/audit", Some(&cookie));
+    assert_eq!(r.status(), 303);
+    assert!(location(&r).starts_with("/ui/sign-in"));
+    let r = web.post("/ui/sign-in", None, &[("token", &web.token)], &[]);
+    assert_eq!(r.status(), 401);
+}
+
+#[test]
+fn web_overview_lists_open_sessions_with_the_request_escaped() {
+    let web = Web::new();
+    let cookie = web.sign_in();
+    let csr = web.env.csr(
+        "xss",
+        &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"],
+        &format!("/CN={XSS}"),
+        &["subjectAltName=DNS:xss.example.org"],
+    );
+    let csr_pem = String::from_utf8(web.env.read(&csr)).unwrap();
+    let opened: serde_json::Value = web
+        .http
+        .post(web.url("/api/v1/sessions"))
+        .bearer_auth(web.token.trim())
+        .json(&serde_json::json!({
+            "ca_id": web.ca_id, "kind": "issue", "csr_pem": csr_pem, "profile": "server", "days": 30
+        }))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let session = opened["session_id"].as_str().expect("a session").to_owned();
+    let page = web.get("/ui/", Some(&cookie)).text().unwrap();
+    let open =
+        &page[page.find("id=\"open-sessions\"").unwrap()..page.find("class=\"card ca\"").unwrap()];
+    assert!(
+        open.contains(&format!("href=\"/ui/sessions/{session}\"")),
+        "{open}"
+    );
+    assert!(open.contains("0 of 2"), "{open}");
+    assert!(
+        open.contains("CN=&lt;img src=x onerror=alert(1)&gt;"),
+        "{open}"
+    );
+    assert!(!page.contains(XSS), "{page}");
+}
