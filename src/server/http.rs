@@ -408,6 +408,7 @@ pub fn api_router(state: Arc<State>) -> Router<Arc<State>> {
         .route_layer(middleware::from_fn_with_state(state.clone(), require_agent));
     let operator = Router::new()
         .route("/sessions", post(create_session))
+        .route("/sessions/preview", post(preview))
         .route("/sessions/{id}", get(status))
         .route("/sessions/{id}/cancel", post(cancel))
         .route("/cas", post(register_ca).get(cas))
@@ -626,6 +627,17 @@ async fn create_session(
     Ok(json(
         201,
         &blocking(move || s.create_session(&operator, req)).await?,
+    ))
+}
+
+async fn preview(
+    axum::extract::State(s): AppState,
+    Extension(_): Extension<OperatorCaller>,
+    JsonBody(req): JsonBody<proto::CreateSession>,
+) -> ApiResult<Response> {
+    Ok(json(
+        200,
+        &blocking(move || super::preview::preview(&s, &req)).await?,
     ))
 }
 

@@ -7,6 +7,7 @@ mod http;
 mod listing;
 mod metrics;
 pub mod ocsp;
+pub mod preview;
 pub mod publish;
 mod state;
 mod threshold;

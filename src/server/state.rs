@@ -80,6 +80,19 @@ struct Live {
     offer: SessionOffer,
 }
 
+/// A session checked and built, not yet stored: what [`State::prepare_session`] makes.
+pub(super) struct Prepared {
+    pub session_id: String,
+    /// What the holders approve: the CSR (PEM) or the revocation/CRL statement.
+    pub request: String,
+    pub request_sha256: String,
+    pub summary: OfferSummary,
+    /// Threshold mode: the TBS the holders will sign shares of.
+    pub signing: Option<ThresholdSession>,
+    /// An `ocsp` profile session: the responder key made for it.
+    pub responder_key: Option<pki::CaKey>,
+}
+
 /// What a signature will be recorded as.
 pub(super) enum Pending {
     Certificate(Box<pki::CertificateView>),
@@ -567,14 +580,139 @@ impl State {
 
     pub fn create_session(&self, operator: &str, req: CreateSession) -> ApiResult<SessionStatus> {
         let manifest = self.manifest(&req.ca_id)?;
-        let refuse = |message: String| {
-            self.audited_refusal(
-                "session-refused",
-                Some(&req.ca_id),
-                &format!("{operator}: {message}"),
-                ApiErr::new(422, "policy", message.clone()),
-            )
+        let Prepared {
+            session_id,
+            request,
+            request_sha256,
+            summary,
+            signing,
+            responder_key,
+        } = self.prepare_session(&manifest, &req).map_err(|e| {
+            if e.status == 422 || e.code == "crl-session-open" {
+                let detail = format!("{operator}: {}", e.message);
+                self.audited_refusal("session-refused", Some(&req.ca_id), &detail, e)
+            } else {
+                e
+            }
+        })?;
+        let created_at = now();
+        let (worker, recipient) = match &signing {
+            Some(_) => (None, String::new()),
+            None => {
+                let (worker, recipient) = self.start_worker(&req.ca_id, &session_id)?;
+                (Some(worker), recipient)
+            }
         };
+        let nonce = random_hex(32);
+        let expires_at = created_at.saturating_add(self.session_ttl);
+        let kind = serde_json::to_value(req.kind)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        let row = SessionRow {
+            session_id: session_id.clone(),
+            ca_id: req.ca_id.clone(),
+            kind,
+            state: SessionState::Waiting.as_str().into(),
+            requester: operator.to_owned(),
+            request: request.clone(),
+            request_sha256: request_sha256.clone(),
+            profile: Some(summary.profile.clone()),
+            days: Some(summary.days),
+            serial: summary.serial.clone(),
+            reason: summary.reason.clone(),
+            nonce: nonce.clone(),
+            recipient: recipient.clone(),
+            created_at,
+            expires_at,
+            detail: None,
+            certificate_view: summary
+                .certificate
+                .as_ref()
+                .and_then(|v| serde_json::to_string(v).ok()),
+            tbs: signing.as_ref().map(|t| t.tbs.to_vec()),
+        };
+        // the responder key is on disk before the session exists: no session waits for a
+        // key that could not be written
+        let responder = match responder_key {
+            Some(key) => {
+                let dir = lock(&self.store).dir().to_owned();
+                Some(
+                    super::ocsp::save_responder_key(&dir, &session_id, &key)
+                        .map_err(|e| internal(format!("writing the OCSP responder key: {e}")))?,
+                )
+            }
+            None => None,
+        };
+        {
+            let mut store = lock(&self.store);
+            store.insert_session(&row)?;
+            if let Some((file, spki_sha256)) = &responder {
+                store.add_ocsp_responder(
+                    &session_id,
+                    &req.ca_id,
+                    &file.display().to_string(),
+                    spki_sha256,
+                )?;
+            }
+        }
+        let kind_label = row.kind.clone();
+        let _in = session_span(&session_id, &req.ca_id).entered();
+        self.metrics.session(&req.ca_id, &kind_label, "opened");
+        tracing::info!(
+            "session opened: {kind_label} for {operator}, {} of {} approvals needed",
+            manifest.threshold(),
+            manifest.body.share_set.total
+        );
+        let offer = SessionOffer {
+            session_id: session_id.clone(),
+            ca_id: req.ca_id.clone(),
+            ca_name: manifest.body.ca.name.clone(),
+            kind: req.kind,
+            requester: operator.to_owned(),
+            request,
+            request_sha256,
+            summary,
+            nonce,
+            expires_at,
+            recipient,
+            mode: if signing.is_some() {
+                SigningMode::Threshold
+            } else {
+                SigningMode::Reconstruct
+            },
+            tbs: signing.as_ref().map(|t| B64.encode(t.tbs.as_slice())),
+        };
+        lock(&self.live).insert(
+            session_id.clone(),
+            Live {
+                ca_id: req.ca_id.clone(),
+                threshold: manifest.threshold(),
+                total: manifest.body.share_set.total,
+                worker: Arc::new(tokio::sync::Mutex::new(worker)),
+                signing,
+                approved: Vec::new(),
+                answered: Vec::new(),
+                declined: 0,
+                offer,
+            },
+        );
+        self.notify();
+        self.notify_offers(&req.ca_id);
+        self.status(&session_id)
+    }
+
+    /// Everything [`State::create_session`] checks and builds before it stores anything:
+    /// the request the holders will approve, what it will be recorded as, and (threshold
+    /// mode) the exact bytes they will sign. A policy refusal is a 422 `policy` error (or
+    /// 409 `crl-session-open`), not yet audited. The dry run ([`super::preview`]) calls
+    /// it too, so a preview and the session it previews cannot disagree.
+    pub(super) fn prepare_session(
+        &self,
+        manifest: &VerifiedManifest,
+        req: &CreateSession,
+    ) -> ApiResult<Prepared> {
+        let refuse = |message: String| ApiErr::new(422, "policy", message);
         // the OCSP responder's key, made here for a session asking for its certificate
         let mut responder_key = None;
         let (request, request_sha256, summary) = match req.kind {
@@ -680,140 +818,38 @@ impl State {
                 (text.clone(), pki::sha256_hex(text.as_bytes()), summary)
             }
         };
-        if threshold::key(&manifest).is_some()
+        if threshold::key(manifest).is_some()
             && matches!(req.kind, SessionKind::Revoke | SessionKind::Crl)
             && let Some(open) = self.open_crl_session(&req.ca_id)
         {
             // a threshold CRL's number and list are fixed when its session opens: two open
             // at once would both be CRL n, and the second could never be recorded
-            return Err(self.audited_refusal(
-                "session-refused",
-                Some(&req.ca_id),
-                &format!("{operator}: CRL session {open} is still open"),
-                ApiErr::new(
-                    409,
-                    "crl-session-open",
-                    format!(
-                        "session {open} will sign this CA's next CRL; wait for it to end \
-                         (hint: a threshold CA signs one CRL at a time)"
-                    ),
+            return Err(ApiErr::new(
+                409,
+                "crl-session-open",
+                format!(
+                    "session {open} is still open: it will sign this CA's next CRL; wait for it to end \
+                     (hint: a threshold CA signs one CRL at a time)"
                 ),
             ));
         }
         let session_id = random_hex(16);
-        let created_at = now();
         // threshold mode: the exact bytes the holders will sign shares of, fixed now
-        let signing = match threshold::key(&manifest) {
+        let signing = match threshold::key(manifest) {
             Some(_) => Some(
-                self.threshold_session(&manifest, &session_id, req.kind, &request, &summary)
+                self.threshold_session(manifest, &session_id, req.kind, &request, &summary)
                     .map_err(refuse)?,
             ),
             None => None,
         };
-        let (worker, recipient) = match &signing {
-            Some(_) => (None, String::new()),
-            None => {
-                let (worker, recipient) = self.start_worker(&req.ca_id, &session_id)?;
-                (Some(worker), recipient)
-            }
-        };
-        let nonce = random_hex(32);
-        let expires_at = created_at.saturating_add(self.session_ttl);
-        let kind = serde_json::to_value(req.kind)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .unwrap_or_default();
-        let row = SessionRow {
-            session_id: session_id.clone(),
-            ca_id: req.ca_id.clone(),
-            kind,
-            state: SessionState::Waiting.as_str().into(),
-            requester: operator.to_owned(),
-            request: request.clone(),
-            request_sha256: request_sha256.clone(),
-            profile: Some(summary.profile.clone()),
-            days: Some(summary.days),
-            serial: summary.serial.clone(),
-            reason: summary.reason.clone(),
-            nonce: nonce.clone(),
-            recipient: recipient.clone(),
-            created_at,
-            expires_at,
-            detail: None,
-            certificate_view: summary
-                .certificate
-                .as_ref()
-                .and_then(|v| serde_json::to_string(v).ok()),
-            tbs: signing.as_ref().map(|t| t.tbs.to_vec()),
-        };
-        // the responder key is on disk before the session exists: no session waits for a
-        // key that could not be written
-        let responder = match responder_key {
-            Some(key) => {
-                let dir = lock(&self.store).dir().to_owned();
-                Some(
-                    super::ocsp::save_responder_key(&dir, &session_id, &key)
-                        .map_err(|e| internal(format!("writing the OCSP responder key: {e}")))?,
-                )
-            }
-            None => None,
-        };
-        {
-            let mut store = lock(&self.store);
-            store.insert_session(&row)?;
-            if let Some((file, spki_sha256)) = &responder {
-                store.add_ocsp_responder(
-                    &session_id,
-                    &req.ca_id,
-                    &file.display().to_string(),
-                    spki_sha256,
-                )?;
-            }
-        }
-        let kind_label = row.kind.clone();
-        let _in = session_span(&session_id, &req.ca_id).entered();
-        self.metrics.session(&req.ca_id, &kind_label, "opened");
-        tracing::info!(
-            "session opened: {kind_label} for {operator}, {} of {} approvals needed",
-            manifest.threshold(),
-            manifest.body.share_set.total
-        );
-        let offer = SessionOffer {
-            session_id: session_id.clone(),
-            ca_id: req.ca_id.clone(),
-            ca_name: manifest.body.ca.name.clone(),
-            kind: req.kind,
-            requester: operator.to_owned(),
+        Ok(Prepared {
+            session_id,
             request,
             request_sha256,
             summary,
-            nonce,
-            expires_at,
-            recipient,
-            mode: if signing.is_some() {
-                SigningMode::Threshold
-            } else {
-                SigningMode::Reconstruct
-            },
-            tbs: signing.as_ref().map(|t| B64.encode(t.tbs.as_slice())),
-        };
-        lock(&self.live).insert(
-            session_id.clone(),
-            Live {
-                ca_id: req.ca_id.clone(),
-                threshold: manifest.threshold(),
-                total: manifest.body.share_set.total,
-                worker: Arc::new(tokio::sync::Mutex::new(worker)),
-                signing,
-                approved: Vec::new(),
-                answered: Vec::new(),
-                declined: 0,
-                offer,
-            },
-        );
-        self.notify();
-        self.notify_offers(&req.ca_id);
-        self.status(&session_id)
+            signing,
+            responder_key,
+        })
     }
 
     /// An open revocation or CRL session of this CA, if any.

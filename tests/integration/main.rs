@@ -20,6 +20,7 @@ mod offer;
 mod online;
 mod online_attacks;
 mod packaging;
+mod preview;
 mod sign;
 mod split_combine;
 mod store_faults;
