@@ -127,6 +127,9 @@ pub struct SessionStatus {
     pub declined: Vec<String>,
     /// Holders whose contribution was refused, with why.
     pub refused: Vec<String>,
+    /// Every answer in the order it came, with its time.
+    #[serde(default)]
+    pub answers: Vec<Answer>,
     pub expires_at: i64,
     pub seconds_left: i64,
     #[serde(default)]
@@ -142,6 +145,19 @@ pub struct SessionStatus {
     /// PEM, once signed (`revoke`, `crl`).
     #[serde(default)]
     pub crl_pem: Option<String>,
+}
+
+/// One holder's answer to a session.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Answer {
+    pub holder: String,
+    /// `approved`, `declined` or `refused` (a contribution the server refused).
+    pub outcome: String,
+    /// The holder's reason (a decline) or the server's (a refusal); may be empty.
+    #[serde(default)]
+    pub detail: String,
+    /// Unix seconds.
+    pub at: i64,
 }
 
 /// How a CA signs online, chosen at its ceremony.

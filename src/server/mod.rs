@@ -9,6 +9,7 @@ mod metrics;
 pub mod ocsp;
 pub mod preview;
 pub mod publish;
+pub mod push;
 mod state;
 mod threshold;
 

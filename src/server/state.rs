@@ -134,6 +134,8 @@ pub struct State {
     pub refusals: Refusals,
     pub session_ttl: i64,
     pub metrics: Metrics,
+    /// Open session event streams and their watchers.
+    pub push: super::push::Push,
 }
 
 impl std::fmt::Debug for State {
@@ -196,6 +198,7 @@ impl State {
             refusals: Refusals::default(),
             session_ttl,
             metrics: Metrics::default(),
+            push: super::push::Push::default(),
         }
     }
 
@@ -928,11 +931,20 @@ impl State {
             .session(session_id)?
             .ok_or_else(|| ApiErr::new(404, "not-found", format!("no session {session_id}")))?;
         let events = store.events(session_id)?;
+        let answers = events
+            .iter()
+            .map(|(holder, outcome, detail, at)| proto::Answer {
+                holder: holder.clone(),
+                outcome: outcome.clone(),
+                detail: detail.clone(),
+                at: *at,
+            })
+            .collect();
         let pick = |outcome: &str| {
             events
                 .iter()
-                .filter(|(_, o, _)| o == outcome)
-                .map(|(h, _, d)| {
+                .filter(|(_, o, _, _)| o == outcome)
+                .map(|(h, _, d, _)| {
                     if outcome == "refused" {
                         format!("{h}: {d}")
                     } else {
@@ -973,6 +985,7 @@ impl State {
             approved: pick("approved"),
             declined: pick("declined"),
             refused: pick("refused"),
+            answers,
             expires_at: row.expires_at,
             seconds_left: (row.expires_at - now()).max(0),
             detail: row.detail.clone(),
@@ -2052,6 +2065,7 @@ impl State {
             .map(|(k, (t, _))| (k.clone(), *t))
             .collect();
         let t = now();
+        self.metrics.set_event_streams(self.push.open_streams());
         {
             let store = lock(&self.store);
             for (ca_id, _) in store.ca_manifests()? {

@@ -21,6 +21,7 @@ mod online;
 mod online_attacks;
 mod packaging;
 mod preview;
+mod session_events;
 mod sign;
 mod split_combine;
 mod store_faults;
