@@ -12,6 +12,8 @@ pub mod text;
 mod audit;
 mod ca;
 mod overview;
+pub mod request;
+mod session;
 
 pub use auth::{SignedIn, UiSessions, csrf_field};
 pub use layout::page;
@@ -107,6 +109,8 @@ pub fn ui_router(_state: Arc<State>) -> Router<Arc<State>> {
         .merge(overview::routes())
         .merge(ca::routes())
         .merge(audit::routes())
+        .merge(request::routes())
+        .merge(session::routes())
         // the other page modules: one `.merge(module::routes())` line each, above this one
         .layer(middleware::from_fn(same_origin_posts))
         .layer(Extension(sessions))

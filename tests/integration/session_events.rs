@@ -18,6 +18,12 @@ pub(crate) struct Events {
 }
 
 impl Events {
+    pub(crate) fn from_response(response: reqwest::blocking::Response) -> Self {
+        Events {
+            lines: std::io::BufReader::new(response).lines(),
+        }
+    }
+
     /// The next event as (name, data); `None` when the stream ended. Comments
     /// (keep-alives) are skipped.
     pub(crate) fn next(&mut self) -> Option<(String, String)> {
