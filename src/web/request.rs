@@ -1,7 +1,7 @@
 //! The New request page (`/ui/requests/new`): a CSR pasted (or picked from a file), a
 //! profile and a validity; then the dry run's answer (the certificate as it would be
 //! issued and the verdict); then a one-time confirmation that opens the session. Also the
-//! forms that open revocation and CRL sessions from the CA's pages.
+//! form that opens a revocation session from the CA's pages.
 
 use super::{SignedIn, WebError, WebResult, blocking, csrf_field, layout, page, shown};
 use crate::pki::{self, CertificateView, Csr};
@@ -107,8 +107,7 @@ pub fn routes() -> Router<Arc<State>> {
     Router::new()
         .route("/ui/requests/new", get(new_request).post(preview))
         .route("/ui/requests", post(confirm))
-        .route("/ui/cas/{ca}/revoke", get(revoke_page).post(revoke))
-        .route("/ui/cas/{ca}/crl", post(sign_crl))
+        .route("/ui/cas/{id}/revoke", get(revoke_page).post(revoke))
         .layer(Extension(Arc::new(RequestForms::default())))
 }
 
@@ -593,16 +592,6 @@ pub fn revoke_link(ca_id: &str, serial: &str) -> Markup {
     }
 }
 
-/// The form that opens a session signing a new CRL: for the CA page.
-pub fn sign_crl_form(user: &SignedIn, ca_id: &str) -> Markup {
-    html! {
-        form.inline method="post" action={ "/ui/cas/" (ca_id) "/crl" } {
-            (csrf_field(user))
-            button type="submit" id="sign-crl" { "Sign a new CRL" }
-        }
-    }
-}
-
 fn well_formed_serial(serial: &str) -> bool {
     !serial.is_empty() && serial.len() <= 64 && serial.bytes().all(|b| b.is_ascii_hexdigit())
 }
@@ -692,32 +681,7 @@ async fn revoke(
     open_and_show(state, user, req).await
 }
 
-#[derive(Debug, Default, Deserialize)]
-struct CsrfOnly {
-    #[serde(default)]
-    csrf: String,
-}
-
-async fn sign_crl(
-    AppState(state): AppState<Arc<State>>,
-    user: SignedIn,
-    Path(ca): Path<String>,
-    Form(form): Form<CsrfOnly>,
-) -> WebResult<Response> {
-    user.check_csrf(&form.csrf)?;
-    let req = CreateSession {
-        ca_id: ca,
-        kind: SessionKind::Crl,
-        csr_pem: None,
-        profile: None,
-        days: None,
-        serial: None,
-        reason: None,
-    };
-    open_and_show(state, user, req).await
-}
-
-/// Opens a revocation or CRL session and goes to its page; a refusal is shown as a page.
+/// Opens a revocation session and goes to its page; a refusal is shown as a page.
 async fn open_and_show(
     state: Arc<State>,
     user: SignedIn,
