@@ -441,7 +441,16 @@ fn web_a_session_fills_up_live_then_its_certificate_is_revoked_from_the_pages() 
     web.env.openssl_verify("ca/ca.crt", "www.crt");
     let serial = web.env.cert_serial("www.crt");
 
-    // revoke it from the pages: the form, then a revocation session the holders approve
+    // revoke it from the pages: the CA page's row, the form, then a revocation session
+    // the holders approve
+    let ca_page = web
+        .get(&format!("/ui/cas/{ca_id}"), Some(&cookie))
+        .text()
+        .unwrap();
+    assert!(
+        ca_page.contains(&format!("/ui/cas/{ca_id}/revoke?serial={serial}")),
+        "{ca_page}"
+    );
     let r = web.get(
         &format!("/ui/cas/{ca_id}/revoke?serial={serial}"),
         Some(&cookie),
