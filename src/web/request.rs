@@ -691,3 +691,57 @@ async fn open_and_show(
     let status = blocking(move || state.create_session(&operator, req)).await?;
     Ok(Redirect::to(&format!("/ui/sessions/{}", status.session_id)).into_response())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn other_pem_blocks_are_named_not_parsed() {
+        assert!(wrong_kind("-----BEGIN CERTIFICATE REQUEST-----\nMIIB").is_none());
+        assert!(wrong_kind("MIIB not pem").is_none());
+        assert!(
+            wrong_kind("-----BEGIN CERTIFICATE-----\nMIIB")
+                .unwrap()
+                .contains("a certificate, not")
+        );
+        assert!(
+            wrong_kind("-----BEGIN EC PRIVATE KEY-----\nMHc")
+                .unwrap()
+                .contains("private key")
+        );
+        let odd = wrong_kind("-----BEGIN X\u{1b}Y-----\n").unwrap();
+        assert!(!odd.contains('\u{1b}'), "{odd}");
+    }
+
+    #[test]
+    fn a_confirmation_binds_every_field_of_the_request() {
+        let req = |ca: &str, profile: &str, days: u32| CreateSession {
+            ca_id: ca.into(),
+            kind: SessionKind::Issue,
+            csr_pem: None,
+            profile: Some(profile.into()),
+            days: Some(days),
+            serial: None,
+            reason: None,
+        };
+        let base = request_digest(&req("a", "server", 90));
+        assert_eq!(base, request_digest(&req("a", "server", 90)));
+        assert_ne!(base, request_digest(&req("b", "server", 90)));
+        assert_ne!(base, request_digest(&req("a", "client", 90)));
+        assert_ne!(base, request_digest(&req("a", "server", 91)));
+        let forms = RequestForms::default();
+        let one = forms.confirmation("alice", &base);
+        let two = forms.confirmation("alice", &base);
+        assert_ne!(one, two, "each preview has its own nonce");
+        let draft = forms.keep_draft(RequestForm {
+            csr: "x".into(),
+            ..RequestForm::default()
+        });
+        assert_eq!(forms.take_draft(&draft).unwrap().csr, "x");
+        assert!(
+            forms.take_draft(&draft).is_none(),
+            "a draft is given back once"
+        );
+    }
+}
