@@ -156,6 +156,7 @@ pub fn render_ca_page(
                                                 span.badge.muted { "expired" }
                                             } @else {
                                                 span.badge.ok { "valid" }
+                                                " " (super::request::revoke_link(id, &c.serial))
                                             }
                                         }
                                     }
