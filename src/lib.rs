@@ -25,4 +25,5 @@ pub mod server;
 pub mod sss;
 pub mod standalone;
 pub mod store;
+pub mod web;
 pub mod worker;

@@ -5,8 +5,8 @@
 //! keeps failing to authenticate is refused (429) before any database access. Every error,
 //! the framework's own included, is a JSON [`proto::ApiError`].
 //!
-//! [`router`] nests [`api_router`] under `/api/v1` beside the public documents and
-//! `/metrics`; pages (a `ui_router`) and server push are new routers merged there.
+//! [`router`] nests [`api_router`] under `/api/v1` beside the public documents,
+//! `/metrics` and the web UI ([`crate::web::ui_router`]).
 
 use super::guard::Refusal;
 use super::ocsp;
@@ -307,7 +307,12 @@ async fn observe_latency(
 /// Gives every error the framework or a layer answers on its own (timeouts, rejections)
 /// the JSON shape and stable code of the API's errors.
 async fn json_errors(req: Request, next: Next) -> Response {
+    // pages answer their errors as pages
+    let page = crate::web::is_ui_path(req.uri().path());
     let response = next.run(req).await;
+    if page {
+        return response;
+    }
     let status = response.status();
     let is_json = response
         .headers()
@@ -372,6 +377,7 @@ pub fn router(state: Arc<State>) -> Router {
         .route("/ocsp/{ca}", post(ocsp_post))
         .route("/ocsp/{ca}/{*request}", get(ocsp_get))
         .merge(metrics_router(state.clone()))
+        .merge(crate::web::ui_router(state.clone()))
         .nest(API, api_router(state.clone()))
         .fallback(no_endpoint)
         .method_not_allowed_fallback(no_endpoint)

@@ -11,12 +11,13 @@ pub mod publish;
 mod state;
 mod threshold;
 
+pub use guard::Refusal;
 pub use http::{Peer, api_router, open_metrics_router, router};
 pub use listing::{CaListing, list_api_tokens, list_cas};
 pub use metrics::Metrics;
 pub use ocsp::ocsp_answer;
 pub use publish::crl_next_update;
-pub use state::{ApiErr, State, token_hash};
+pub use state::{ApiErr, ApiResult, State, token_hash};
 
 use crate::manifest::Manifest;
 use crate::store::Store;
@@ -278,9 +279,11 @@ pub fn run(opts: ServeOptions) -> Result<(), ServerError> {
             let app = app.clone();
             let tls = tls.clone();
             let stop = stop_rx.clone();
+            let secure = crate::web::Secure(tls.is_some());
             tokio::spawn(async move {
                 let service = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
                     req.extensions_mut().insert(http::Peer(ip));
+                    req.extensions_mut().insert(secure);
                     app.clone().oneshot(req)
                 });
                 let mut builder = http1::Builder::new();

@@ -314,11 +314,11 @@ impl State {
     }
 
     /// Runs `f` with the store, for the modules that publish what it holds.
-    pub(super) fn read_store<T>(&self, f: impl FnOnce(&Store) -> T) -> T {
+    pub fn read_store<T>(&self, f: impl FnOnce(&Store) -> T) -> T {
         f(&lock(&self.store))
     }
 
-    pub(super) fn manifest(&self, ca_id: &str) -> ApiResult<Arc<VerifiedManifest>> {
+    pub fn manifest(&self, ca_id: &str) -> ApiResult<Arc<VerifiedManifest>> {
         if let Some(m) = lock(&self.manifests).get(ca_id) {
             return Ok(m.clone());
         }

@@ -4,10 +4,12 @@
 
 mod audit;
 mod lock;
+mod pages;
 mod schema;
 
 pub use audit::{AuditEntry, AuditProblem, verify_chain};
 pub use lock::DataDirLock;
+pub use pages::{AuditFilter, IssuedRow, LastAnswer, OpenSession};
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use std::path::{Path, PathBuf};

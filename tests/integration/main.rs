@@ -31,4 +31,5 @@ mod token_bad_input;
 mod token_hardening;
 mod token_login;
 mod tokens;
+mod web;
 mod worker;

@@ -1,0 +1,213 @@
+//! The Overview page (`/ui/`): every CA with its holders (enrolled, online, last answer)
+//! and the sessions waiting for approvals.
+
+use super::{SignedIn, WebResult, blocking, layout, page, shown};
+use crate::manifest::VerifiedManifest;
+use crate::server::State;
+use crate::store::{LastAnswer, OpenSession, now};
+use axum::Router;
+use axum::extract::State as AppState;
+use axum::routing::get;
+use maud::{Markup, html};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// A holder is online when its agent polled within this many seconds (agents poll at
+/// least every 60 s; the server's `cas` listing and metrics use the same window).
+pub const ONLINE_WINDOW: i64 = 90;
+
+/// Most open sessions the page lists.
+const MAX_OPEN: u32 = 200;
+
+pub fn routes() -> Router<Arc<State>> {
+    Router::new().route("/ui/", get(overview))
+}
+
+/// A holder as the store and the agents' polls know it.
+struct HolderLive {
+    enrolled: bool,
+    last_seen: Option<i64>,
+}
+
+struct CaSummary {
+    id: String,
+    manifest: Arc<VerifiedManifest>,
+    holders: HashMap<String, HolderLive>,
+    answers: HashMap<String, LastAnswer>,
+}
+
+fn gather(state: &State) -> crate::server::ApiResult<(Vec<CaSummary>, Vec<OpenSession>)> {
+    let listing = state.cas()?;
+    let mut out = Vec::new();
+    for ca in listing.as_array().into_iter().flatten() {
+        let id = ca["ca_id"].as_str().unwrap_or_default().to_owned();
+        let manifest = state.manifest(&id)?;
+        let holders = ca["holders"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|h| {
+                (
+                    h["holder_id"].as_str().unwrap_or_default().to_owned(),
+                    HolderLive {
+                        enrolled: h["enrolled"].as_bool().unwrap_or(false),
+                        last_seen: h["last_seen"].as_i64(),
+                    },
+                )
+            })
+            .collect();
+        let answers = state.read_store(|s| s.last_answers(&id))?;
+        out.push(CaSummary {
+            id,
+            manifest,
+            holders,
+            answers,
+        });
+    }
+    let open = state.read_store(|s| s.open_sessions(MAX_OPEN))?;
+    Ok((out, open))
+}
+
+async fn overview(AppState(state): AppState<Arc<State>>, user: SignedIn) -> WebResult<Markup> {
+    let (cas, open) = blocking(move || gather(&state)).await?;
+    let thresholds: HashMap<&str, (u8, u8)> = cas
+        .iter()
+        .map(|c| {
+            (
+                c.id.as_str(),
+                (c.manifest.threshold(), c.manifest.body.share_set.total),
+            )
+        })
+        .collect();
+    let t = now();
+    Ok(page(
+        "Overview",
+        Some(&user),
+        html! {
+            div id="live" data-refresh="15" {
+                section.card id="open-sessions" {
+                    h2 { "Open sessions" }
+                    @if open.is_empty() {
+                        p.muted { "No session is waiting for approvals." }
+                    } @else {
+                        (sessions_table(&open, &thresholds, t))
+                    }
+                }
+                @if cas.is_empty() {
+                    p.muted { "No CA is registered yet." }
+                }
+                @for ca in &cas {
+                    (ca_card(ca, t))
+                }
+            }
+        },
+    ))
+}
+
+/// What a session is about, in a few words.
+fn session_subject(s: &OpenSession) -> String {
+    match s.kind.as_str() {
+        "issue" => s
+            .certificate_view
+            .as_deref()
+            .and_then(|v| serde_json::from_str::<crate::pki::CertificateView>(v).ok())
+            .map(|v| v.subject_string())
+            .unwrap_or_default(),
+        "revoke" => format!("serial {}", s.serial.as_deref().unwrap_or("?")),
+        _ => "the next CRL".to_owned(),
+    }
+}
+
+fn sessions_table(open: &[OpenSession], thresholds: &HashMap<&str, (u8, u8)>, t: i64) -> Markup {
+    html! {
+        div.table-wrap {
+            table {
+                thead { tr {
+                    th { "Session" } th { "CA" } th { "Kind" } th { "For" }
+                    th { "Requested by" } th { "Approvals" } th { "Time left" }
+                } }
+                tbody {
+                    @for s in open {
+                        tr {
+                            td { a.mono href={ "/ui/sessions/" (s.session_id) } { (s.session_id.get(..12).unwrap_or(&s.session_id)) "…" } }
+                            td { a href={ "/ui/cas/" (s.ca_id) } { code { (s.ca_id.get(..12).unwrap_or(&s.ca_id)) "…" } } }
+                            td { (s.kind) @if let Some(p) = &s.profile { @if s.kind == "issue" { " (" (shown(p)) ")" } } }
+                            td { (shown(&session_subject(s))) }
+                            td { (shown(&s.requester)) }
+                            td {
+                                @let m = thresholds.get(s.ca_id.as_str()).map_or(0, |(m, _)| *m);
+                                (s.approvals) " of " (m)
+                            }
+                            td { (layout::ago(s.expires_at - t)) }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn ca_card(ca: &CaSummary, t: i64) -> Markup {
+    let m = &ca.manifest;
+    let mode = if m.threshold_key().is_some() {
+        "threshold signing (the key is never rebuilt)"
+    } else {
+        "reconstruct (the key is rebuilt in the session's worker)"
+    };
+    html! {
+        section.card.ca {
+            h2 { a href={ "/ui/cas/" (ca.id) } { (shown(&m.ca.subject)) } }
+            (layout::facts(&[
+                ("CA id", html! { code { (ca.id) } }),
+                ("Fingerprint (SHA-256)", html! { code { (shown(&m.body.certificate_sha256)) } }),
+                ("Key", html! { (shown(&m.body.ca.key)) }),
+                ("Approvals", html! { (m.threshold()) " of " (m.body.share_set.total) " holders" }),
+                ("Valid", html! { "from " (shown(&m.body.created_at)) " until " (layout::when(m.ca.not_after.unix_timestamp())) }),
+                ("Mode", html! { (mode) }),
+            ]))
+            h3 { "Holders" }
+            div.table-wrap {
+                table.holders {
+                    thead { tr {
+                        th { "Token" } th { "Holder" } th { "Location" } th { "Enrolled" }
+                        th { "Agent" } th { "Last answer" }
+                    } }
+                    tbody {
+                        @for h in &m.body.holders {
+                            @let live = ca.holders.get(&h.nitrokey_id);
+                            tr {
+                                td { code { (shown(&h.nitrokey_id)) } }
+                                td { (shown(&h.holder_name)) br; span.muted { (shown(&h.holder_email)) } }
+                                td { (shown(&h.location)) }
+                                td {
+                                    @if live.is_some_and(|l| l.enrolled) { span.ok { "enrolled" } }
+                                    @else { span.warn { "not enrolled" } }
+                                }
+                                td { (liveness(live.and_then(|l| l.last_seen), t)) }
+                                td {
+                                    @if let Some((outcome, at, session)) = ca.answers.get(&h.nitrokey_id) {
+                                        (shown(outcome)) " "
+                                        a href={ "/ui/sessions/" (session) } { (layout::ago(t - at)) " ago" }
+                                    } @else {
+                                        span.muted { "none yet" }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Online, or since when not.
+pub fn liveness(last_seen: Option<i64>, t: i64) -> Markup {
+    match last_seen {
+        Some(seen) if t - seen < ONLINE_WINDOW => html! { span.badge.ok { "online" } },
+        Some(seen) => html! {
+            span.badge.bad { "offline" } " since " (layout::when(seen)) " (" (layout::ago(t - seen)) " ago)"
+        },
+        None => html! { span.badge.muted { "never seen" } },
+    }
+}
