@@ -195,11 +195,22 @@ impl Browser {
         self.block(el.select_by_value(value));
     }
 
-    /// Types `keys` (text or [`fantoccini::key::Key`] characters) into whatever element
-    /// has the focus, as a keyboard would.
+    /// Presses and releases each key of `keys` (text, or [`fantoccini::key::Key`]s as
+    /// characters) in turn, as a keyboard does: into whatever has the focus.
     pub fn keys(&self, keys: &str) {
-        let el = self.block(self.client().active_element());
-        self.block(el.send_keys(keys));
+        use fantoccini::actions::{InputSource, KeyAction, KeyActions};
+        let mut actions = KeyActions::new("keyboard".into());
+        for value in keys.chars() {
+            actions = actions
+                .then(KeyAction::Down { value })
+                .then(KeyAction::Up { value });
+        }
+        self.block(self.client().perform_actions(actions));
+    }
+
+    /// Presses one special key ([`fantoccini::key::Key::Tab`], `Enter`…).
+    pub fn key(&self, key: fantoccini::key::Key) {
+        self.keys(&char::from(key).to_string());
     }
 
     /// The `id` (or, without one, the `name`) of the element that has the focus.

@@ -1,7 +1,73 @@
-//! The web pages in a real headless Chromium (tests/integration/browser.rs).
+//! The web pages in a real headless Chromium (tests/integration/browser.rs): sign-in on
+//! every page, text from outside shown as text, cross-site form posts refused, and page
+//! screenshots for the README (`make screenshots`).
 
 use crate::browser::Browser;
-use crate::harness::Env;
+use crate::harness::{Env, Server};
+use fantoccini::key::Key;
+
+/// A holder name and a CSR common name that are HTML.
+const XSS: &str = "<img src=x onerror=alert(1)>";
+
+/// A registered 2-of-3 CA (its first holder named [`XSS`]), a running server, an operator
+/// API token and a browser that is not signed in.
+struct Site {
+    // dropped in this order: the browser, the server, then the directory
+    browser: Browser,
+    server: Server,
+    token: String,
+    ca_id: String,
+    /// The test's directory (CA, data, tokens), kept until the end.
+    #[allow(dead_code)]
+    env: Env,
+}
+
+impl Site {
+    fn new() -> Self {
+        let env = Env::new();
+        let holders = env.holders(3);
+        env.holders_json(&holders, &[]);
+        let mut list: serde_json::Value =
+            serde_json::from_slice(&env.read("holders.json")).unwrap();
+        list[0]["holder_name"] = XSS.into();
+        env.write("holders.json", serde_json::to_vec(&list).unwrap());
+        env.ca_init(
+            "ecdsa-p256",
+            2,
+            &["--package", "--server-url", "https://pki.example.org:8443"],
+        )
+        .ok();
+        let ca_id = env.register();
+        let server = env.serve(&[]);
+        let token = String::from_utf8(env.read("op.token")).unwrap();
+        let browser = Browser::start(&server.url);
+        Site {
+            browser,
+            server,
+            token,
+            ca_id,
+            env,
+        }
+    }
+
+    /// Signs in with the operator token from the sign-in page, as a person would.
+    fn sign_in(&self) {
+        let b = &self.browser;
+        b.goto("/ui/sign-in");
+        b.fill("#token", &self.token);
+        b.click("#sign-in");
+        b.wait_for("#sign-out", 10);
+    }
+}
+
+/// Every page's URL that needs a signed-in operator.
+fn pages(ca_id: &str) -> Vec<String> {
+    vec![
+        "/ui/".into(),
+        format!("/ui/cas/{ca_id}"),
+        "/ui/audit".into(),
+    ]
+}
 
 /// The harness itself: a headless Chromium on its own chromedriver loads a page of the
 /// real server and reads it.
@@ -14,4 +80,211 @@ fn browser_loads_the_server_health_page() {
     assert_eq!(browser.path(), "/healthz");
     let text = browser.body_text();
     assert!(text.contains("\"ok\""), "healthz said {text:?}");
+}
+
+/// Each page sends a browser that is not signed in to the sign-in page (remembering where
+/// it was going); a wrong token is refused beside its field; the operator's token signs
+/// in and lands on the page asked for; sign-out ends the sign-in for every page.
+#[test]
+fn browser_every_page_needs_sign_in_and_sign_out_ends_it() {
+    let site = Site::new();
+    let b = &site.browser;
+    for page in pages(&site.ca_id) {
+        b.goto(&page);
+        let path = b.wait_path("/ui/sign-in", 10);
+        assert!(path.contains("next="), "{page} went to {path}");
+        assert!(b.exists("#token"), "{page}: no token field on {path}");
+        assert!(!b.exists("#sign-out"), "{page}: signed in without a token");
+    }
+    b.screenshots("sign-in");
+
+    b.goto("/ui/audit");
+    b.wait_path("/ui/sign-in", 10);
+    b.fill("#token", "nkpki_not-a-real-token");
+    b.click("#sign-in");
+    b.wait_for("#token-error", 10);
+    assert!(
+        b.text("#token-error").contains("unknown"),
+        "{}",
+        b.body_text()
+    );
+    assert!(!b.exists("#sign-out"));
+
+    b.fill("#token", &site.token);
+    b.click("#sign-in");
+    b.wait_for("#sign-out", 10);
+    assert_eq!(
+        b.path(),
+        "/ui/audit",
+        "sign-in should return to the page asked for"
+    );
+    let cookies = b.cookies();
+    assert!(
+        cookies.iter().any(|(name, _)| name == "nkpki_ui"),
+        "{cookies:?}"
+    );
+    assert!(
+        cookies
+            .iter()
+            .all(|(_, value)| !value.contains(site.token.trim())),
+        "the API token must not be kept in a cookie"
+    );
+    for page in pages(&site.ca_id) {
+        b.goto(&page);
+        assert!(b.exists("#sign-out"), "{page} not shown signed in");
+        assert!(!b.path().starts_with("/ui/sign-in"), "{page}");
+    }
+
+    b.click("#sign-out");
+    b.wait_path("/ui/sign-in", 10);
+    for page in pages(&site.ca_id) {
+        b.goto(&page);
+        b.wait_path("/ui/sign-in", 10);
+    }
+}
+
+/// Keyboard only: the token field has the focus on the sign-in page, Enter signs in,
+/// Tab reaches every link of the navigation and then "Sign out", and Enter on it signs out.
+#[test]
+fn browser_keyboard_alone_signs_in_moves_through_the_menu_and_signs_out() {
+    let site = Site::new();
+    let b = &site.browser;
+    b.goto("/ui/sign-in");
+    b.wait_for("#token", 10);
+    assert_eq!(
+        b.focused(),
+        "token",
+        "the token field should have the focus"
+    );
+    b.keys(site.token.trim());
+    b.key(Key::Enter);
+    b.wait_for("#sign-out", 10);
+    assert_eq!(b.path(), "/ui/");
+    let mut reached = Vec::new();
+    for _ in 0..12 {
+        b.key(Key::Tab);
+        let focused = b.focused();
+        if focused == "sign-out" {
+            break;
+        }
+        reached.push(b.execute(
+            "return document.activeElement.getAttribute('href') || '';",
+            vec![],
+        ));
+    }
+    assert_eq!(
+        b.focused(),
+        "sign-out",
+        "Tab never reached Sign out: {reached:?}"
+    );
+    for href in ["/ui/", "/ui/requests/new", "/ui/generator", "/ui/audit"] {
+        assert!(
+            reached.contains(&serde_json::json!(href)),
+            "Tab skipped {href}: {reached:?}"
+        );
+    }
+    b.key(Key::Enter);
+    b.wait_path("/ui/sign-in", 10);
+    b.goto("/ui/");
+    b.wait_path("/ui/sign-in", 10);
+}
+
+/// A holder named `<img src=x onerror=alert(1)>` is shown as that text on the overview:
+/// no image element, no dialog.
+#[test]
+fn browser_html_in_a_holder_name_is_text() {
+    let site = Site::new();
+    site.sign_in();
+    let b = &site.browser;
+    b.goto("/ui/");
+    b.wait_for("#sign-out", 10);
+    assert!(b.body_text().contains(XSS), "{}", b.body_text());
+    assert!(!b.exists("img[src=x]"), "the holder name became an element");
+    assert_eq!(b.open_dialog(), None, "a script from the page ran");
+    b.screenshots("overview");
+}
+
+/// A page on another origin that auto-submits a sign-out form to nkpki is refused, and
+/// the operator stays signed in: from another loopback port (same site, so the browser
+/// even sends the SameSite cookie; the Origin check and the CSRF token refuse it) and
+/// from `localhost` (another site).
+#[test]
+fn browser_cross_site_form_post_is_refused() {
+    let site = Site::new();
+    site.sign_in();
+    let b = &site.browser;
+    let attacker = Attacker::serve(&format!(
+        "<!doctype html><title>prize</title>\
+         <form method=post action='{}/ui/sign-out'>\
+         <input type=hidden name=csrf value=guessed></form>\
+         <script>document.forms[0].submit()</script>",
+        site.server.url
+    ));
+    for host in ["127.0.0.1", "localhost"] {
+        b.goto(&format!("http://{host}:{}/", attacker.port));
+        // the form lands on nkpki, which answers with its refusal
+        b.wait_path("/ui/sign-out", 10);
+        let refused = b.wait_text("div.error[role=alert]", 10, |t| !t.is_empty());
+        assert!(refused.contains("another site"), "from {host}: {refused}");
+        b.goto("/ui/");
+        assert_eq!(
+            b.path(),
+            "/ui/",
+            "a post from {host} signed the operator out"
+        );
+        assert!(b.exists("#sign-out"));
+    }
+}
+
+/// A one-page web server on another loopback port (another origin), answering every
+/// request with the same HTML; stops when dropped.
+struct Attacker {
+    port: u16,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Attacker {
+    fn serve(html: &str) -> Self {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let body = html.to_owned();
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((mut conn, _)) => {
+                        conn.set_nonblocking(false).unwrap();
+                        conn.set_read_timeout(Some(std::time::Duration::from_secs(2)))
+                            .unwrap();
+                        let mut buf = [0u8; 4096];
+                        let _ = conn.read(&mut buf);
+                        let _ = write!(
+                            conn,
+                            "HTTP/1.1 200 OK\r\ncontent-type: text/html\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                            body.len()
+                        );
+                    }
+                    Err(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
+                }
+            }
+        });
+        Attacker {
+            port,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Attacker {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
