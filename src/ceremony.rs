@@ -121,30 +121,123 @@ pub struct Holder {
     pub age_recipient: Option<age::x25519::Recipient>,
 }
 
-fn check_text(field: &str, value: &str) -> Result<(), CeremonyError> {
-    check_length(field, value, 255)
-}
+/// Longest holder name, e-mail and location (the original design's limit).
+pub const MAX_HOLDER_CHARS: usize = 255;
 
 /// Longest CA name and organisation: X.520's upper bound for commonName and
 /// organizationName (RFC 5280 appendix A); the original design's 255 would make
 /// certificates that validators reject.
 pub const MAX_DN_CHARS: usize = 64;
 
-fn check_length(field: &str, value: &str, max: usize) -> Result<(), CeremonyError> {
+/// Validity of the CA certificate in years.
+pub const VALIDITY_YEARS: std::ops::RangeInclusive<u32> = 1..=30;
+/// How many holders must approve.
+pub const THRESHOLD: std::ops::RangeInclusive<u32> = 2..=15;
+/// How many holders (one share each).
+pub const HOLDERS: std::ops::RangeInclusive<usize> = 3..=20;
+
+// The checks below are shared by `ca-init` (holders.json and flags) and the generator
+// form (src/generator.rs): each returns the reason, the caller names the field.
+
+/// A non-empty text of at most `max` characters without control characters.
+pub fn check_length(value: &str, max: usize) -> Result<(), String> {
     if value.trim().is_empty() {
-        return Err(invalid(field, "must not be empty"));
+        return Err("must not be empty".into());
     }
     let chars = value.chars().count();
     if chars > max {
-        return Err(invalid(
-            field,
-            format!("is {chars} characters long; at most {max} are allowed"),
+        return Err(format!(
+            "is {chars} characters long; at most {max} are allowed"
         ));
     }
     if value.chars().any(char::is_control) {
-        return Err(invalid(field, "must not contain control characters"));
+        return Err("must not contain control characters".into());
     }
     Ok(())
+}
+
+/// A country: two upper-case letters.
+pub fn check_country(country: &str) -> Result<(), String> {
+    if country.len() != 2 || !country.bytes().all(|b| b.is_ascii_uppercase()) {
+        return Err(format!(
+            "{country:?} is not two upper-case letters (ISO 3166, e.g. FR)"
+        ));
+    }
+    Ok(())
+}
+
+pub fn check_validity_years(years: u32) -> Result<(), String> {
+    if !VALIDITY_YEARS.contains(&years) {
+        return Err(format!("{years} is outside 1..=30"));
+    }
+    Ok(())
+}
+
+pub fn check_threshold(threshold: u32) -> Result<(), String> {
+    if !THRESHOLD.contains(&threshold) {
+        return Err(format!("{threshold} is outside 2..=15"));
+    }
+    Ok(())
+}
+
+pub fn check_holder_count(holders: usize) -> Result<(), String> {
+    if !HOLDERS.contains(&holders) {
+        return Err(format!(
+            "{holders} holder(s) given; between 3 and 20 are required (one share each)"
+        ));
+    }
+    Ok(())
+}
+
+/// The threshold cannot exceed the number of shares.
+pub fn check_threshold_fits(threshold: u32, holders: usize) -> Result<(), String> {
+    if threshold as usize > holders {
+        return Err(format!(
+            "{threshold} is more than the {holders} shares; the CA could never sign"
+        ));
+    }
+    Ok(())
+}
+
+/// Threshold mode takes RSA keys only.
+pub fn check_mode_key(mode: CaMode, key: KeyAlgorithm) -> Result<(), String> {
+    if mode == CaMode::Threshold && key.rsa_bits().is_none() {
+        return Err(format!(
+            "{key} cannot be a threshold-mode key: threshold mode is Shoup threshold RSA \
+             (rsa-2048, rsa-3072 or rsa-4096); ECDSA CAs use --mode reconstruct"
+        ));
+    }
+    Ok(())
+}
+
+pub fn parse_nitrokey_id(text: &str) -> Result<NitrokeyId, String> {
+    NitrokeyId::parse(text).ok_or_else(|| format!("{text:?} is not NK followed by three digits"))
+}
+
+/// The reason a second holder cannot take `id`.
+pub fn duplicate_id(id: &NitrokeyId) -> String {
+    format!("{id} appears twice; each token holds one share")
+}
+
+pub fn check_holder_text(value: &str) -> Result<(), String> {
+    check_length(value, MAX_HOLDER_CHARS)
+}
+
+pub fn check_email(addr: &str) -> Result<(), String> {
+    if !is_email(addr) || addr.len() > MAX_HOLDER_CHARS {
+        return Err(format!("{addr:?} is not an e-mail address"));
+    }
+    Ok(())
+}
+
+/// An optional age recipient: absent or empty means a fresh passphrase.
+pub fn parse_age_recipient(text: Option<&str>) -> Result<Option<age::x25519::Recipient>, String> {
+    match text.map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(r) => seal::parse_recipient(r)
+            .map(Some)
+            .map_err(|_| format!("{r:?} is not an age X25519 recipient (age1…)")),
+    }
 }
 
 /// A plain e-mail check: one `@`, a non-empty local part, a dotted domain, no spaces.
@@ -166,36 +259,18 @@ pub fn parse_holders(json: &str) -> Result<Vec<Holder>, CeremonyError> {
         serde_json::from_str(json).map_err(|e| CeremonyError::HoldersJson(e.to_string()))?;
     let mut holders: Vec<Holder> = Vec::with_capacity(entries.len());
     for (i, e) in entries.into_iter().enumerate() {
-        let at = |field: &str| format!("holders[{i}].{field}");
-        let nitrokey_id = NitrokeyId::parse(&e.nitrokey_id).ok_or_else(|| {
-            invalid(
-                at("nitrokey_id"),
-                format!("{:?} is not NK followed by three digits", e.nitrokey_id),
-            )
-        })?;
-        if holders.iter().any(|h| h.nitrokey_id == nitrokey_id) {
-            return Err(invalid(
-                at("nitrokey_id"),
-                format!("{nitrokey_id} appears twice; each token holds one share"),
-            ));
-        }
-        check_text(&at("holder_name"), &e.holder_name)?;
-        check_text(&at("location"), &e.location)?;
-        if !is_email(&e.holder_email) || e.holder_email.len() > 255 {
-            return Err(invalid(
-                at("holder_email"),
-                format!("{:?} is not an e-mail address", e.holder_email),
-            ));
-        }
-        let age_recipient = match e.age_recipient.as_deref() {
-            None | Some("") => None,
-            Some(r) => Some(seal::parse_recipient(r).map_err(|_| {
-                invalid(
-                    at("age_recipient"),
-                    format!("{r:?} is not an age X25519 recipient (age1…)"),
-                )
-            })?),
+        let at = |field: &'static str| {
+            move |reason: String| invalid(format!("holders[{i}].{field}"), reason)
         };
+        let nitrokey_id = parse_nitrokey_id(&e.nitrokey_id).map_err(at("nitrokey_id"))?;
+        if holders.iter().any(|h| h.nitrokey_id == nitrokey_id) {
+            return Err(at("nitrokey_id")(duplicate_id(&nitrokey_id)));
+        }
+        check_holder_text(&e.holder_name).map_err(at("holder_name"))?;
+        check_holder_text(&e.location).map_err(at("location"))?;
+        check_email(&e.holder_email).map_err(at("holder_email"))?;
+        let age_recipient =
+            parse_age_recipient(e.age_recipient.as_deref()).map_err(at("age_recipient"))?;
         holders.push(Holder {
             nitrokey_id,
             holder_name: e.holder_name,
@@ -229,42 +304,14 @@ impl CeremonyParams {
         threshold: u32,
         holders: Vec<Holder>,
     ) -> Result<Self, CeremonyError> {
-        check_length("--name", &subject.name, MAX_DN_CHARS)?;
-        check_length("--org", &subject.org, MAX_DN_CHARS)?;
-        if subject.country.len() != 2 || !subject.country.bytes().all(|b| b.is_ascii_uppercase()) {
-            return Err(invalid(
-                "--country",
-                format!(
-                    "{:?} is not two upper-case letters (ISO 3166, e.g. FR)",
-                    subject.country
-                ),
-            ));
-        }
-        if !(1..=30).contains(&validity_years) {
-            return Err(invalid(
-                "--validity-years",
-                format!("{validity_years} is outside 1..=30"),
-            ));
-        }
-        if !(2..=15).contains(&threshold) {
-            return Err(invalid(
-                "--threshold",
-                format!("{threshold} is outside 2..=15"),
-            ));
-        }
-        let shares = holders.len();
-        if !(3..=20).contains(&shares) {
-            return Err(invalid(
-                "holders",
-                format!("{shares} holder(s) given; between 3 and 20 are required (one share each)"),
-            ));
-        }
-        if threshold as usize > shares {
-            return Err(invalid(
-                "--threshold",
-                format!("{threshold} is more than the {shares} shares; the CA could never sign"),
-            ));
-        }
+        let field = |name: &'static str| move |reason: String| invalid(name, reason);
+        check_length(&subject.name, MAX_DN_CHARS).map_err(field("--name"))?;
+        check_length(&subject.org, MAX_DN_CHARS).map_err(field("--org"))?;
+        check_country(&subject.country).map_err(field("--country"))?;
+        check_validity_years(validity_years).map_err(field("--validity-years"))?;
+        check_threshold(threshold).map_err(field("--threshold"))?;
+        check_holder_count(holders.len()).map_err(field("holders"))?;
+        check_threshold_fits(threshold, holders.len()).map_err(field("--threshold"))?;
         Ok(CeremonyParams {
             subject,
             key,
@@ -279,16 +326,7 @@ impl CeremonyParams {
 
     /// Chooses the CA mode; threshold mode takes RSA keys only.
     pub fn with_mode(mut self, mode: CaMode) -> Result<Self, CeremonyError> {
-        if mode == CaMode::Threshold && self.key.rsa_bits().is_none() {
-            return Err(invalid(
-                "--key",
-                format!(
-                    "{} cannot be a threshold-mode key: threshold mode is Shoup threshold RSA \
-                     (rsa-2048, rsa-3072 or rsa-4096); ECDSA CAs use --mode reconstruct",
-                    self.key
-                ),
-            ));
-        }
+        check_mode_key(mode, self.key).map_err(|reason| invalid("--key", reason))?;
         self.mode = mode;
         Ok(self)
     }
@@ -397,6 +435,20 @@ fn holder_ids(params: &CeremonyParams) -> Vec<String> {
         .iter()
         .map(|h| h.nitrokey_id.to_string())
         .collect()
+}
+
+/// Safe primes from the file `NKPKI_TEST_SAFE_PRIMES` names: a test hook, compiled out
+/// of release builds (see docs/decisions.md (at)); `None` when not set.
+pub fn test_safe_primes() -> Option<Result<SafePrimes, CeremonyError>> {
+    #[cfg(debug_assertions)]
+    if let Some(path) = std::env::var_os("NKPKI_TEST_SAFE_PRIMES") {
+        return Some(
+            std::fs::read_to_string(&path)
+                .map_err(|e| invalid("NKPKI_TEST_SAFE_PRIMES", e.to_string()))
+                .and_then(|text| Ok(SafePrimes::from_text(&text)?)),
+        );
+    }
+    None
 }
 
 /// Runs a reconstruct-mode ceremony in memory.
@@ -646,6 +698,19 @@ fn finish(
 }
 
 impl CeremonyOutput {
+    /// `enrollment.json` (the hashes of the packages' enrollment codes, for the server),
+    /// when the ceremony made packages.
+    pub fn enrollment_json(&self) -> Option<String> {
+        let mut enrollment = crate::enrollment::EnrollmentFile::new(&self.manifest.signed.ca_id);
+        for share in &self.shares {
+            let extras = share.package.as_ref()?;
+            enrollment
+                .holders
+                .insert(share.nitrokey_id.to_string(), extras.enrollment.clone());
+        }
+        Some(enrollment.to_json())
+    }
+
     /// Writes the ceremony into `dir` (an empty directory): `ca.crt`, `manifest.json`,
     /// `ceremony.log`, and either `shares/` or `packages/` + `qr/` + `enrollment.json`.
     /// Sealed files are 0600 in 0700 directories; public files are 0644.
@@ -683,8 +748,6 @@ impl CeremonyOutput {
         if packaged {
             let qr_dir = dir.join("qr");
             std::fs::create_dir(&qr_dir)?;
-            let mut enrollment =
-                crate::enrollment::EnrollmentFile::new(&self.manifest.signed.ca_id);
             for share in &self.shares {
                 if let Some(extras) = &share.package {
                     write_new(
@@ -693,14 +756,13 @@ impl CeremonyOutput {
                         0o644,
                         false,
                     )?;
-                    enrollment
-                        .holders
-                        .insert(share.nitrokey_id.to_string(), extras.enrollment.clone());
                 }
             }
+        }
+        if let Some(enrollment) = self.enrollment_json() {
             write_new(
                 &dir.join("enrollment.json"),
-                enrollment.to_json().as_bytes(),
+                enrollment.as_bytes(),
                 0o644,
                 false,
             )?;

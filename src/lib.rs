@@ -11,6 +11,7 @@ pub mod ceremony;
 pub mod client;
 pub mod enrollment;
 pub mod fsx;
+pub mod generator;
 pub mod harden;
 pub mod hsm;
 pub mod logging;

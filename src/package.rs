@@ -97,6 +97,73 @@ pub struct ServerInfo {
     pub cert_sha256: Option<String>,
 }
 
+/// Why a server URL or pin was refused (the field is the flag's name).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerInfoProblem {
+    /// `server_url` or `server_cert_sha256`.
+    pub field: &'static str,
+    pub message: String,
+    pub hint: Option<String>,
+}
+
+/// Checks the server URL the agents connect to (https://, or plain http:// only with
+/// `insecure_http`) and the pin (64 hex digits); shared by `ca-init`, `package` and the
+/// generator form.
+pub fn check_server_info(
+    url: Option<String>,
+    cert_sha256: Option<String>,
+    insecure_http: bool,
+) -> Result<ServerInfo, ServerInfoProblem> {
+    let url = url.filter(|u| !u.trim().is_empty());
+    let cert_sha256 = cert_sha256.filter(|h| !h.trim().is_empty());
+    if let Some(u) = &url {
+        if is_plain_http(u) {
+            if !insecure_http {
+                return Err(ServerInfoProblem {
+                    field: "server_url",
+                    message: format!("--server-url {u:?} is plain http: the agents would refuse it"),
+                    hint: Some(
+                        "give the server's https:// URL, or pass --insecure-http for a network you \
+                         trust (loopback, a test bench); the agents then need --insecure-http too"
+                            .into(),
+                    ),
+                });
+            }
+        } else if !u
+            .get(..8)
+            .is_some_and(|s| s.eq_ignore_ascii_case("https://"))
+        {
+            return Err(ServerInfoProblem {
+                field: "server_url",
+                message: format!("--server-url {u:?} must start with https://"),
+                hint: None,
+            });
+        }
+        if u.chars().any(|c| c.is_control() || c.is_whitespace()) {
+            return Err(ServerInfoProblem {
+                field: "server_url",
+                message: format!("--server-url {u:?} contains spaces or control characters"),
+                hint: None,
+            });
+        }
+    }
+    if let Some(h) = &cert_sha256
+        && (h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()))
+    {
+        return Err(ServerInfoProblem {
+            field: "server_cert_sha256",
+            message: "--server-cert-sha256 must be 64 hex digits (the SHA-256 of the server \
+                      certificate's DER)"
+                .into(),
+            hint: None,
+        });
+    }
+    Ok(ServerInfo {
+        url,
+        cert_sha256: cert_sha256.map(|h| h.to_lowercase()),
+    })
+}
+
 /// A built package, ready to hand over.
 #[derive(Debug)]
 pub struct BuiltPackage {

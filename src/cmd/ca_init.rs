@@ -23,14 +23,14 @@ use zeroize::Zeroizing;
 )]
 pub struct Args {
     /// CA common name (1–64 characters, the X.509 limit)
-    #[arg(long)]
-    name: String,
+    #[arg(long, required_unless_present = "web")]
+    name: Option<String>,
     /// Organisation (1–64 characters)
-    #[arg(long)]
-    org: String,
+    #[arg(long, required_unless_present = "web")]
+    org: Option<String>,
     /// Country, two upper-case letters (ISO 3166)
-    #[arg(long)]
-    country: String,
+    #[arg(long, required_unless_present = "web")]
+    country: Option<String>,
     /// CA key type: rsa-2048, rsa-3072, rsa-4096, ecdsa-p256, ecdsa-p384
     #[arg(long, default_value = "rsa-4096")]
     key: String,
@@ -48,8 +48,8 @@ pub struct Args {
     #[arg(long, value_name = "N")]
     path_len: Option<u8>,
     /// JSON list of holders, one share each (3–20)
-    #[arg(long, value_name = "FILE")]
-    holders: PathBuf,
+    #[arg(long, value_name = "FILE", required_unless_present = "web")]
+    holders: Option<PathBuf>,
     /// New directory for the ceremony output
     #[arg(long, value_name = "DIR")]
     out: PathBuf,
@@ -72,19 +72,31 @@ pub struct Args {
     /// With --package: accept a plain http:// --server-url (loopback, a test bench)
     #[arg(long, requires = "server_url")]
     insecure_http: bool,
+    /// Fill in the generator form in a browser on this machine instead: serves the
+    /// generator pages on loopback through a one-time URL, writes packages into --out as
+    /// --package does, and exits when the ceremony is done
+    #[arg(long, conflicts_with_all = ["name", "org", "country", "holders", "package", "passphrases_to"])]
+    web: bool,
+    /// With --web: the loopback address to serve on (default 127.0.0.1, a free port)
+    #[arg(long, value_name = "ADDR:PORT", requires = "web")]
+    listen: Option<String>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
+    if args.web {
+        return run_web(args);
+    }
     let key: KeyAlgorithm = args.key.parse()?;
     let mode: CaMode = args.mode.parse()?;
-    let holders_text = std::fs::read_to_string(&args.holders)
-        .with_context(|| format!("cannot read holders file {}", args.holders.display()))?;
+    let holders_path = args.holders.clone().unwrap_or_default();
+    let holders_text = std::fs::read_to_string(&holders_path)
+        .with_context(|| format!("cannot read holders file {}", holders_path.display()))?;
     let holders = ceremony::parse_holders(&holders_text)
-        .with_context(|| format!("in {}", args.holders.display()))?;
+        .with_context(|| format!("in {}", holders_path.display()))?;
     let subject = CaSubject {
-        name: args.name,
-        org: args.org,
-        country: args.country,
+        name: args.name.unwrap_or_default(),
+        org: args.org.unwrap_or_default(),
+        country: args.country.unwrap_or_default(),
     };
     let mut params = CeremonyParams::new(
         subject,
@@ -210,15 +222,75 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The loopback address `--listen` names (default 127.0.0.1 on a free port); any other
+/// address is refused: the generator holds the CA key and serves passphrases.
+fn loopback_listen(listen: Option<&str>) -> anyhow::Result<std::net::SocketAddr> {
+    let text = listen.unwrap_or("127.0.0.1:0");
+    let addr: std::net::SocketAddr = text.parse().map_err(|_| {
+        hinted(
+            format!("--listen {text:?} is not an address and port"),
+            "give a loopback address and port, e.g. --listen 127.0.0.1:8470",
+        )
+    })?;
+    if !addr.ip().is_loopback() {
+        return Err(hinted(
+            format!(
+                "--listen {addr} is not a loopback address: ca-init --web serves the CA key's \
+                 ceremony and its passphrases, to this machine only"
+            ),
+            "use 127.0.0.1:PORT or [::1]:PORT, and run the browser on this machine",
+        ));
+    }
+    Ok(addr)
+}
+
+/// `ca-init --web`: the generator pages alone, on loopback, behind a one-time URL.
+fn run_web(args: Args) -> anyhow::Result<()> {
+    let addr = loopback_listen(args.listen.as_deref())?;
+    if !fsx::is_absent_or_empty(&args.out)? {
+        return Err(hinted(
+            format!("{} already exists and is not empty", args.out.display()),
+            "choose a new --out directory; an existing ceremony is never overwritten",
+        ));
+    }
+    let mut random = Zeroizing::new([0u8; 24]);
+    rand::Rng::fill_bytes(&mut rand::rng(), random.as_mut());
+    let key = Zeroizing::new(hex::encode(*random));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the web server")?;
+    let out = args.out.clone();
+    let finished = runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr}"))?;
+        let bound = listener.local_addr()?;
+        eprintln!(
+            "Open this one-time URL in a browser on this machine (it works once):\n\n  \
+             http://{bound}/ui/start?key={}\n\nThe ceremony will be written to {}; \
+             nkpki exits when you press Done on the result page.",
+            key.as_str(),
+            out.display()
+        );
+        anyhow::Ok(nkpki::web::generator::serve_directory(listener, out, key).await?)
+    })?;
+    if finished && args.out.join("manifest.json").exists() {
+        println!(
+            "Output:       {}/ (ca.crt, manifest.json, packages/, qr/, enrollment.json, ceremony.log)",
+            args.out.display()
+        );
+    }
+    Ok(())
+}
+
 /// Two safe primes for a threshold-mode CA, with progress on stderr; Ctrl-C stops the
 /// search and the ceremony, before anything is written.
 fn safe_primes(bits: usize) -> anyhow::Result<SafePrimes> {
-    #[cfg(debug_assertions)]
-    if let Some(path) = std::env::var_os("NKPKI_TEST_SAFE_PRIMES") {
-        // test hook, compiled out of release builds: see docs/decisions.md (at)
-        let text = std::fs::read_to_string(&path).context("cannot read the test safe primes")?;
+    if let Some(primes) = ceremony::test_safe_primes() {
         eprintln!("debug build: safe primes read from NKPKI_TEST_SAFE_PRIMES");
-        return Ok(SafePrimes::from_text(&text)?);
+        return Ok(primes?);
     }
     let cancel = Arc::new(AtomicBool::new(false));
     watch_interrupt(Arc::clone(&cancel))?;

@@ -51,38 +51,21 @@ pub fn server_info(
     cert_sha256: Option<String>,
     insecure_http: bool,
 ) -> anyhow::Result<ServerInfo> {
-    if let Some(u) = &url {
-        if package::is_plain_http(u) {
-            if !insecure_http {
-                return Err(super::hinted(
-                    format!("--server-url {u:?} is plain http: the agents would refuse it"),
-                    "give the server's https:// URL, or pass --insecure-http for a network you \
-                     trust (loopback, a test bench); the agents then need --insecure-http too",
-                ));
-            }
-            eprintln!(
-                "WARNING: --server-url {u} is plain http (--insecure-http): anyone on the path \
-                 between the agents and the server can read and alter what they say; the \
-                 agents must be started with --insecure-http"
-            );
-        } else if !u
-            .get(..8)
-            .is_some_and(|s| s.eq_ignore_ascii_case("https://"))
-        {
-            bail!("--server-url {u:?} must start with https://");
-        }
-    }
-    if let Some(h) = &cert_sha256
-        && (h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()))
+    let server =
+        package::check_server_info(url, cert_sha256, insecure_http).map_err(|e| match e.hint {
+            Some(hint) => super::hinted(e.message, hint),
+            None => anyhow::anyhow!(e.message),
+        })?;
+    if let Some(u) = &server.url
+        && package::is_plain_http(u)
     {
-        bail!(
-            "--server-cert-sha256 must be 64 hex digits (the SHA-256 of the server certificate's DER)"
+        eprintln!(
+            "WARNING: --server-url {u} is plain http (--insecure-http): anyone on the path \
+             between the agents and the server can read and alter what they say; the \
+             agents must be started with --insecure-http"
         );
     }
-    Ok(ServerInfo {
-        url,
-        cert_sha256: cert_sha256.map(|h| h.to_lowercase()),
-    })
+    Ok(server)
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {

@@ -1946,6 +1946,12 @@ impl State {
         })
     }
 
+    /// Whether `operator`'s API token has role `ca-admin` (may register CAs): the web
+    /// generator asks before it runs a ceremony it could not register.
+    pub fn may_register_cas(&self, operator: &str) -> ApiResult<bool> {
+        Ok(lock(&self.store).api_role(operator)? == Some(crate::store::ApiRole::CaAdmin))
+    }
+
     /// Registers a CA from its manifest (and enrollment hashes), as `serve ca add` does, for
     /// an operator whose token has role `ca-admin`. Refusals are audited; nothing is stored.
     pub fn register_ca(

@@ -11,6 +11,7 @@ pub mod text;
 
 mod audit;
 mod ca;
+pub mod generator;
 mod overview;
 
 pub use auth::{SignedIn, UiSessions, csrf_field};
@@ -95,7 +96,7 @@ pub fn is_ui_path(path: &str) -> bool {
 
 /// The pages, the sign-in and the static assets, with the security headers on every
 /// response and the same-origin check on every form post.
-pub fn ui_router(_state: Arc<State>) -> Router<Arc<State>> {
+pub fn ui_router(state: Arc<State>) -> Router<Arc<State>> {
     let sessions = Arc::new(UiSessions::new());
     Router::new()
         .route("/", get(|| async { Redirect::to("/ui/") }))
@@ -107,13 +108,14 @@ pub fn ui_router(_state: Arc<State>) -> Router<Arc<State>> {
         .merge(overview::routes())
         .merge(ca::routes())
         .merge(audit::routes())
+        .merge(generator::routes(state))
         // the other page modules: one `.merge(module::routes())` line each, above this one
         .layer(middleware::from_fn(same_origin_posts))
         .layer(Extension(sessions))
         .layer(middleware::from_fn(security_headers))
 }
 
-async fn security_headers(req: Request, next: Next) -> Response {
+pub(crate) async fn security_headers(req: Request, next: Next) -> Response {
     let mut response = next.run(req).await;
     let h = response.headers_mut();
     h.insert("content-security-policy", HeaderValue::from_static(CSP));
@@ -162,7 +164,7 @@ const ASSETS: &[(&str, &str, &[u8])] = &[
     ),
 ];
 
-async fn asset(axum::extract::Path(name): axum::extract::Path<String>) -> Response {
+pub(crate) async fn asset(axum::extract::Path(name): axum::extract::Path<String>) -> Response {
     match ASSETS.iter().find(|(n, _, _)| *n == name) {
         Some((_, content_type, bytes)) => (
             [

@@ -32,4 +32,5 @@ mod token_hardening;
 mod token_login;
 mod tokens;
 mod web;
+mod web_generator;
 mod worker;
