@@ -6,7 +6,7 @@
 use crate::harness::Proc;
 use fantoccini::{Client, ClientBuilder, Locator, elements::Element, error::CmdError};
 use serde_json::{Value, json};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// Set to `1` to write page screenshots into `docs/ui/` (off in `make test`).
@@ -21,7 +21,7 @@ pub struct Browser {
     rt: tokio::runtime::Runtime,
     client: Option<Client>,
     driver: Proc,
-    /// The browser profile (`--user-data-dir`) and download directory.
+    /// Holds the browser profile (`--user-data-dir`) and chromedriver's log.
     profile: tempfile::TempDir,
     /// The server's base URL (`http://127.0.0.1:PORT`), without a trailing slash.
     pub base: String,
@@ -44,7 +44,6 @@ impl Browser {
             .build()
             .unwrap();
         let profile = tempfile::tempdir().unwrap();
-        std::fs::create_dir(profile.path().join("downloads")).unwrap();
         let log = std::fs::File::create(profile.path().join("chromedriver.log")).unwrap();
         let port = free_port();
         let driver = Proc {
@@ -81,10 +80,6 @@ impl Browser {
                     format!("--window-size=1280,{WINDOW_HEIGHT}"),
                     format!("--user-data-dir={}", profile.path().join("chromium").display()),
                 ],
-                "prefs": {
-                    "download.default_directory": profile.path().join("downloads"),
-                    "download.prompt_for_download": false,
-                },
             }),
         );
         // an alert must stay open for the test to see it, not be dismissed silently
@@ -132,11 +127,6 @@ impl Browser {
             Some(q) => format!("{}?{q}", url.path()),
             None => url.path().to_owned(),
         }
-    }
-
-    /// The page's HTML as the browser holds it now.
-    pub fn source(&self) -> String {
-        self.block(self.client().source())
     }
 
     pub fn find(&self, css: &str) -> Element {
@@ -187,12 +177,6 @@ impl Browser {
         let el = self.find(css);
         self.block(el.clear());
         self.block(el.send_keys(value));
-    }
-
-    /// Chooses the option whose value is `value` in the `<select>` at `css`.
-    pub fn select(&self, css: &str, value: &str) {
-        let el = self.find(css);
-        self.block(el.select_by_value(value));
     }
 
     /// Presses and releases each key of `keys` (text, or [`fantoccini::key::Key`]s as
@@ -308,33 +292,6 @@ impl Browser {
         )
         .unwrap();
         (status, body)
-    }
-
-    /// Where the browser saves downloads.
-    pub fn downloads(&self) -> PathBuf {
-        self.profile.path().join("downloads")
-    }
-
-    /// Clicks the link at `css` and waits (up to `secs`) for the browser to finish saving
-    /// a file named `name` in [`Browser::downloads`]; returns its path.
-    pub fn download(&self, css: &str, name: &str, secs: u64) -> PathBuf {
-        self.click(css);
-        let file = self.downloads().join(name);
-        let partial = self.downloads().join(format!("{name}.crdownload"));
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        while !(file.exists() && !partial.exists()) {
-            assert!(
-                Instant::now() < deadline,
-                "{name} not downloaded within {secs} s; downloads: {:?}",
-                std::fs::read_dir(self.downloads())
-                    .unwrap()
-                    .flatten()
-                    .map(|e| e.file_name())
-                    .collect::<Vec<_>>()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        file
     }
 
     /// The browser's cookies for the current page, as `(name, value)`.

@@ -3,7 +3,7 @@
 //! screenshots for the README (`make screenshots`).
 
 use crate::browser::Browser;
-use crate::harness::{Env, Server};
+use crate::harness::{Env, Holder, Server};
 use fantoccini::key::Key;
 
 /// A holder name and a CSR common name that are HTML.
@@ -66,6 +66,9 @@ fn pages(ca_id: &str) -> Vec<String> {
         "/ui/".into(),
         format!("/ui/cas/{ca_id}"),
         "/ui/audit".into(),
+        "/ui/requests/new".into(),
+        "/ui/generator".into(),
+        "/ui/sessions/0123456789abcdef".into(),
     ]
 }
 
@@ -112,7 +115,7 @@ fn browser_every_page_needs_sign_in_and_sign_out_ends_it() {
 
     b.fill("#token", &site.token);
     b.click("#sign-in");
-    b.wait_for("#sign-out", 10);
+    b.wait_path("/ui/audit", 10);
     assert_eq!(
         b.path(),
         "/ui/audit",
@@ -131,10 +134,10 @@ fn browser_every_page_needs_sign_in_and_sign_out_ends_it() {
     );
     for page in pages(&site.ca_id) {
         b.goto(&page);
-        assert!(b.exists("#sign-out"), "{page} not shown signed in");
-        assert!(!b.path().starts_with("/ui/sign-in"), "{page}");
+        assert_eq!(b.path(), page, "{page} not shown signed in");
     }
 
+    b.goto("/ui/");
     b.click("#sign-out");
     b.wait_path("/ui/sign-in", 10);
     for page in pages(&site.ca_id) {
@@ -287,4 +290,127 @@ impl Drop for Attacker {
             let _ = t.join();
         }
     }
+}
+
+/// An operator API token with role `ca-admin` (the generator's), from the CLI.
+fn admin_token(env: &Env) -> String {
+    env.nkpki(&[
+        "serve",
+        "token",
+        "create",
+        "--data-dir",
+        "data",
+        "--name",
+        "root-admin",
+        "--role",
+        "ca-admin",
+    ])
+    .ok()
+    .stdout()
+    .trim()
+    .to_owned()
+}
+
+/// Keyboard only through the generator: Tab from the top of the page reaches the form,
+/// each Tab moves to the next field in reading order (CA, server, then each holder's row),
+/// typing fills them (a letter picks the key), and Enter on "Generate the CA" runs the
+/// ceremony and shows the result page with a download per holder.
+#[test]
+fn browser_keyboard_alone_fills_and_submits_the_generator() {
+    let site = Site::new();
+    let admin = admin_token(&site.env);
+    // the age keys Site::new made for the CA it registered
+    let holders: Vec<Holder> = (1..=3)
+        .map(|i| {
+            let id = format!("NK{i:03}");
+            let key_file = site.env.path(&format!("{id}.key"));
+            let text = std::fs::read_to_string(&key_file).unwrap();
+            let recipient = text
+                .lines()
+                .find_map(|l| l.strip_prefix("# public key: "))
+                .unwrap()
+                .to_owned();
+            Holder {
+                id,
+                key_file,
+                recipient,
+            }
+        })
+        .collect();
+    let b = &site.browser;
+    b.goto("/ui/sign-in?next=/ui/generator");
+    b.wait_for("#token", 10);
+    b.keys(&admin);
+    b.key(Key::Enter);
+    b.wait_path("/ui/generator", 10);
+    b.wait_for("#generate", 10);
+    b.screenshots("generator");
+
+    let mut tabs = 0;
+    while b.focused() != "name" {
+        b.key(Key::Tab);
+        tabs += 1;
+        assert!(tabs < 30, "Tab never reached the CA name field");
+    }
+    let mut fields: Vec<(String, String)> = vec![
+        ("name".into(), "Keyboard Root CA".into()),
+        ("org".into(), "nkpki tests".into()),
+        ("country".into(), "FR".into()),
+        // a select: typing "e" picks the first key starting with it, ecdsa-p256
+        ("key".into(), "e".into()),
+        ("mode".into(), String::new()),
+        ("validity_years".into(), "5".into()),
+        ("threshold".into(), "2".into()),
+        ("server_url".into(), String::new()),
+        ("server_cert_sha256".into(), String::new()),
+        ("insecure_http".into(), String::new()),
+    ];
+    for (i, h) in holders.iter().enumerate() {
+        for (field, value) in [
+            ("id", h.id.clone()),
+            ("name", format!("Holder {}", h.id)),
+            ("email", format!("{}@example.org", h.id.to_lowercase())),
+            ("location", "Paris".into()),
+            ("recipient", h.recipient.clone()),
+        ] {
+            fields.push((format!("holders-{i}-{field}"), value));
+        }
+        fields.push((format!("remove-{i}"), String::new()));
+    }
+    fields.push(("add-holder".into(), String::new()));
+    fields.push(("generate".into(), String::new()));
+    for (n, (field, value)) in fields.iter().enumerate() {
+        if n > 0 {
+            b.key(Key::Tab);
+        }
+        assert_eq!(&b.focused(), field, "Tab order: expected {field} next");
+        if !value.is_empty() {
+            b.keys(value);
+        }
+    }
+    b.key(Key::Enter);
+    b.wait_path("/ui/generator/result/", 120);
+    let fingerprint = b.text("#ca-fingerprint");
+    assert!(fingerprint.contains("SHA-256"), "{fingerprint}");
+    for h in &holders {
+        assert!(
+            b.exists(&format!("#download-{}", h.id)),
+            "{}",
+            b.body_text()
+        );
+    }
+    b.screenshots("generator-result");
+    // a package, downloaded with the browser's sign-in, opens with its holder's age key
+    let href = b
+        .attr(&format!("#download-{}", holders[0].id), "href")
+        .unwrap();
+    let (status, package) = b.fetch(&href);
+    assert_eq!(status, 200);
+    site.env.write("NK001.nkpkg", &package);
+    let key = holders[0].key_file.to_str().unwrap();
+    site.env
+        .tool("age", &["-d", "-i", key, "-o", "NK001.tar", "NK001.nkpkg"])
+        .ok();
+    let listing = site.env.tool("tar", &["-tf", "NK001.tar"]).ok().stdout();
+    assert!(!listing.trim().is_empty(), "an empty package");
 }
