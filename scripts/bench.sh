@@ -152,3 +152,4 @@ while read -r bits deal share verify combine; do
 done
 
 "$scripts/bench-online-modes.sh" "$nkpki"
+"$scripts/bench-ui.sh" "$nkpki"

@@ -98,7 +98,7 @@ impl Store {
 
     /// One page of a CA's issued certificates, newest first, and how many match in all.
     /// `q` (when not empty) matches a serial's start, or any part of the subject or of a
-    /// subjectAltName, ignoring case.
+    /// subjectAltName, ignoring (ASCII) case.
     pub fn issued_certificates(
         &self,
         ca_id: &str,
@@ -107,12 +107,10 @@ impl Store {
         limit: u32,
     ) -> Result<(u64, Vec<IssuedRow>)> {
         let q = q.trim();
-        let serial = format!(
-            "{}%",
-            q.to_lowercase()
-                .replace(':', "")
-                .replace(['%', '_', '\\'], "")
-        );
+        // a serial is searched by its start, as hex with or without colons
+        let hex = q.to_lowercase().replace(':', "");
+        let serial = (!hex.is_empty() && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+            .then(|| format!("{hex}%"));
         let anywhere = contains_pattern(q);
         let filter = "c.ca_id = ?1 AND (?2 = '' OR c.serial LIKE ?3 ESCAPE '\\'
               OR c.subject LIKE ?4 ESCAPE '\\'

@@ -51,6 +51,8 @@ const MIGRATIONS: &[&str] = &[
      CREATE TABLE ocsp_responders (session_id TEXT PRIMARY KEY REFERENCES sessions(session_id),
         ca_id TEXT NOT NULL REFERENCES cas(ca_id), key_file TEXT NOT NULL, spki_sha256 TEXT NOT NULL,
         created_at INTEGER NOT NULL, certificate_der BLOB, not_after INTEGER);",
+    // 7: the web UI's CA page lists a CA's certificates newest first, a page at a time
+    "CREATE INDEX certificates_by_ca ON certificates (ca_id, issued_at);",
 ];
 
 pub fn migrate(conn: &mut Connection) -> Result<()> {

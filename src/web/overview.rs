@@ -3,7 +3,7 @@
 
 use super::{SignedIn, WebResult, blocking, layout, page, shown};
 use crate::manifest::VerifiedManifest;
-use crate::server::State;
+use crate::server::{ApiResult, State};
 use crate::store::{LastAnswer, OpenSession, now};
 use axum::Router;
 use axum::extract::State as AppState;
@@ -24,23 +24,28 @@ pub fn routes() -> Router<Arc<State>> {
 }
 
 /// A holder as the store and the agents' polls know it.
-struct HolderLive {
+pub(super) struct HolderLive {
     enrolled: bool,
     last_seen: Option<i64>,
 }
 
-struct CaSummary {
-    id: String,
-    manifest: Arc<VerifiedManifest>,
+/// A CA with its holders' enrollment, liveness and last answers.
+pub(super) struct CaSummary {
+    pub id: String,
+    pub manifest: Arc<VerifiedManifest>,
     holders: HashMap<String, HolderLive>,
     answers: HashMap<String, LastAnswer>,
 }
 
-fn gather(state: &State) -> crate::server::ApiResult<(Vec<CaSummary>, Vec<OpenSession>)> {
+/// Every CA (or only `only`), summarised.
+pub(super) fn summaries(state: &State, only: Option<&str>) -> ApiResult<Vec<CaSummary>> {
     let listing = state.cas()?;
     let mut out = Vec::new();
     for ca in listing.as_array().into_iter().flatten() {
         let id = ca["ca_id"].as_str().unwrap_or_default().to_owned();
+        if only.is_some_and(|o| o != id) {
+            continue;
+        }
         let manifest = state.manifest(&id)?;
         let holders = ca["holders"]
             .as_array()
@@ -64,8 +69,13 @@ fn gather(state: &State) -> crate::server::ApiResult<(Vec<CaSummary>, Vec<OpenSe
             answers,
         });
     }
+    Ok(out)
+}
+
+fn gather(state: &State) -> ApiResult<(Vec<CaSummary>, Vec<OpenSession>)> {
+    let cas = summaries(state, None)?;
     let open = state.read_store(|s| s.open_sessions(MAX_OPEN))?;
-    Ok((out, open))
+    Ok((cas, open))
 }
 
 async fn overview(AppState(state): AppState<Arc<State>>, user: SignedIn) -> WebResult<Markup> {
@@ -166,6 +176,15 @@ fn ca_card(ca: &CaSummary, t: i64) -> Markup {
                 ("Mode", html! { (mode) }),
             ]))
             h3 { "Holders" }
+            (holders_table(ca, t))
+        }
+    }
+}
+
+/// The holders of a CA: token, name, location, enrollment, agent liveness, last answer.
+pub(super) fn holders_table(ca: &CaSummary, t: i64) -> Markup {
+    let m = &ca.manifest;
+    html! {
             div.table-wrap {
                 table.holders {
                     thead { tr {
@@ -197,7 +216,6 @@ fn ca_card(ca: &CaSummary, t: i64) -> Markup {
                     }
                 }
             }
-        }
     }
 }
 

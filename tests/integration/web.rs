@@ -2,6 +2,9 @@
 //! refusals, the security headers, and text from outside shown escaped.
 
 use crate::harness::{Env, Server};
+use std::time::{Duration, Instant};
+
+const THREE: [&str; 3] = ["NK001", "NK002", "NK003"];
 use reqwest::blocking::{Client, Response};
 use reqwest::header::HeaderMap;
 
@@ -34,6 +37,11 @@ impl Web {
         .ok();
         let ca_id = env.register();
         let server = env.serve(&[]);
+        Web::over(env, server, ca_id)
+    }
+
+    /// A browser for a server already running in `env` (with `op.token` written).
+    pub fn over(env: Env, server: Server, ca_id: String) -> Self {
         let token = String::from_utf8(env.read("op.token")).unwrap();
         let _ = rustls::crypto::ring::default_provider().install_default();
         let http = Client::builder()
@@ -406,4 +414,260 @@ fn web_text_from_outside_is_escaped_and_controls_shown() {
         "{page}"
     );
     assert!(!page.contains(XSS), "{page}");
+    // a search echoed back, with an escape character in it
+    let q = "%1B%3Cimg%20src%3Dx%20onerror%3Dalert(1)%3E";
+    let ca = web.ca_id.clone();
+    let page = web
+        .get(&format!("/ui/cas/{ca}?q={q}"), Some(&cookie))
+        .text()
+        .unwrap();
+    assert!(
+        page.contains("␛&lt;img src=x onerror=alert(1)&gt;"),
+        "{page}"
+    );
+    assert!(!page.contains(XSS) && !page.contains('\u{1b}'), "{page}");
+}
+
+/// A signed certificate's PEM as the CLI wrote it.
+fn pem_of(env: &Env, file: &str) -> String {
+    String::from_utf8(env.read(file)).unwrap().trim().to_owned()
+}
+
+#[test]
+fn web_ca_page_lists_searches_downloads_and_opens_a_crl_session() {
+    let env = Env::new().with_softhsm(&THREE);
+    env.packaged_and_deployed(3, 2);
+    let ca = env.register();
+    let server = env.serve(&[]);
+    let rule = [
+        "--approve-profile",
+        "server",
+        "--approve-san-suffix",
+        ".example.org",
+        "--approve-revocations",
+    ];
+    let _agents: Vec<_> = ["NK001", "NK003"]
+        .iter()
+        .map(|id| env.agent(id, &ca, &server.url, &rule))
+        .collect();
+    for id in ["NK001", "NK003"] {
+        let log = env.wait_for(&format!("agent-{id}.log"), 20, |t| {
+            t.contains("connected to")
+        });
+        assert!(log.contains("connected to"), "{log}");
+    }
+    let p256 = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"];
+    let www = env.csr(
+        "www",
+        &p256,
+        "/CN=www.example.org",
+        &["subjectAltName=DNS:www.example.org"],
+    );
+    env.nkpki(&crate::online::sign_args(&server.url, &ca, &www, "www.crt"))
+        .ok();
+    let api = env.csr(
+        "api",
+        &p256,
+        "/CN=api.example.org",
+        &["subjectAltName=DNS:api.example.org,DNS:alt-name.example.org"],
+    );
+    env.nkpki(&crate::online::sign_args(&server.url, &ca, &api, "api.crt"))
+        .ok();
+    let www_serial = env.cert_serial("www.crt");
+    let api_serial = env.cert_serial("api.crt");
+    let web = Web::over(env, server, ca.clone());
+    let cookie = web.sign_in();
+
+    // the Overview: holders' enrollment, liveness and last answers
+    let overview = web.get("/ui/", Some(&cookie)).text().unwrap();
+    assert!(overview.contains("2 of 3 holders"), "{overview}");
+    assert_eq!(overview.matches(">online<").count(), 2, "{overview}");
+    assert!(
+        overview.contains("never seen") && overview.contains("not enrolled"),
+        "{overview}"
+    );
+    assert!(overview.contains("approved"), "{overview}");
+
+    let page = |q: &str| {
+        let r = web.get(&format!("/ui/cas/{ca}{q}"), Some(&cookie));
+        assert_eq!(r.status(), 200);
+        r.text().unwrap()
+    };
+    let all = page("");
+    assert!(all.contains("2 certificates"), "{all}");
+    assert!(
+        all.contains(&www_serial) && all.contains(&api_serial),
+        "{all}"
+    );
+    assert!(all.contains(&format!("href=\"/ca/{ca}.crt\"")), "{all}");
+    assert!(all.contains(&format!("href=\"/ca/{ca}.der\"")), "{all}");
+    assert!(all.contains("DNS:alt-name.example.org"), "{all}");
+    assert!(all.contains("has not signed a CRL yet"), "{all}");
+    // searched by SAN, CN, serial (any case, with colons) and by nothing that matches
+    for (q, expect, not) in [
+        ("alt-name", &api_serial, &www_serial),
+        ("WWW.example", &www_serial, &api_serial),
+        (&api_serial[..8].to_uppercase(), &api_serial, &www_serial),
+    ] {
+        let found = page(&format!("?q={q}"));
+        assert!(found.contains("1 certificate matching"), "{q}: {found}");
+        assert!(
+            found.contains(expect.as_str()) && !found.contains(not.as_str()),
+            "{q}"
+        );
+    }
+    let colons: Vec<String> = api_serial.as_bytes()[..6]
+        .chunks(2)
+        .map(|c| String::from_utf8(c.to_vec()).unwrap())
+        .collect();
+    assert!(page(&format!("?q={}", colons.join(":"))).contains("1 certificate matching"));
+    assert!(page("?q=%25").contains("0 certificates matching"));
+
+    // each certificate downloads as the PEM the CLI got
+    let r = web.get(
+        &format!("/ui/cas/{ca}/certificates/{api_serial}.pem"),
+        Some(&cookie),
+    );
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.headers()["content-disposition"]
+            .to_str()
+            .unwrap()
+            .contains(&format!("{api_serial}.pem"))
+    );
+    assert_eq!(r.text().unwrap().trim(), pem_of(&web.env, "api.crt"));
+    let r = web.get(
+        &format!("/ui/cas/{ca}/certificates/abcdef.pem"),
+        Some(&cookie),
+    );
+    assert_eq!(r.status(), 404);
+    assert!(
+        r.text()
+            .unwrap()
+            .contains("no certificate with serial abcdef")
+    );
+    assert_eq!(
+        web.get(&format!("/ui/cas/{ca}/certificates/x.pem"), Some(&cookie))
+            .status(),
+        404
+    );
+    assert_eq!(web.get("/ui/cas/nope", Some(&cookie)).status(), 404);
+
+    // a revocation shows, with the CRL it made
+    web.env
+        .revoke_online(&web.server.url, &ca, &www_serial, "1.crl");
+    let after = page("");
+    assert!(after.contains("keyCompromise"), "{after}");
+    assert!(after.contains("CRL number 1"), "{after}");
+    assert!(
+        after.contains(&format!("href=\"/crl/{ca}.crl\"")),
+        "{after}"
+    );
+
+    // "Sign a new CRL" needs the form's CSRF token, then opens a session and shows it
+    let r = web.post(
+        &format!("/ui/cas/{ca}/crl"),
+        Some(&cookie),
+        &[("csrf", "nope")],
+        &[],
+    );
+    assert_eq!(r.status(), 403);
+    let csrf = web.csrf(&cookie);
+    let r = web.post(
+        &format!("/ui/cas/{ca}/crl"),
+        Some(&cookie),
+        &[("csrf", &csrf)],
+        &[],
+    );
+    assert_eq!(r.status(), 303);
+    let to = location(&r);
+    let session = to.strip_prefix("/ui/sessions/").expect(&to).to_owned();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let state = loop {
+        let status: serde_json::Value = web
+            .http
+            .get(web.url(&format!("/api/v1/sessions/{session}")))
+            .bearer_auth(web.token.trim())
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        if status["state"] != "waiting" || Instant::now() > deadline {
+            break status;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(state["kind"], "crl", "{state}");
+    assert_eq!(state["state"], "signed", "{state}");
+    assert!(page("").contains("CRL number 2"));
+}
+
+#[test]
+fn web_audit_page_filters_exports_and_shows_a_broken_chain() {
+    let web = Web::new();
+    let cookie = web.sign_in();
+    web.sign_in();
+    let ca = web.ca_id.clone();
+    let page = web.get("/ui/audit", Some(&cookie)).text().unwrap();
+    assert!(page.contains("Chain verified"), "{page}");
+    assert!(
+        page.contains("ui-sign-in") && page.contains("ca-registered"),
+        "{page}"
+    );
+    // newest first
+    let table = &page[page.find("id=\"audit\"").unwrap()..];
+    let first_sign_in = table.find("signed in to the web UI").unwrap();
+    assert!(
+        first_sign_in < table.find("ca-registered").unwrap(),
+        "{table}"
+    );
+
+    let export = |query: &str| -> serde_json::Value {
+        let r = web.get(&format!("/ui/audit?format=json{query}"), Some(&cookie));
+        assert_eq!(r.status(), 200);
+        assert!(
+            r.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("application/json")
+        );
+        r.json().unwrap()
+    };
+    let signed_in = export("&kind=ui-sign-in");
+    assert_eq!(signed_in["chain"]["intact"], true, "{signed_in}");
+    let entries = signed_in["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 2, "{signed_in}");
+    assert!(entries.iter().all(|e| e["event"] == "ui-sign-in"));
+    assert!(
+        entries[0]["seq"].as_i64() < entries[1]["seq"].as_i64(),
+        "log order"
+    );
+    let of_ca = export(&format!("&ca={ca}"));
+    let entries = of_ca["entries"].as_array().unwrap();
+    assert!(!entries.is_empty());
+    assert!(entries.iter().all(|e| e["ca_id"] == ca.as_str()), "{of_ca}");
+    assert_eq!(export("&holder=NK009")["total"], 0);
+    let filtered = web
+        .get("/ui/audit?kind=ui-sign-in", Some(&cookie))
+        .text()
+        .unwrap();
+    assert!(filtered.contains("2 entries"), "{filtered}");
+    assert!(!filtered.contains("ca-registered</a>"), "{filtered}");
+    assert_eq!(web.get("/ui/audit?format=xml", Some(&cookie)).status(), 400);
+
+    // an entry edited behind the server's back breaks the chain, and the page says where
+    web.env
+        .tool(
+            "python3",
+            &[
+                "-c",
+                "import sqlite3; c = sqlite3.connect('data/nkpki.sqlite3'); \
+                 c.execute(\"UPDATE audit SET detail = 'nothing happened' WHERE seq = 2\"); c.commit()",
+            ],
+        )
+        .ok();
+    let page = web.get("/ui/audit", Some(&cookie)).text().unwrap();
+    assert!(page.contains("Chain BROKEN at entry 2"), "{page}");
+    assert!(page.contains("role=\"alert\""));
+    assert_eq!(export("")["chain"]["broken_at"], 2);
 }
