@@ -70,11 +70,12 @@ lint:
 # OpenSSL where one exists, then the online load bar (`make bench AGENTS=2000 SESSIONS=200`).
 AGENTS ?= 200
 SESSIONS ?= 20
+WATCHERS ?= 200
 bench: deps
 	$(CARGO) build --locked --release --bins --examples
 	@scripts/bench.sh target/release/nkpki
-	@echo; echo '==> online load bar: $(AGENTS) agents, $(SESSIONS) sessions, 100 silent connections'
-	target/release/examples/loadbar target/release/nkpki --agents $(AGENTS) --sessions $(SESSIONS)
+	@echo; echo '==> online load bar: $(AGENTS) agents, $(SESSIONS) sessions, $(WATCHERS) event streams, 100 silent connections'
+	target/release/examples/loadbar target/release/nkpki --agents $(AGENTS) --sessions $(SESSIONS) --watchers $(WATCHERS)
 
 # Every cargo-fuzz target for FUZZ_SECONDS each (nightly only; skipped without one).
 # `make test` replays the committed corpus on stable (tests/integration/fuzz_corpus.rs).

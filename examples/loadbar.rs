@@ -3,7 +3,10 @@
 //! on the server. Reports whether every agent was notified of every session, whether every
 //! session completed, the latencies and the server's memory. Run through `make bench` (or
 //! `cargo run --release --example loadbar -- target/release/nkpki --agents 2000 --sessions
-//! 200`). It prints figures and exits non-zero on starvation; it makes no timing assertion.
+//! 200`). With `--watchers N`, N "browsers" also hold the session event stream
+//! (`/api/v1/sessions/{id}/events`) open on the sessions while the agents sign, and the
+//! server's memory is read while they are connected. It prints figures and exits non-zero
+//! on starvation; it makes no timing assertion.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -261,11 +264,58 @@ fn cpu_secs(pid: u32) -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
-/// `--agents N --sessions N`, and the server binary.
+/// `--agents N --sessions N --watchers N`, and the server binary.
 struct Args {
     nkpki: String,
     agents: usize,
     sessions: usize,
+    watchers: usize,
+}
+
+/// A browser on a session page: holds its event stream until the server ends it; returns
+/// the `status` events received and whether the last one was final.
+fn watch(addr: &str, token: &str, id: &str) -> Res<(usize, bool)> {
+    let mut c = std::net::TcpStream::connect(addr)?;
+    c.set_read_timeout(Some(Duration::from_secs(180)))?;
+    write!(
+        c,
+        "GET /api/v1/sessions/{id}/events HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer \
+         {token}\r\nAccept: text/event-stream\r\nConnection: close\r\n\r\n"
+    )?;
+    let (mut events, mut last) = (0, false);
+    for line in std::io::BufReader::new(c).lines() {
+        let line = line?;
+        if line.starts_with("event: status") {
+            events += 1;
+        } else if line.starts_with("data: ") {
+            last = !line.contains("\"state\":\"waiting\"");
+        }
+    }
+    Ok((events, last))
+}
+
+/// `nkpki_event_streams` from the server's metrics.
+fn streams_open(addr: &str, token: &str) -> usize {
+    let read = || -> Res<String> {
+        let mut c = std::net::TcpStream::connect(addr)?;
+        c.set_read_timeout(Some(Duration::from_secs(10)))?;
+        write!(
+            c,
+            "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\
+             Connection: close\r\n\r\n"
+        )?;
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut c, &mut text)?;
+        Ok(text)
+    };
+    read()
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("nkpki_event_streams "))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(0)
 }
 
 fn args() -> Res<Args> {
@@ -273,12 +323,14 @@ fn args() -> Res<Args> {
         nkpki: "target/release/nkpki".into(),
         agents: 200,
         sessions: 20,
+        watchers: 0,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         match a.as_str() {
             "--agents" => out.agents = it.next().ok_or("--agents N")?.parse()?,
             "--sessions" => out.sessions = it.next().ok_or("--sessions N")?.parse()?,
+            "--watchers" => out.watchers = it.next().ok_or("--watchers N")?.parse()?,
             _ => out.nkpki = a,
         }
     }
@@ -439,6 +491,25 @@ fn main() -> Res<()> {
             Ok(polled)
         })
     };
+    // the browsers' streams, and what the server holds while they are open: the most
+    // streams seen open at once, and the resident memory at that moment
+    let mut watchers = Vec::new();
+    let sampling = Arc::new(AtomicBool::new(args.watchers > 0));
+    let sampler = {
+        let (addr, token, sampling, pid) =
+            (addr.clone(), token.clone(), sampling.clone(), server.id());
+        std::thread::spawn(move || {
+            let mut best = (0usize, 0.0f64);
+            while sampling.load(Ordering::SeqCst) {
+                let n = streams_open(&addr, &token);
+                if n > best.0 {
+                    best = (n, rss_mb(pid).0);
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            best
+        })
+    };
     // sessions spread over the CAs, opened at 20 per second
     for i in 0..args.sessions {
         let ca = &ca_ids[i % ca_ids.len()];
@@ -446,6 +517,13 @@ fn main() -> Res<()> {
             "/api/v1/sessions",
             &serde_json::json!({"ca_id": ca, "kind": "crl"}),
         )?;
+        let here = args.watchers / args.sessions + usize::from(i < args.watchers % args.sessions);
+        for _ in 0..here {
+            let (addr, token, id) = (addr.clone(), token.clone(), status.session_id.clone());
+            watchers.push(std::thread::spawn(move || {
+                watch(&addr, &token, &id).map_err(|e| e.to_string())
+            }));
+        }
         opened
             .lock()
             .map_err(|_| "lock")?
@@ -454,6 +532,20 @@ fn main() -> Res<()> {
     }
     all_opened.store(true, Ordering::SeqCst);
     let polled = poller.join().map_err(|_| "poller")??;
+    let mut watched = (0usize, 0usize, 0usize);
+    for w in watchers {
+        match w.join() {
+            Ok(Ok((events, last))) => {
+                watched.0 += 1;
+                watched.1 += events;
+                watched.2 += usize::from(last);
+            }
+            Ok(Err(e)) => println!("watcher error: {e}"),
+            Err(_) => println!("watcher panicked"),
+        }
+    }
+    sampling.store(false, Ordering::SeqCst);
+    let (most_streams, rss_streams) = sampler.join().map_err(|_| "sampler")?;
     let opened = opened.lock().map_err(|_| "lock")?.clone();
     let done: HashMap<String, f64> = {
         let signed = signed.lock().map_err(|_| "lock")?;
@@ -527,6 +619,18 @@ fn main() -> Res<()> {
         "server memory MB: RSS {rss:.0} (idle with every agent connected {rss_idle:.0}), peak {hwm:.0}"
     );
     println!("silent connections held open during the run: {SILENT}");
+    if args.watchers > 0 {
+        println!(
+            "event streams: {} of {} browsers held one to the end; {} saw their session's final \
+             status; {} status events in all",
+            watched.0, args.watchers, watched.2, watched.1
+        );
+        println!(
+            "  most streams open at once: {most_streams}; server RSS then {rss_streams:.0} MB \
+             ({:.1} KB per stream over idle)",
+            (rss_streams - rss_idle) * 1024.0 / most_streams.max(1) as f64
+        );
+    }
     let _ = server.kill();
     let _ = server.wait();
     let _ = silent.join();
@@ -537,10 +641,13 @@ fn main() -> Res<()> {
             }
         }
     }
-    if missed > 0 || signed < opened.len() {
+    if missed > 0 || signed < opened.len() || watched.2 < args.watchers {
         return Err(format!(
-            "load bar NOT met: {missed} missed notifications, {signed}/{} sessions signed",
-            opened.len()
+            "load bar NOT met: {missed} missed notifications, {signed}/{} sessions signed, \
+             {}/{} event streams saw the end",
+            opened.len(),
+            watched.2,
+            args.watchers
         )
         .into());
     }

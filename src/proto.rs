@@ -76,6 +76,44 @@ pub struct CreateSession {
     pub reason: Option<String>,
 }
 
+/// `POST /api/v1/sessions/preview` (operator): what `POST /api/v1/sessions` with the same
+/// body would open, built by the same code, with nothing stored, offered or audited.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SessionPreview {
+    pub ca_id: String,
+    pub ca_name: String,
+    pub kind: SessionKind,
+    /// Approvals needed (M) of how many holders (N).
+    pub threshold: u8,
+    pub total: u8,
+    pub mode: SigningMode,
+    /// True when the session would open; else `refusal` says why not.
+    pub accepted: bool,
+    #[serde(default)]
+    pub refusal: Option<PreviewRefusal>,
+    /// What the holders would approve: the CSR (PEM) or the revocation/CRL statement.
+    #[serde(default)]
+    pub request: Option<String>,
+    #[serde(default)]
+    pub request_sha256: Option<String>,
+    /// Profile, days, serial, reason and (`issue`) the certificate as it would be
+    /// issued. A preview's serial and start of validity are its own: the session draws
+    /// a fresh serial and starts the validity when it opens.
+    #[serde(default)]
+    pub summary: Option<OfferSummary>,
+    /// Seconds the holders would have to answer.
+    pub session_ttl: i64,
+}
+
+/// Why a previewed session would be refused: the status, code and message the session
+/// request would be answered with.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreviewRefusal {
+    pub status: u16,
+    pub code: String,
+    pub error: String,
+}
+
 /// A session as operators see it.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct SessionStatus {
@@ -89,6 +127,9 @@ pub struct SessionStatus {
     pub declined: Vec<String>,
     /// Holders whose contribution was refused, with why.
     pub refused: Vec<String>,
+    /// Every answer in the order it came, with its time.
+    #[serde(default)]
+    pub answers: Vec<Answer>,
     pub expires_at: i64,
     pub seconds_left: i64,
     #[serde(default)]
@@ -104,6 +145,19 @@ pub struct SessionStatus {
     /// PEM, once signed (`revoke`, `crl`).
     #[serde(default)]
     pub crl_pem: Option<String>,
+}
+
+/// One holder's answer to a session.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Answer {
+    pub holder: String,
+    /// `approved`, `declined` or `refused` (a contribution the server refused).
+    pub outcome: String,
+    /// The holder's reason (a decline) or the server's (a refusal); may be empty.
+    #[serde(default)]
+    pub detail: String,
+    /// Unix seconds.
+    pub at: i64,
 }
 
 /// How a CA signs online, chosen at its ceremony.

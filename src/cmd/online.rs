@@ -84,7 +84,7 @@ impl ServerArgs {
     }
 }
 
-fn server_error(e: ClientError) -> anyhow::Error {
+pub fn server_error(e: ClientError) -> anyhow::Error {
     match e {
         ClientError::Api {
             status: 422,

@@ -46,8 +46,12 @@ pub struct Args {
     #[command(flatten)]
     token_access: super::tokens::TokenAccess,
     /// Where to write the certificate (PEM)
-    #[arg(long, value_name = "FILE")]
-    out: PathBuf,
+    #[arg(long, value_name = "FILE", required_unless_present = "dry_run")]
+    out: Option<PathBuf>,
+    /// With --server: show what would be issued (names as they will appear, key,
+    /// validity) and the server's verdict; open no session (exit 3 if it would be refused)
+    #[arg(long, requires = "server", conflicts_with_all = ["out", "chain", "force"])]
+    dry_run: bool,
     /// Append the CA certificate after the issued one
     #[arg(long)]
     chain: bool,
@@ -83,14 +87,23 @@ fn report_share(share: &nkpki::sss::Share, what: &str) {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    if args.out.exists() && !args.force {
+    if args.dry_run {
+        return dry_run(&args);
+    }
+    let Some(out) = &args.out else {
         return Err(hinted(
-            format!("{} already exists", args.out.display()),
+            "no --out given",
+            "--out FILE: where to write the certificate",
+        ));
+    };
+    if out.exists() && !args.force {
+        return Err(hinted(
+            format!("{} already exists", out.display()),
             "choose another --out or pass --force",
         ));
     }
     if args.server.server.is_some() {
-        return run_online(&args);
+        return run_online(&args, out);
     }
     let Some(manifest_path) = args.manifest.as_ref().filter(|_| args.offline) else {
         return Err(hinted(
@@ -140,15 +153,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if args.chain {
         pem.push_str(&manifest.ca.pem());
     }
-    fsx::write_new(&args.out, pem.as_bytes(), 0o644, args.force)
-        .with_context(|| format!("cannot write {}", args.out.display()))?;
+    fsx::write_new(out, pem.as_bytes(), 0o644, args.force)
+        .with_context(|| format!("cannot write {}", out.display()))?;
     if args.output.json {
         return super::output::print_json(&SignReport {
             certificate: pki::CertificateSummary::from_der(&issued.der)?,
             ca_id: &manifest.ca_id().0,
             profile: args.profile.to_string(),
             days: args.days,
-            out: args.out.display().to_string(),
+            out: out.display().to_string(),
             chain: args.chain,
             holders,
             session: None,
@@ -158,7 +171,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     println!(
         "Issued serial {} valid until {until} -> {}",
         issued.serial_hex,
-        args.out.display()
+        out.display()
     );
     Ok(())
 }
@@ -246,12 +259,9 @@ fn sign_threshold(
     Ok((signing.finish()?, holders))
 }
 
-/// `sign --server`: open a session on the server and wait for M holders.
-fn run_online(args: &Args) -> anyhow::Result<()> {
-    let csr = Csr::parse(&super::read_file(&args.csr, "CSR")?)
-        .with_context(|| format!("CSR {}", args.csr.display()))?;
-    let client = args.server.operator_client()?;
-    let request = nkpki::proto::CreateSession {
+/// The session request `sign --server` sends for `csr`.
+fn issue_request(args: &Args, csr: &Csr) -> anyhow::Result<nkpki::proto::CreateSession> {
+    Ok(nkpki::proto::CreateSession {
         ca_id: args.server.ca()?.to_owned(),
         kind: nkpki::proto::SessionKind::Issue,
         csr_pem: Some(pki::pem_encode("CERTIFICATE REQUEST", &csr.der)),
@@ -259,7 +269,70 @@ fn run_online(args: &Args) -> anyhow::Result<()> {
         days: Some(args.days),
         serial: None,
         reason: None,
-    };
+    })
+}
+
+/// `sign --server --dry-run`: ask the server what the session would issue, open nothing.
+fn dry_run(args: &Args) -> anyhow::Result<()> {
+    let csr = Csr::parse(&super::read_file(&args.csr, "CSR")?)
+        .with_context(|| format!("CSR {}", args.csr.display()))?;
+    let client = args.server.operator_client()?;
+    let request = issue_request(args, &csr)?;
+    let preview: nkpki::proto::SessionPreview = client
+        .post(&format!("{}/sessions/preview", nkpki::proto::API), &request)
+        .map_err(super::online::server_error)?;
+    if args.output.json {
+        super::output::print_json(&preview)?;
+    } else {
+        println!(
+            "CA:          {} ({}), {} of {} approvals",
+            pki::text::escape(&preview.ca_name),
+            preview.ca_id,
+            preview.threshold,
+            preview.total
+        );
+        if let Some(view) = preview
+            .summary
+            .as_ref()
+            .and_then(|s| s.certificate.as_ref())
+        {
+            println!("The certificate that would be issued:");
+            for line in view.lines() {
+                if line.starts_with("Serial:") {
+                    println!("  Serial:      (drawn when the session opens)");
+                } else {
+                    println!("  {line}");
+                }
+            }
+        }
+        match &preview.refusal {
+            None => println!("Verdict:     accepted (dry run: no session opened)"),
+            Some(r) => println!(
+                "Verdict:     refused ({} {}): {}",
+                r.status,
+                r.code,
+                pki::text::escape(&r.error)
+            ),
+        }
+    }
+    match preview.refusal {
+        None => Ok(()),
+        Some(r) => Err(super::online::server_error(
+            nkpki::client::ClientError::Api {
+                status: r.status,
+                code: r.code,
+                message: r.error,
+            },
+        )),
+    }
+}
+
+/// `sign --server`: open a session on the server and wait for M holders.
+fn run_online(args: &Args, out: &std::path::Path) -> anyhow::Result<()> {
+    let csr = Csr::parse(&super::read_file(&args.csr, "CSR")?)
+        .with_context(|| format!("CSR {}", args.csr.display()))?;
+    let client = args.server.operator_client()?;
+    let request = issue_request(args, &csr)?;
     eprintln!(
         "Request:  {} [{}], profile {}, {} days; CSR SHA-256 {}",
         pki::text::escape(&csr.subject_string()),
@@ -285,15 +358,15 @@ fn run_online(args: &Args) -> anyhow::Result<()> {
     if let Some(ca) = &ca_pem {
         pem.push_str(ca);
     }
-    fsx::write_new(&args.out, pem.as_bytes(), 0o644, args.force)
-        .with_context(|| format!("cannot write {}", args.out.display()))?;
+    fsx::write_new(out, pem.as_bytes(), 0o644, args.force)
+        .with_context(|| format!("cannot write {}", out.display()))?;
     if args.output.json {
         super::output::print_json(&SignReport {
             certificate: pki::CertificateSummary::from_pem(&pem)?,
             ca_id: &request.ca_id,
             profile: args.profile.to_string(),
             days: args.days,
-            out: args.out.display().to_string(),
+            out: out.display().to_string(),
             chain: args.chain,
             holders: status.approved.clone(),
             session: Some(&status),
@@ -303,7 +376,7 @@ fn run_online(args: &Args) -> anyhow::Result<()> {
             "Issued serial {} (approved by {}) -> {}",
             status.serial.clone().unwrap_or_default(),
             status.approved.join(", "),
-            args.out.display()
+            out.display()
         );
     }
     Ok(())

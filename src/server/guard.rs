@@ -3,6 +3,7 @@
 //! cheap shape check a contribution's ciphertext passes before anything decrypts it.
 
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
@@ -85,21 +86,21 @@ impl FailureLimiter {
     }
 }
 
-/// Open connections per address, capped.
+/// Open connections per address (or open event streams per operator: any key), capped.
 #[derive(Debug)]
-pub struct ConnectionLimiter {
-    open: Arc<Mutex<HashMap<IpAddr, usize>>>,
+pub struct ConnectionLimiter<K: Eq + Hash + Clone = IpAddr> {
+    open: Arc<Mutex<HashMap<K, usize>>>,
     per_address: usize,
 }
 
 /// One open connection; counted until dropped.
 #[derive(Debug)]
-pub struct ConnectionSlot {
-    open: Arc<Mutex<HashMap<IpAddr, usize>>>,
-    ip: IpAddr,
+pub struct ConnectionSlot<K: Eq + Hash + Clone = IpAddr> {
+    open: Arc<Mutex<HashMap<K, usize>>>,
+    ip: K,
 }
 
-impl Drop for ConnectionSlot {
+impl<K: Eq + Hash + Clone> Drop for ConnectionSlot<K> {
     fn drop(&mut self) {
         let mut open = lock(&self.open);
         if let Some(n) = open.get_mut(&self.ip) {
@@ -111,7 +112,7 @@ impl Drop for ConnectionSlot {
     }
 }
 
-impl ConnectionLimiter {
+impl<K: Eq + Hash + Clone> ConnectionLimiter<K> {
     /// At most `per_address` connections per address (0: no limit).
     pub fn new(per_address: usize) -> Self {
         ConnectionLimiter {
@@ -121,9 +122,9 @@ impl ConnectionLimiter {
     }
 
     /// A slot for one more connection from `ip`, or `None` when it has too many.
-    pub fn admit(&self, ip: IpAddr) -> Option<ConnectionSlot> {
+    pub fn admit(&self, ip: K) -> Option<ConnectionSlot<K>> {
         let mut open = lock(&self.open);
-        let n = open.entry(ip).or_insert(0);
+        let n = open.entry(ip.clone()).or_insert(0);
         if self.per_address > 0 && *n >= self.per_address {
             return None;
         }

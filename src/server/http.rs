@@ -414,8 +414,10 @@ pub fn api_router(state: Arc<State>) -> Router<Arc<State>> {
         .route_layer(middleware::from_fn_with_state(state.clone(), require_agent));
     let operator = Router::new()
         .route("/sessions", post(create_session))
+        .route("/sessions/preview", post(preview))
         .route("/sessions/{id}", get(status))
         .route("/sessions/{id}/cancel", post(cancel))
+        .route("/sessions/{id}/events", get(events))
         .route("/cas", post(register_ca).get(cas))
         .route("/cas/{id}/urls", put(set_ca_urls))
         .route_layer(middleware::from_fn_with_state(
@@ -635,6 +637,17 @@ async fn create_session(
     ))
 }
 
+async fn preview(
+    axum::extract::State(s): AppState,
+    Extension(_): Extension<OperatorCaller>,
+    JsonBody(req): JsonBody<proto::CreateSession>,
+) -> ApiResult<Response> {
+    Ok(json(
+        200,
+        &blocking(move || super::preview::preview(&s, &req)).await?,
+    ))
+}
+
 async fn status(
     axum::extract::State(state): AppState,
     Extension(_): Extension<OperatorCaller>,
@@ -650,6 +663,16 @@ async fn status(
     }
     let _ = tokio::time::timeout(Duration::from_secs(wait), changes.changed()).await;
     Ok(json(200, &blocking(move || state.status(&id)).await?))
+}
+
+async fn events(
+    axum::extract::State(s): AppState,
+    Extension(OperatorCaller(operator)): Extension<OperatorCaller>,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    Ok(super::push::session_events(s, &operator, &id)
+        .await?
+        .into_response())
 }
 
 async fn cancel(

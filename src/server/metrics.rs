@@ -54,6 +54,7 @@ pub struct Metrics {
     holders_online: Family<CaLabels, Gauge>,
     crl_next_update: Family<CaLabels, Gauge>,
     memory: Gauge,
+    event_streams: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -114,6 +115,12 @@ impl Default for Metrics {
             "Resident memory of the server process",
             memory.clone(),
         );
+        let event_streams = Gauge::default();
+        registry.register(
+            "event_streams",
+            "Session event streams (server push) open now",
+            event_streams.clone(),
+        );
         Metrics {
             registry,
             sessions,
@@ -124,6 +131,7 @@ impl Default for Metrics {
             holders_online,
             crl_next_update,
             memory,
+            event_streams,
         }
     }
 }
@@ -175,6 +183,10 @@ impl Metrics {
         self.holders_online
             .get_or_create(&CaLabels { ca: ca.to_owned() })
             .set(n);
+    }
+
+    pub fn set_event_streams(&self, n: usize) {
+        self.event_streams.set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
     pub fn set_crl_next_update(&self, ca: &str, seconds: i64) {

@@ -7,7 +7,9 @@ mod http;
 mod listing;
 mod metrics;
 pub mod ocsp;
+pub mod preview;
 pub mod publish;
+pub mod push;
 mod state;
 mod threshold;
 

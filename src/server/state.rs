@@ -80,6 +80,19 @@ struct Live {
     offer: SessionOffer,
 }
 
+/// A session checked and built, not yet stored: what [`State::prepare_session`] makes.
+pub(super) struct Prepared {
+    pub session_id: String,
+    /// What the holders approve: the CSR (PEM) or the revocation/CRL statement.
+    pub request: String,
+    pub request_sha256: String,
+    pub summary: OfferSummary,
+    /// Threshold mode: the TBS the holders will sign shares of.
+    pub signing: Option<ThresholdSession>,
+    /// An `ocsp` profile session: the responder key made for it.
+    pub responder_key: Option<pki::CaKey>,
+}
+
 /// What a signature will be recorded as.
 pub(super) enum Pending {
     Certificate(Box<pki::CertificateView>),
@@ -121,6 +134,8 @@ pub struct State {
     pub refusals: Refusals,
     pub session_ttl: i64,
     pub metrics: Metrics,
+    /// Open session event streams and their watchers.
+    pub push: super::push::Push,
 }
 
 impl std::fmt::Debug for State {
@@ -183,6 +198,7 @@ impl State {
             refusals: Refusals::default(),
             session_ttl,
             metrics: Metrics::default(),
+            push: super::push::Push::default(),
         }
     }
 
@@ -567,149 +583,22 @@ impl State {
 
     pub fn create_session(&self, operator: &str, req: CreateSession) -> ApiResult<SessionStatus> {
         let manifest = self.manifest(&req.ca_id)?;
-        let refuse = |message: String| {
-            self.audited_refusal(
-                "session-refused",
-                Some(&req.ca_id),
-                &format!("{operator}: {message}"),
-                ApiErr::new(422, "policy", message.clone()),
-            )
-        };
-        // the OCSP responder's key, made here for a session asking for its certificate
-        let mut responder_key = None;
-        let (request, request_sha256, summary) = match req.kind {
-            SessionKind::Issue => {
-                let profile: Profile = req
-                    .profile
-                    .as_deref()
-                    .unwrap_or("server")
-                    .parse()
-                    .map_err(refuse)?;
-                let csr = if profile == Profile::Ocsp {
-                    if req.csr_pem.is_some() {
-                        return Err(refuse(
-                            "the ocsp profile certifies the server's own responder key, never a \
-                             CSR (hint: `nkpki ocsp-responder` asks for it)"
-                                .into(),
-                        ));
-                    }
-                    let (key, csr) = super::ocsp::responder_request(&manifest.body.ca.name)
-                        .map_err(|e| internal(format!("making the OCSP responder key: {e}")))?;
-                    responder_key = Some(key);
-                    csr
-                } else {
-                    let pem = req
-                        .csr_pem
-                        .as_deref()
-                        .ok_or_else(|| ApiErr::new(400, "bad-request", "csr_pem is required"))?;
-                    Csr::parse(pem.as_bytes()).map_err(|e| refuse(e.to_string()))?
-                };
-                let days = req.days.unwrap_or(if profile == Profile::Ocsp {
-                    pki::OCSP_MAX_DAYS
-                } else {
-                    90
-                });
-                let urls = self.read_store(|s| super::publish::ca_urls(s, &req.ca_id))?;
-                let terms = pki::Terms::new(profile, days, time::OffsetDateTime::now_utc())
-                    .map_err(|e| refuse(e.to_string()))?
-                    .with_urls(urls);
-                let view = pki::check_request(&manifest.ca, &csr, &terms)
-                    .map_err(|e| refuse(e.to_string()))?;
-                let summary = OfferSummary {
-                    profile: profile.to_string(),
-                    days,
-                    not_before: view.not_before,
-                    serial: Some(view.serial.clone()),
-                    reason: None,
-                    certificate: Some(view),
-                };
-                (
-                    pki::pem_encode("CERTIFICATE REQUEST", &csr.der),
-                    csr.digest(),
-                    summary,
-                )
+        let Prepared {
+            session_id,
+            request,
+            request_sha256,
+            summary,
+            signing,
+            responder_key,
+        } = self.prepare_session(&manifest, &req).map_err(|e| {
+            if e.status == 422 || e.code == "crl-session-open" {
+                let detail = format!("{operator}: {}", e.message);
+                self.audited_refusal("session-refused", Some(&req.ca_id), &detail, e)
+            } else {
+                e
             }
-            SessionKind::Revoke => {
-                let serial = req.serial.as_deref().unwrap_or_default().to_lowercase();
-                let reason = req.reason.as_deref().unwrap_or("unspecified");
-                if pki::parse_reason(reason).is_none() {
-                    return Err(refuse(format!(
-                        "unknown revocation reason {reason:?} (one of {})",
-                        pki::REASONS.join(", ")
-                    )));
-                }
-                let (known, revoked) = {
-                    let store = lock(&self.store);
-                    let known = store.certificate_known(&req.ca_id, &serial)?;
-                    let revoked = store
-                        .revocations(&req.ca_id)?
-                        .iter()
-                        .any(|(s, _, _)| *s == serial);
-                    (known, revoked)
-                };
-                if !known {
-                    return Err(refuse(format!(
-                        "CA {} issued no certificate with serial {serial:?}",
-                        req.ca_id
-                    )));
-                }
-                if revoked {
-                    return Err(refuse(format!("serial {serial} is already revoked")));
-                }
-                let text = proto::revoke_statement(&req.ca_id, &serial, reason);
-                let summary = OfferSummary {
-                    profile: "revoke".into(),
-                    days: 0,
-                    not_before: 0,
-                    serial: Some(serial.clone()),
-                    reason: Some(reason.to_owned()),
-                    certificate: None,
-                };
-                (text.clone(), pki::sha256_hex(text.as_bytes()), summary)
-            }
-            SessionKind::Crl => {
-                let text = proto::crl_statement(&req.ca_id);
-                let summary = OfferSummary {
-                    profile: "crl".into(),
-                    days: pki::CRL_VALIDITY_DAYS as u32,
-                    not_before: 0,
-                    serial: None,
-                    reason: None,
-                    certificate: None,
-                };
-                (text.clone(), pki::sha256_hex(text.as_bytes()), summary)
-            }
-        };
-        if threshold::key(&manifest).is_some()
-            && matches!(req.kind, SessionKind::Revoke | SessionKind::Crl)
-            && let Some(open) = self.open_crl_session(&req.ca_id)
-        {
-            // a threshold CRL's number and list are fixed when its session opens: two open
-            // at once would both be CRL n, and the second could never be recorded
-            return Err(self.audited_refusal(
-                "session-refused",
-                Some(&req.ca_id),
-                &format!("{operator}: CRL session {open} is still open"),
-                ApiErr::new(
-                    409,
-                    "crl-session-open",
-                    format!(
-                        "session {open} will sign this CA's next CRL; wait for it to end \
-                         (hint: a threshold CA signs one CRL at a time)"
-                    ),
-                ),
-            ));
-        }
-        let session_id = random_hex(16);
+        })?;
         let created_at = now();
-        // threshold mode: the exact bytes the holders will sign shares of, fixed now
-        let signing = match threshold::key(&manifest) {
-            Some(_) => Some(
-                self.threshold_session(&manifest, &session_id, req.kind, &request, &summary)
-                    .map_err(refuse)?,
-            ),
-            None => None,
-        };
         let (worker, recipient) = match &signing {
             Some(_) => (None, String::new()),
             None => {
@@ -816,6 +705,156 @@ impl State {
         self.status(&session_id)
     }
 
+    /// Everything [`State::create_session`] checks and builds before it stores anything:
+    /// the request the holders will approve, what it will be recorded as, and (threshold
+    /// mode) the exact bytes they will sign. A policy refusal is a 422 `policy` error (or
+    /// 409 `crl-session-open`), not yet audited. The dry run ([`super::preview`]) calls
+    /// it too, so a preview and the session it previews cannot disagree.
+    pub(super) fn prepare_session(
+        &self,
+        manifest: &VerifiedManifest,
+        req: &CreateSession,
+    ) -> ApiResult<Prepared> {
+        let refuse = |message: String| ApiErr::new(422, "policy", message);
+        // the OCSP responder's key, made here for a session asking for its certificate
+        let mut responder_key = None;
+        let (request, request_sha256, summary) = match req.kind {
+            SessionKind::Issue => {
+                let profile: Profile = req
+                    .profile
+                    .as_deref()
+                    .unwrap_or("server")
+                    .parse()
+                    .map_err(refuse)?;
+                let csr = if profile == Profile::Ocsp {
+                    if req.csr_pem.is_some() {
+                        return Err(refuse(
+                            "the ocsp profile certifies the server's own responder key, never a \
+                             CSR (hint: `nkpki ocsp-responder` asks for it)"
+                                .into(),
+                        ));
+                    }
+                    let (key, csr) = super::ocsp::responder_request(&manifest.body.ca.name)
+                        .map_err(|e| internal(format!("making the OCSP responder key: {e}")))?;
+                    responder_key = Some(key);
+                    csr
+                } else {
+                    let pem = req
+                        .csr_pem
+                        .as_deref()
+                        .ok_or_else(|| ApiErr::new(400, "bad-request", "csr_pem is required"))?;
+                    Csr::parse(pem.as_bytes()).map_err(|e| refuse(e.to_string()))?
+                };
+                let days = req.days.unwrap_or(if profile == Profile::Ocsp {
+                    pki::OCSP_MAX_DAYS
+                } else {
+                    90
+                });
+                let urls = self.read_store(|s| super::publish::ca_urls(s, &req.ca_id))?;
+                let terms = pki::Terms::new(profile, days, time::OffsetDateTime::now_utc())
+                    .map_err(|e| refuse(e.to_string()))?
+                    .with_urls(urls);
+                let view = pki::check_request(&manifest.ca, &csr, &terms)
+                    .map_err(|e| refuse(e.to_string()))?;
+                let summary = OfferSummary {
+                    profile: profile.to_string(),
+                    days,
+                    not_before: view.not_before,
+                    serial: Some(view.serial.clone()),
+                    reason: None,
+                    certificate: Some(view),
+                };
+                (
+                    pki::pem_encode("CERTIFICATE REQUEST", &csr.der),
+                    csr.digest(),
+                    summary,
+                )
+            }
+            SessionKind::Revoke => {
+                let serial = req.serial.as_deref().unwrap_or_default().to_lowercase();
+                let reason = req.reason.as_deref().unwrap_or("unspecified");
+                if pki::parse_reason(reason).is_none() {
+                    return Err(refuse(format!(
+                        "unknown revocation reason {reason:?} (one of {})",
+                        pki::REASONS.join(", ")
+                    )));
+                }
+                let (known, revoked) = {
+                    let store = lock(&self.store);
+                    let known = store.certificate_known(&req.ca_id, &serial)?;
+                    let revoked = store
+                        .revocations(&req.ca_id)?
+                        .iter()
+                        .any(|(s, _, _)| *s == serial);
+                    (known, revoked)
+                };
+                if !known {
+                    return Err(refuse(format!(
+                        "CA {} issued no certificate with serial {serial:?}",
+                        req.ca_id
+                    )));
+                }
+                if revoked {
+                    return Err(refuse(format!("serial {serial} is already revoked")));
+                }
+                let text = proto::revoke_statement(&req.ca_id, &serial, reason);
+                let summary = OfferSummary {
+                    profile: "revoke".into(),
+                    days: 0,
+                    not_before: 0,
+                    serial: Some(serial.clone()),
+                    reason: Some(reason.to_owned()),
+                    certificate: None,
+                };
+                (text.clone(), pki::sha256_hex(text.as_bytes()), summary)
+            }
+            SessionKind::Crl => {
+                let text = proto::crl_statement(&req.ca_id);
+                let summary = OfferSummary {
+                    profile: "crl".into(),
+                    days: pki::CRL_VALIDITY_DAYS as u32,
+                    not_before: 0,
+                    serial: None,
+                    reason: None,
+                    certificate: None,
+                };
+                (text.clone(), pki::sha256_hex(text.as_bytes()), summary)
+            }
+        };
+        if threshold::key(manifest).is_some()
+            && matches!(req.kind, SessionKind::Revoke | SessionKind::Crl)
+            && let Some(open) = self.open_crl_session(&req.ca_id)
+        {
+            // a threshold CRL's number and list are fixed when its session opens: two open
+            // at once would both be CRL n, and the second could never be recorded
+            return Err(ApiErr::new(
+                409,
+                "crl-session-open",
+                format!(
+                    "session {open} is still open: it will sign this CA's next CRL; wait for it to end \
+                     (hint: a threshold CA signs one CRL at a time)"
+                ),
+            ));
+        }
+        let session_id = random_hex(16);
+        // threshold mode: the exact bytes the holders will sign shares of, fixed now
+        let signing = match threshold::key(manifest) {
+            Some(_) => Some(
+                self.threshold_session(manifest, &session_id, req.kind, &request, &summary)
+                    .map_err(refuse)?,
+            ),
+            None => None,
+        };
+        Ok(Prepared {
+            session_id,
+            request,
+            request_sha256,
+            summary,
+            signing,
+            responder_key,
+        })
+    }
+
     /// An open revocation or CRL session of this CA, if any.
     fn open_crl_session(&self, ca_id: &str) -> Option<String> {
         lock(&self.live)
@@ -892,11 +931,20 @@ impl State {
             .session(session_id)?
             .ok_or_else(|| ApiErr::new(404, "not-found", format!("no session {session_id}")))?;
         let events = store.events(session_id)?;
+        let answers = events
+            .iter()
+            .map(|(holder, outcome, detail, at)| proto::Answer {
+                holder: holder.clone(),
+                outcome: outcome.clone(),
+                detail: detail.clone(),
+                at: *at,
+            })
+            .collect();
         let pick = |outcome: &str| {
             events
                 .iter()
-                .filter(|(_, o, _)| o == outcome)
-                .map(|(h, _, d)| {
+                .filter(|(_, o, _, _)| o == outcome)
+                .map(|(h, _, d, _)| {
                     if outcome == "refused" {
                         format!("{h}: {d}")
                     } else {
@@ -937,6 +985,7 @@ impl State {
             approved: pick("approved"),
             declined: pick("declined"),
             refused: pick("refused"),
+            answers,
             expires_at: row.expires_at,
             seconds_left: (row.expires_at - now()).max(0),
             detail: row.detail.clone(),
@@ -2022,6 +2071,7 @@ impl State {
             .map(|(k, (t, _))| (k.clone(), *t))
             .collect();
         let t = now();
+        self.metrics.set_event_streams(self.push.open_streams());
         {
             let store = lock(&self.store);
             for (ca_id, _) in store.ca_manifests()? {

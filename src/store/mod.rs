@@ -709,9 +709,12 @@ impl Store {
     }
 
     /// (holder, outcome, detail) of a session, in order.
-    pub fn events(&self, session_id: &str) -> Result<Vec<(String, String, String)>> {
-        let mut stmt = self.conn.prepare("SELECT holder_id, outcome, detail FROM session_events WHERE session_id = ?1 ORDER BY rowid")?;
-        let rows = stmt.query_map([session_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+    /// A session's answers in order: (holder, outcome, detail, when).
+    pub fn events(&self, session_id: &str) -> Result<Vec<(String, String, String, i64)>> {
+        let mut stmt = self.conn.prepare("SELECT holder_id, outcome, detail, at FROM session_events WHERE session_id = ?1 ORDER BY rowid")?;
+        let rows = stmt.query_map([session_id], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })?;
         Ok(rows.collect::<std::result::Result<_, _>>()?)
     }
 

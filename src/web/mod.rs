@@ -13,6 +13,8 @@ mod audit;
 mod ca;
 pub mod generator;
 mod overview;
+pub mod request;
+mod session;
 
 pub use auth::{SignedIn, UiSessions, csrf_field};
 pub use layout::page;
@@ -109,6 +111,8 @@ pub fn ui_router(state: Arc<State>) -> Router<Arc<State>> {
         .merge(ca::routes())
         .merge(audit::routes())
         .merge(generator::routes(state))
+        .merge(request::routes())
+        .merge(session::routes())
         // the other page modules: one `.merge(module::routes())` line each, above this one
         .layer(middleware::from_fn(same_origin_posts))
         .layer(Extension(sessions))
