@@ -179,6 +179,12 @@ impl Browser {
         self.block(el.send_keys(value));
     }
 
+    /// Chooses the option whose value is `value` in the `<select>` at `css`.
+    pub fn select(&self, css: &str, value: &str) {
+        let el = self.find(css);
+        self.block(el.select_by_value(value));
+    }
+
     /// Presses and releases each key of `keys` (text, or [`fantoccini::key::Key`]s as
     /// characters) in turn, as a keyboard does: into whatever has the focus.
     pub fn keys(&self, keys: &str) {

@@ -414,3 +414,177 @@ fn browser_keyboard_alone_fills_and_submits_the_generator() {
     let listing = site.env.tool("tar", &["-tf", "NK001.tar"]).ok().stdout();
     assert!(!listing.trim().is_empty(), "an empty package");
 }
+
+const FIVE: [&str; 5] = ["NK001", "NK002", "NK003", "NK004", "NK005"];
+const RULE: [&str; 5] = [
+    "--approve-profile",
+    "server",
+    "--approve-san-suffix",
+    ".example.org",
+    "--approve-revocations",
+];
+
+/// The main scenario, from the pages: sign in; generate a 3-of-5 CA from the
+/// generator form; download the five packages; deploy three on SoftHSM and start their
+/// agents; paste a CSR on New request, see what would be issued, open the session; the
+/// session page shows the approvals arrive without reloading; download the certificate
+/// (`openssl verify`); revoke it from the pages; the new CRL lists it.
+#[test]
+fn browser_generate_request_live_approvals_download_revoke_crl() {
+    let env = Env::new().with_softhsm(&FIVE);
+    let holders = env.holders(5);
+    let server = env.serve(&[]);
+    let admin = admin_token(&env);
+    env.write("op.token", &admin);
+    let b = Browser::start(&server.url);
+    b.goto("/ui/sign-in?next=/ui/generator");
+    b.fill("#token", &admin);
+    b.click("#sign-in");
+    b.wait_path("/ui/generator", 10);
+
+    // the generator: five rows (three by default, two added), 3 of 5
+    b.fill("#name", "Browser Root CA");
+    b.fill("#org", "nkpki tests");
+    b.fill("#country", "FR");
+    b.select("#key", "ecdsa-p256");
+    b.fill("#validity_years", "5");
+    for _ in 0..2 {
+        let rows = b.find_all("fieldset.holder").len();
+        b.click("#add-holder");
+        b.wait_for(&format!("#holder-{rows}"), 10);
+    }
+    b.fill("#threshold", "3");
+    for (i, h) in holders.iter().enumerate() {
+        b.fill(&format!("#holders-{i}-id"), &h.id);
+        b.fill(&format!("#holders-{i}-name"), &format!("Holder {}", h.id));
+        b.fill(
+            &format!("#holders-{i}-email"),
+            &format!("{}@example.org", h.id.to_lowercase()),
+        );
+        b.fill(&format!("#holders-{i}-location"), "Paris");
+        b.fill(&format!("#holders-{i}-recipient"), &h.recipient);
+    }
+    b.click("#generate");
+    b.wait_path("/ui/generator/result/", 120);
+    let ca_id = b.text("#ca-id");
+    std::fs::create_dir_all(env.path("ca/packages")).unwrap();
+    for h in &holders {
+        let href = b.attr(&format!("#download-{}", h.id), "href").unwrap();
+        let (status, package) = b.fetch(&href);
+        assert_eq!(status, 200, "{href}");
+        env.write(&format!("ca/packages/{}.nkpkg", h.id), &package);
+    }
+    let (status, ca_pem) = b.fetch(&format!("/ca/{ca_id}.crt"));
+    assert_eq!(status, 200, "the CA certificate at /ca/{ca_id}.crt");
+    env.write("ca.crt", &ca_pem);
+
+    // three holders deploy their package and start their agent
+    let three = ["NK001", "NK003", "NK005"];
+    for h in holders.iter().filter(|h| three.contains(&h.id.as_str())) {
+        env.deploy(h, &format!("ca/packages/{}.nkpkg", h.id), &h.id, &[])
+            .ok();
+    }
+    let _agents: Vec<_> = three
+        .iter()
+        .map(|id| env.agent(id, &ca_id, &server.url, &RULE))
+        .collect();
+    for id in three {
+        let log = env.wait_for(&format!("agent-{id}.log"), 30, |t| {
+            t.contains("connected to")
+        });
+        assert!(log.contains("connected to"), "{id}: {log}");
+    }
+
+    // New request: the preview first, then the session
+    let csr = env.csr(
+        "www",
+        &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"],
+        "/CN=www.example.org",
+        &["subjectAltName=DNS:www.example.org"],
+    );
+    let csr_pem = String::from_utf8(env.read(&csr)).unwrap();
+    b.goto("/ui/requests/new");
+    b.select("#ca", &ca_id);
+    b.fill("#csr", &csr_pem);
+    b.select("#profile", "server");
+    b.fill("#days", "30");
+    b.screenshots("new-request");
+    b.click("#preview");
+    b.wait_for("#open-session", 10);
+    assert!(
+        b.text("#sans").contains("www.example.org"),
+        "{}",
+        b.body_text()
+    );
+    b.screenshots("request-preview");
+    b.click("#open-session");
+    b.wait_path("/ui/sessions/", 10);
+    // a marker in the page: it survives only if the page is never reloaded
+    b.execute("window.nkpkiMarker = 'same page';", vec![]);
+    let progress = b.wait_text("#progress", 60, |t| t.contains("3 of 3"));
+    assert!(progress.contains("approvals"), "{progress}");
+    let approvals = b.wait_text("#approvals", 30, |t| three.iter().all(|id| t.contains(id)));
+    assert!(!approvals.contains("NK002"), "{approvals}");
+    assert_eq!(b.find_all("#approvals li").len(), 3, "{approvals}");
+    b.wait_for("#certificate-download", 60);
+    assert_eq!(
+        b.execute("return window.nkpkiMarker || null;", vec![]),
+        serde_json::json!("same page"),
+        "the session page was reloaded instead of updated live"
+    );
+    b.screenshots("session");
+    let href = b.attr("#certificate-download", "href").unwrap();
+    let (status, pem) = b.fetch(&href);
+    assert_eq!(status, 200);
+    env.write("www.crt", &pem);
+    env.openssl_verify("ca.crt", "www.crt");
+    let serial = env.cert_serial("www.crt");
+
+    // revoke it from the pages; the agents approve the revocation and sign the CRL
+    b.goto(&format!("/ui/cas/{ca_id}"));
+    b.screenshots("ca");
+    b.goto(&format!("/ui/cas/{ca_id}/revoke?serial={serial}"));
+    b.select("#reason", "keyCompromise");
+    b.click("#revoke");
+    b.wait_path("/ui/sessions/", 10);
+    b.wait_for("#crl-download", 90);
+    let href = b.attr("#crl-download", "href").unwrap();
+    let (status, crl) = b.fetch(&href);
+    assert_eq!(status, 200);
+    env.write("ca.crl", &crl);
+    let text = env
+        .openssl(&["crl", "-in", "ca.crl", "-noout", "-text"])
+        .ok()
+        .stdout()
+        .to_uppercase();
+    assert!(
+        text.contains(&serial.to_uppercase()),
+        "the CRL does not list {serial}:\n{text}"
+    );
+    b.goto("/ui/audit");
+    b.screenshots("audit");
+}
+
+/// A CSR whose common name is `<img src=x onerror=alert(1)>` (made by `openssl req`) is
+/// shown as text on the request preview: no image element, no dialog.
+#[test]
+fn browser_html_in_a_csr_is_text() {
+    let site = Site::new();
+    site.sign_in();
+    let b = &site.browser;
+    let csr = site.env.csr(
+        "xss",
+        &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"],
+        &format!("/CN={XSS}"),
+        &["subjectAltName=DNS:www.example.org"],
+    );
+    let csr_pem = String::from_utf8(site.env.read(&csr)).unwrap();
+    b.goto("/ui/requests/new");
+    b.select("#ca", &site.ca_id);
+    b.fill("#csr", &csr_pem);
+    b.click("#preview");
+    b.wait_for("#subject", 10);
+    assert!(b.text("#subject").contains(XSS), "{}", b.body_text());
+    assert!(!b.exists("img[src=x]"), "the CSR's name became an element");
+    assert_eq!(b.open_dialog(), None, "a script from the CSR ran");
+}
