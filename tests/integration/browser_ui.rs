@@ -425,10 +425,10 @@ const RULE: [&str; 5] = [
 ];
 
 /// The main scenario, from the pages: sign in; generate a 3-of-5 CA from the
-/// generator form; download the five packages; deploy three on SoftHSM and start their
-/// agents; paste a CSR on New request, see what would be issued, open the session; the
-/// session page shows the approvals arrive without reloading; download the certificate
-/// (`openssl verify`); revoke it from the pages; the new CRL lists it.
+/// generator form; download the five packages; deploy three on SoftHSM; paste a CSR on
+/// New request, see what would be issued, open the session; start the three agents one
+/// by one: the session page shows each approval arrive without reloading; download the
+/// certificate (`openssl verify`); revoke it from the pages; the new CRL lists it.
 #[test]
 fn browser_generate_request_live_approvals_download_revoke_crl() {
     let env = Env::new().with_softhsm(&FIVE);
@@ -484,16 +484,6 @@ fn browser_generate_request_live_approvals_download_revoke_crl() {
         env.deploy(h, &format!("ca/packages/{}.nkpkg", h.id), &h.id, &[])
             .ok();
     }
-    let _agents: Vec<_> = three
-        .iter()
-        .map(|id| env.agent(id, &ca_id, &server.url, &RULE))
-        .collect();
-    for id in three {
-        let log = env.wait_for(&format!("agent-{id}.log"), 30, |t| {
-            t.contains("connected to")
-        });
-        assert!(log.contains("connected to"), "{id}: {log}");
-    }
 
     // New request: the preview first, then the session
     let csr = env.csr(
@@ -519,19 +509,31 @@ fn browser_generate_request_live_approvals_download_revoke_crl() {
     b.screenshots("request-preview");
     b.click("#open-session");
     b.wait_path("/ui/sessions/", 10);
+    // no agent runs yet: the page shows the session waiting
+    b.wait_text("#progress", 10, |t| t.contains("0 of 3"));
+    assert!(!b.exists("#certificate-download"));
     // a marker in the page: it survives only if the page is never reloaded
     b.execute("window.nkpkiMarker = 'same page';", vec![]);
-    let progress = b.wait_text("#progress", 60, |t| t.contains("3 of 3"));
+    // the agents start one by one: each approval appears on the same page (the page
+    // reloads itself only once the session is over, to offer the download)
+    let mut agents = Vec::new();
+    for (n, id) in three.iter().enumerate().take(2) {
+        agents.push(env.agent(id, &ca_id, &server.url, &RULE));
+        b.wait_text("#progress", 60, |t| t.contains(&format!("{} of 3", n + 1)));
+        b.wait_text("#approvals", 10, |t| t.contains(id));
+        assert_eq!(
+            b.execute("return window.nkpkiMarker || null;", vec![]),
+            serde_json::json!("same page"),
+            "the session page was reloaded instead of updated live"
+        );
+    }
+    agents.push(env.agent(three[2], &ca_id, &server.url, &RULE));
+    let progress = b.wait_text("#progress", 90, |t| t.contains("3 of 3"));
     assert!(progress.contains("approvals"), "{progress}");
     let approvals = b.wait_text("#approvals", 30, |t| three.iter().all(|id| t.contains(id)));
     assert!(!approvals.contains("NK002"), "{approvals}");
     assert_eq!(b.find_all("#approvals li").len(), 3, "{approvals}");
     b.wait_for("#certificate-download", 60);
-    assert_eq!(
-        b.execute("return window.nkpkiMarker || null;", vec![]),
-        serde_json::json!("same page"),
-        "the session page was reloaded instead of updated live"
-    );
     b.screenshots("session");
     let href = b.attr("#certificate-download", "href").unwrap();
     let (status, pem) = b.fetch(&href);
