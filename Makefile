@@ -3,7 +3,7 @@
 CARGO ?= cargo
 NKPKI := target/debug/nkpki
 
-.PHONY: all deps build release man completions install deb demo test lint bench fuzz clean
+.PHONY: all deps build release man completions install deb demo test screenshots lint bench fuzz clean
 
 all: build
 
@@ -57,6 +57,10 @@ test: deps
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --locked --all-targets -- -D warnings
 	$(CARGO) test --locked
+
+# The browser tests again, saving each page at 1280 px and 390 px wide into docs/ui/.
+screenshots: deps
+	NKPKI_UI_SCREENSHOTS=1 $(CARGO) test --locked --test integration browser_ui -- --test-threads=1
 
 lint:
 	$(CARGO) fmt --all -- --check

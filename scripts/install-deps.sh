@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what nkpki's tests and demo need on a Debian machine, as root: the real peers
-# (OpenSSL, the age CLI, SoftHSM2, OpenSC, zbar's QR reader), what checks the Debian package
-# (man-db, systemd-analyze, dpkg-deb, objdump) from Debian, and pkilint in a Python venv.
+# (OpenSSL, the age CLI, SoftHSM2, OpenSC, zbar's QR reader, Chromium and its WebDriver for
+# the web pages), what checks the Debian package (man-db, systemd-analyze, dpkg-deb, objdump)
+# from Debian, and pkilint in a Python venv.
 # Safe to run again: it installs only what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,6 +14,8 @@ command -v age-keygen >/dev/null || need_apt+=(age)
 command -v softhsm2-util >/dev/null || need_apt+=(softhsm2)
 command -v pkcs11-tool >/dev/null || need_apt+=(opensc)
 command -v zbarimg >/dev/null || need_apt+=(zbar-tools)
+command -v chromium >/dev/null || need_apt+=(chromium)
+command -v chromedriver >/dev/null || need_apt+=(chromium-driver)
 command -v man >/dev/null || need_apt+=(man-db)
 command -v systemd-analyze >/dev/null || need_apt+=(systemd)
 command -v dpkg-deb >/dev/null || need_apt+=(dpkg)

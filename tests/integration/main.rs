@@ -4,10 +4,12 @@
 // Test helpers fail loudly by design: a panic is how a test reports.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod browser;
 mod harness;
 mod memscan;
 
 mod bad_input;
+mod browser_ui;
 mod ca_binding;
 mod ceremony;
 mod fuzz_corpus;
