@@ -361,7 +361,7 @@ fn check_policy_locally(args: &Args, csr: &Csr) -> anyhow::Result<()> {
             .with_context(|| format!("manifest {}", path.display()))?;
         let terms = pki::Terms::new(args.profile, args.days, OffsetDateTime::now_utc())?
             .with_sub_ca(sub_ca_constraints(&manifest, args.profile));
-        let view = pki::check_request(&manifest.ca, &csr, &terms)?;
+        let view = pki::check_request(&manifest.ca, csr, &terms)?;
         let verdict = manifest.verdict(&Request::Issue(&view));
         show_verdict(&verdict);
         if !verdict.allowed() {
