@@ -646,6 +646,26 @@ fn issue_verdict(profile: &str, r: &IssueRule, view: &CertificateView) -> Verdic
             );
         }
     }
+    // a client that finds no DNS name in a certificate falls back to its CN (OpenSSL's
+    // host check does): a server certificate's CN must be one of the names judged above
+    if profile == "server" && !(r.dns_domains.is_empty() && r.ip_ranges.is_empty()) {
+        for (_, cn) in view.subject.iter().filter(|(k, _)| k == "CN") {
+            let named = view.sans.iter().any(|san| {
+                san.strip_prefix("DNS:")
+                    .or_else(|| san.strip_prefix("IP:"))
+                    .is_some_and(|name| name.eq_ignore_ascii_case(cn))
+            });
+            if !named {
+                j.refuse(
+                    "dns_domains",
+                    format!(
+                        "the common name {cn:?} is not one of the certificate's DNS names or IP \
+                         addresses (a client may take it for a host name)"
+                    ),
+                );
+            }
+        }
+    }
     j.finish(r.approvals, &r.required_holders)
 }
 

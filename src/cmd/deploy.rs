@@ -68,7 +68,8 @@ fn deployed_version(
     if old.body.certificate_sha256 != new.body.certificate_sha256 {
         return Err(hinted(
             format!(
-                "the package's CA certificate ({}) is not the one deployed here ({}): nothing                  was written",
+                "the package's CA certificate ({}) is not the one deployed here ({}): nothing \
+                 was written",
                 new.body.certificate_sha256, old.body.certificate_sha256
             ),
             "a reshare keeps the CA certificate; call the CA operator",
@@ -80,7 +81,8 @@ fn deployed_version(
 /// Asks the holder to confirm replacing the share of set version `old` (unless `--yes`).
 fn confirm_replace(old: u32, new: u32, token: &str, yes: bool) -> anyhow::Result<()> {
     eprintln!(
-        "token {token} holds this CA's share of set version {old}; the package is set version          {new} (the CA was reshared)"
+        "token {token} holds this CA's share of set version {old}; the package is set version \
+                 {new} (the CA was reshared)"
     );
     if yes {
         return Ok(());

@@ -222,18 +222,23 @@ fn sign_reconstruct(
         };
         shares.extend(token_shares);
     }
-    let holders: Vec<String> = shares.iter().map(|(_, s)| holder_name(s)).collect();
+    let holders: Vec<String> = shares
+        .iter()
+        .map(|(_, s)| holder_name(manifest, s))
+        .collect();
     check_quorum(verdict, manifest.threshold(), &holders)?;
     let issued = offline::sign(manifest, csr, terms, &shares)?;
     drop(shares);
     Ok((issued, holders))
 }
 
-/// How a share's holder is named in reports: its name, or its index for a bare share file.
-fn holder_name(share: &nkpki::sss::Share) -> String {
-    share
-        .holder
-        .clone()
+/// The holder a share belongs to: the manifest gives each index its holder (a share file
+/// without a holder name counts for its holder too, e.g. for the policy's required holders).
+fn holder_name(manifest: &VerifiedManifest, share: &nkpki::sss::Share) -> String {
+    manifest
+        .holder(share.index)
+        .map(|h| h.nitrokey_id.to_string())
+        .or_else(|| share.holder.clone())
         .unwrap_or_else(|| format!("share {}", share.index))
 }
 
@@ -262,13 +267,13 @@ fn sign_threshold(
         let share = offline::open_share(manifest, &armored, &what, &unsealer.identities, pass)?;
         report_share(&share, &what);
         signing.add(&what, &share)?;
-        holders.push(holder_name(&share));
+        holders.push(holder_name(manifest, &share));
         drop(share);
         eprintln!("  signature share made; the share is wiped");
     }
     let mut add = |what: String, share: nkpki::sss::Share| -> anyhow::Result<()> {
         signing.add(&what, &share)?;
-        holders.push(holder_name(&share));
+        holders.push(holder_name(manifest, &share));
         drop(share);
         eprintln!("  signature share made; the share is wiped");
         Ok(())

@@ -197,19 +197,29 @@ impl SubCaConstraints {
         Ok(c)
     }
 
-    /// Whether a name the sub-CA's CSR asks for lies inside the permitted subtrees (a kind
-    /// with no subtree is not constrained, as RFC 5280 reads it).
+    /// Whether a name the sub-CA's CSR asks for lies inside its constraints: a DNS name or
+    /// an IP address must be inside a permitted subtree of its kind (a kind with none is
+    /// excluded entirely, see [`Self::rcgen`]); an e-mail address is constrained only when
+    /// e-mail subtrees are given.
     pub fn permits(&self, san: &San) -> bool {
+        if !self.constrains_names() {
+            return true;
+        }
         match san {
-            San::Dns(d) => self.dns.is_empty() || self.dns.iter().any(|r| dns_within(d, r)),
-            San::Ip(ip) => self.ip.is_empty() || self.ip.iter().any(|r| r.contains(ip)),
+            San::Dns(d) => self.dns.iter().any(|r| dns_within(d, r)),
+            San::Ip(ip) => self.ip.iter().any(|r| r.contains(ip)),
             San::Email(e) => self.email.is_empty() || self.email.iter().any(|r| email_within(e, r)),
             San::Other(_) => true,
         }
     }
 
+    /// The nameConstraints extension. Under RFC 5280 a name kind with no permitted subtree
+    /// would be unconstrained, so a kind the policy does not permit is excluded whole (as
+    /// the CA/Browser Forum asks of technically constrained sub-CAs): a zero-length
+    /// dNSName, and 0.0.0.0/0 and ::/0.
     pub(super) fn rcgen(&self) -> Option<rcgen::NameConstraints> {
         use rcgen::GeneralSubtree;
+        use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
         if !self.constrains_names() {
             return None;
         }
@@ -219,9 +229,23 @@ impl SubCaConstraints {
             .email
             .iter()
             .map(|e| GeneralSubtree::Rfc822Name(e.clone()));
+        let mut excluded = Vec::new();
+        if self.dns.is_empty() {
+            excluded.push(GeneralSubtree::DnsName(String::new()));
+        }
+        if self.ip.is_empty() {
+            for any in [
+                IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+            ] {
+                excluded.push(GeneralSubtree::IpAddress(
+                    rcgen::CidrSubnet::from_addr_prefix(any, 0),
+                ));
+            }
+        }
         Some(rcgen::NameConstraints {
             permitted_subtrees: dns.chain(ip).chain(email).collect(),
-            excluded_subtrees: Vec::new(),
+            excluded_subtrees: excluded,
         })
     }
 }

@@ -136,7 +136,11 @@ fn each_rule_names_itself_when_broken() {
             "client.email_domains",
         ),
     ];
-    for (view, rule) in cases {
+    for (mut view, rule) in cases {
+        // the CN names the SAN, so only the rule under test is broken
+        if let Some((_, name)) = view.sans[0].split_once(':') {
+            view.subject = vec![("CN".into(), name.to_owned())];
+        }
         let v = verdict(&p, 3, &Request::Issue(&view));
         assert_eq!(v.violations.len(), 1, "{rule}: {:?}", v.violations);
         assert_eq!(v.violations[0].rule, rule);
@@ -156,4 +160,20 @@ fn each_rule_names_itself_when_broken() {
     // revocation without a section: M approvals
     assert_eq!(verdict(&none, 3, &Request::Revoke).approvals, 3);
     assert_eq!(verdict(&p, 3, &Request::Crl).approvals, 3);
+}
+
+#[test]
+fn a_server_common_name_must_be_one_of_the_judged_names() {
+    let policy = Policy::from_toml(
+        "version = 1\n[server]\napprovals = 3\ndns_domains = [\"example.org\"]\nip_ranges = [\"10.0.0.0/8\"]\n",
+    )
+    .unwrap();
+    let named = view("server", &["DNS:www.example.org"], "ecdsa-p256", 30);
+    assert!(verdict(&policy, 3, &Request::Issue(&named)).allowed());
+    // CN=www.example.org with only an IP address: a client would check the host name
+    // against the CN, which no rule judged
+    let ip_only = view("server", &["IP:10.1.2.3"], "ecdsa-p256", 30);
+    let v = verdict(&policy, 3, &Request::Issue(&ip_only));
+    assert!(!v.allowed());
+    assert!(v.refusal().contains("common name"), "{}", v.refusal());
 }

@@ -391,6 +391,8 @@ pub struct Registration {
     pub set_version: u32,
     /// Every earlier share set's id (a reshared manifest's lineage).
     earlier_sets: Vec<crate::sss::SetId>,
+    /// SHA-256 of the manifest this one supersedes (a reshared manifest's).
+    supersedes: Option<String>,
     holders: Vec<(String, u8, Option<String>)>,
 }
 
@@ -445,6 +447,7 @@ pub fn prepare_registration(
             .iter()
             .map(|e| e.set_id.clone())
             .collect(),
+        supersedes: manifest.body.supersedes.clone(),
         holders,
     })
 }
@@ -491,6 +494,16 @@ pub fn register_prepared(
              certificate, or the registered share set is not among its earlier sets)"
                 .into(),
         );
+    }
+    // made from the registered manifest itself, not from another copy of it (an older
+    // one, or one from before a policy change, which would bring its policy back)
+    let registered = stored.digest();
+    if registration.supersedes.as_deref() != Some(registered.as_str()) {
+        return conflict(format!(
+            "and this manifest supersedes another manifest than the registered one (SHA-256 \
+             {registered}): it was made from an older copy, or skips a version (hint: reshare \
+             from the registered manifest, or register each reshared version in turn)"
+        ));
     }
     store.replace_share_set(
         &registration.ca_id,
@@ -551,7 +564,8 @@ pub fn update_policy(data_dir: &Path, manifest_json: &str) -> Result<String, Ser
         b.policy = None;
         if a != b {
             return Err(ServerError::Invalid(
-                "the new manifest changes more than the CA policy (certificate, shares, holders                  or parameters differ); only a policy change is accepted here"
+                "the new manifest changes more than the CA policy (certificate, shares, holders \
+                 or parameters differ); only a policy change is accepted here"
                     .into(),
             ));
         }

@@ -1140,15 +1140,17 @@ impl State {
             let _in = session_span(&id, &l.ca_id).entered();
             let detail = if l.signing.is_some() {
                 format!(
-                    "expired with {} of {} signature shares",
-                    l.approved.len(),
-                    l.threshold
+                    "expired with {} of {} signature shares ({} approvals)",
+                    l.shares.min(usize::from(l.threshold)),
+                    l.threshold,
+                    l.approved.len()
                 )
             } else {
                 format!(
-                    "expired with {} of {} shares; secrets wiped",
-                    l.approved.len(),
-                    l.threshold
+                    "expired with {} of {} shares ({} approvals); secrets wiped",
+                    l.shares.min(usize::from(l.threshold)),
+                    l.threshold,
+                    l.approved.len()
                 )
             };
             drop(l);

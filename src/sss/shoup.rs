@@ -720,16 +720,22 @@ pub fn recover_primes(key: &ThresholdKey, shares: &[KeyShare]) -> Result<SafePri
         for _ in 0..squarings {
             let z = y.square();
             if z == one {
-                let factor = y.retrieve().wrapping_sub(&one_n).gcd_vartime(&key.n);
-                if factor == one_n || factor == key.n {
+                // y is a non-trivial square root of 1: y − 1 shares a prime with n
+                let root = Zeroizing::new(y.retrieve());
+                let factor = Zeroizing::new(root.wrapping_sub(&one_n).gcd_vartime(&key.n));
+                if *factor == one_n || *factor == key.n {
                     break;
                 }
-                let divisor = NonZero::new(factor.clone())
+                let divisor = NonZero::new((*factor).clone())
                     .into_option()
                     .ok_or(ThresholdError::CombineFailed)?;
                 let (other, _) = key.n.div_rem(&divisor);
-                let p = Zeroizing::new(trim_leading_zeros(&factor.to_be_bytes()));
-                let q = Zeroizing::new(trim_leading_zeros(&other.to_be_bytes()));
+                let other = Zeroizing::new(other);
+                let p_bytes = Zeroizing::new(factor.to_be_bytes());
+                let q_bytes = Zeroizing::new(other.to_be_bytes());
+                let p = Zeroizing::new(trim_leading_zeros(&p_bytes));
+                let q = Zeroizing::new(trim_leading_zeros(&q_bytes));
+                drop(Zeroizing::new(divisor.get()));
                 return SafePrimes::from_be_bytes(&p, &q);
             }
             if z == minus_one {

@@ -19,7 +19,6 @@ key_types = ["ecdsa-p256", "rsa-2048"]
 approvals = 3
 max_days = 365
 permitted_dns = ["example.org"]
-permitted_ip = ["10.0.0.0/8"]
 extended_key_usages = ["serverAuth"]
 "#;
 
@@ -176,6 +175,19 @@ fn offline_signing_follows_every_rule_and_a_sub_ca_is_name_constrained() {
             &[rule],
         );
     }
+    // a common name outside the judged names (only an IP address in the SANs)
+    let cn = env.csr(
+        "cn",
+        &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"],
+        "/CN=bank.example.com",
+        &["subjectAltName=IP:10.1.2.3"],
+    );
+    refused(
+        &env,
+        &env.sign(&four, &cn, "server", "30", "cn.crt"),
+        "cn.crt",
+        &["server.dns_domains", "common name"],
+    );
     // a profile the policy has no section for is not issued
     let client = env.csr(
         "cl",
@@ -205,7 +217,9 @@ fn offline_signing_follows_every_rule_and_a_sub_ca_is_name_constrained() {
     for needle in [
         "X509v3 Name Constraints: critical",
         "DNS:example.org",
-        "IP:10.0.0.0/255.0.0.0",
+        // no IP range is permitted: every address is excluded
+        "Excluded:",
+        "IP:0.0.0.0/0.0.0.0",
         "pathlen:0",
         "TLS Web Server Authentication",
     ] {
@@ -223,7 +237,15 @@ fn offline_signing_follows_every_rule_and_a_sub_ca_is_name_constrained() {
         "evil.ext",
         "subjectAltName=DNS:shop.example.com\nextendedKeyUsage=serverAuth\n",
     );
-    for (leaf, ext) in [("inside", "leaf.ext"), ("outside", "evil.ext")] {
+    env.write(
+        "ip.ext",
+        "subjectAltName=IP:10.1.2.3\nextendedKeyUsage=serverAuth\n",
+    );
+    for (leaf, ext) in [
+        ("inside", "leaf.ext"),
+        ("outside", "evil.ext"),
+        ("ip", "ip.ext"),
+    ] {
         let csr = env.csr(
             leaf,
             &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"],
@@ -271,6 +293,20 @@ fn offline_signing_follows_every_rule_and_a_sub_ca_is_name_constrained() {
     assert!(
         !outside.output.status.success() && said.contains("permitted subtree violation"),
         "OpenSSL must refuse a leaf outside the constraints: {said}"
+    );
+    // an IP address, a kind the policy does not permit, is excluded
+    let ip = env.openssl(&[
+        "verify",
+        "-CAfile",
+        "ca/ca.crt",
+        "-untrusted",
+        "sub.crt",
+        "ip.crt",
+    ]);
+    let said = ip.stdout() + &ip.stderr();
+    assert!(
+        !ip.output.status.success() && said.contains("excluded subtree violation"),
+        "OpenSSL must refuse a leaf with an IP address: {said}"
     );
 
     // a sub-CA request naming something outside the constraints is refused

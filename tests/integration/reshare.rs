@@ -296,6 +296,26 @@ fn a_reshare_from_share_files_signs_with_the_new_files_and_chains_twice() {
         third["signed"]["ca_id"],
         manifest(&env, "ca/manifest.json")["signed"]["ca_id"]
     );
+
+    // a server takes the versions in turn: version 3 does not supersede the registered 1
+    let fingerprint = env.ca_fingerprint("ca");
+    let add = |dir: &str| {
+        env.nkpki(&[
+            "serve",
+            "ca",
+            "add",
+            "--data-dir",
+            "data",
+            "--manifest",
+            &format!("{dir}/manifest.json"),
+            "--expect-fingerprint",
+            &fingerprint,
+        ])
+    };
+    add("ca").ok();
+    add("ca3").fails_with(&["supersedes another manifest than the registered one"]);
+    add("ca2").ok();
+    add("ca3").ok();
 }
 
 #[test]
