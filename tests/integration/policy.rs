@@ -447,12 +447,16 @@ const RULE: [&str; 4] = [
 
 /// A packaged 3-of-5 ceremony with `policy`, deployed onto five tokens and registered.
 fn deployed_with_policy(env: &Env, policy: &str) -> String {
+    deployed_with_policy_as(env, policy, "ecdsa-p256", &[])
+}
+
+/// [`deployed_with_policy`] with a `key` and more `ca-init` arguments (e.g. the mode).
+fn deployed_with_policy_as(env: &Env, policy: &str, key: &str, more: &[&str]) -> String {
     let holders = env.holders(5);
     env.holders_json(&holders, &[]);
     env.write("policy.toml", policy);
-    env.ca_init(
-        "ecdsa-p256",
-        3,
+    let args = [
+        more,
         &[
             "--policy",
             "policy.toml",
@@ -460,8 +464,9 @@ fn deployed_with_policy(env: &Env, policy: &str) -> String {
             "--server-url",
             "https://pki.example.org:8443",
         ],
-    )
-    .ok();
+    ]
+    .concat();
+    env.ca_init(key, 3, &args).ok();
     for h in &holders {
         env.deploy(h, &format!("ca/packages/{}.nkpkg", h.id), &h.id, &[])
             .ok();
@@ -644,28 +649,7 @@ fn a_threshold_ca_changes_its_policy_from_tokens_and_takes_approvals_without_sha
     let env = Env::new()
         .with_softhsm(&["NK001", "NK002", "NK003", "NK004", "NK005"])
         .with_env("NKPKI_TEST_SAFE_PRIMES", PRIMES);
-    let holders = env.holders(5);
-    env.holders_json(&holders, &[]);
-    env.write("policy.toml", ONLINE_POLICY);
-    env.ca_init(
-        "rsa-2048",
-        3,
-        &[
-            "--mode",
-            "threshold",
-            "--policy",
-            "policy.toml",
-            "--package",
-            "--server-url",
-            "https://pki.example.org:8443",
-        ],
-    )
-    .ok();
-    for h in &holders {
-        env.deploy(h, &format!("ca/packages/{}.nkpkg", h.id), &h.id, &[])
-            .ok();
-    }
-    let ca_id = env.register();
+    let ca_id = deployed_with_policy_as(&env, ONLINE_POLICY, "rsa-2048", &["--mode", "threshold"]);
     // a stricter validity, signed from three tokens' signature shares (the key is never whole)
     env.write(
         "strict.toml",
