@@ -295,6 +295,8 @@ pub struct CeremonyParams {
     pub mode: CaMode,
     /// The CA policy written into the manifest (docs/policy.md).
     pub policy: Option<crate::policy::Policy>,
+    /// The manifest's policy revision (0 at a ceremony; a reshare keeps the CA's).
+    pub policy_revision: u32,
 }
 
 impl CeremonyParams {
@@ -324,6 +326,7 @@ impl CeremonyParams {
             delivery: Delivery::ShareFiles,
             mode: CaMode::Reconstruct,
             policy: None,
+            policy_revision: 0,
         })
     }
 
@@ -665,6 +668,7 @@ pub(crate) fn finish_with(
         supersedes: lineage.supersedes,
         earlier_sets: lineage.earlier_sets,
         policy: params.policy.clone(),
+        policy_revision: params.policy_revision,
     };
     let set_version = body.set_version;
     let manifest = Manifest::sign(body, &key)?;

@@ -133,6 +133,15 @@ pub struct ManifestBody {
     /// Left out of the JSON when absent, so manifests without one keep their signature.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy: Option<Policy>,
+    /// How many times `policy set` changed the policy of this CA (absent: never): a server
+    /// takes a policy change only from a manifest with a higher revision, so an older,
+    /// looser manifest cannot come back.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub policy_revision: u32,
+}
+
+fn is_zero(v: &u32) -> bool {
+    *v == 0
 }
 
 /// A share set a reshare replaced.

@@ -95,6 +95,7 @@ impl ReshareRequest {
                 .with_policy(policy.clone())
                 .map_err(ReshareError::Policy)?;
         }
+        params.policy_revision = current.body.policy_revision;
         Ok(ReshareRequest { params })
     }
 

@@ -180,6 +180,10 @@ fn set(args: SetArgs) -> anyhow::Result<()> {
     }
     let mut body = manifest.body.clone();
     body.policy = policy;
+    body.policy_revision = body
+        .policy_revision
+        .checked_add(1)
+        .context("the manifest's policy revision is at its limit")?;
     let signed = offline::resign_manifest(&manifest, body, &shares)?;
     drop(shares);
     let json = signed.to_json();

@@ -560,14 +560,22 @@ pub fn update_policy(data_dir: &Path, manifest_json: &str) -> Result<String, Ser
             })?;
         let old = Manifest::from_json(&old_json)?.verify()?;
         let (mut a, mut b) = (old.body.clone(), new.body.clone());
-        a.policy = None;
-        b.policy = None;
+        (a.policy, a.policy_revision) = (None, 0);
+        (b.policy, b.policy_revision) = (None, 0);
         if a != b {
             return Err(ServerError::Invalid(
                 "the new manifest changes more than the CA policy (certificate, shares, holders \
                  or parameters differ); only a policy change is accepted here"
                     .into(),
             ));
+        }
+        if new.body.policy_revision <= old.body.policy_revision {
+            return Err(ServerError::Invalid(format!(
+                "the manifest's policy revision ({}) is not newer than the registered one ({}): \
+                 it is an older or the same manifest (hint: `nkpki policy set` makes the next \
+                 revision)",
+                new.body.policy_revision, old.body.policy_revision
+            )));
         }
         let summary = match &new.body.policy {
             Some(_) => format!("CA {ca_id}: new CA policy in force from the next start"),

@@ -392,6 +392,17 @@ fn a_policy_is_changed_offline_with_m_shares() {
         .ok()
         .stdout();
     assert!(audit.contains("ca-policy-changed"), "{audit}");
+    // the manifest from before the change is validly signed, but older: refused
+    env.nkpki(&[
+        "serve",
+        "ca",
+        "set-policy",
+        "--data-dir",
+        "data",
+        "--manifest",
+        "ca/manifest.json.previous",
+    ])
+    .fails_with(&["policy revision (0) is not newer than the registered one (1)"]);
     // a manifest that changes anything else (here: its holders) is not a policy change
     let mut other: serde_json::Value =
         serde_json::from_slice(&env.read("ca/manifest.json")).unwrap();
