@@ -73,21 +73,7 @@ pub fn sign(
     terms: &Terms,
     shares: &[(String, Share)],
 ) -> Result<Issued, SignError> {
-    for (i, (what, share)) in shares.iter().enumerate() {
-        if let Some((other, _)) = shares[..i].iter().find(|(_, s)| s.index == share.index) {
-            return Err(SignError::Duplicate {
-                what: what.clone(),
-                other: other.clone(),
-                index: share.index,
-            });
-        }
-    }
-    if shares.len() < manifest.threshold() as usize {
-        return Err(SignError::NotEnough {
-            got: shares.len(),
-            needed: manifest.threshold(),
-        });
-    }
+    check_distinct(manifest, shares)?;
     if manifest.threshold_key().is_some() {
         let mut signing = ThresholdSigning::begin(manifest, csr, terms)?;
         for (what, share) in shares {

@@ -689,18 +689,8 @@ impl Agent {
         drop(share_json);
         drop(share);
         let envelope = Envelope {
-            ca_id: offer.ca_id.clone(),
-            session_id: offer.session_id.clone(),
-            nonce: offer.nonce.clone(),
-            expires_at: offer.expires_at,
-            holder_id: self.opts.config.holder_id.clone(),
-            request_sha256: approving.request_sha256,
-            profile: offer.summary.profile.clone(),
-            days: offer.summary.days,
-            certificate_sha256: approving.certificate.as_ref().map(CertificateView::digest),
             ciphertext_sha256: pki::sha256_hex(ciphertext.as_bytes()),
-            tbs_sha256: None,
-            signature_share_sha256: None,
+            ..self.envelope(offer, &approving)
         };
         let signature = B64.encode(self.token.sign(&self.key, &envelope.signed_bytes())?);
         if interactive {
@@ -739,18 +729,8 @@ impl Agent {
     ) -> Result<(), AgentError> {
         self.token_login()?;
         let envelope = Envelope {
-            ca_id: offer.ca_id.clone(),
-            session_id: offer.session_id.clone(),
-            nonce: offer.nonce.clone(),
-            expires_at: offer.expires_at,
-            holder_id: self.opts.config.holder_id.clone(),
-            request_sha256: approving.request_sha256.clone(),
-            profile: offer.summary.profile.clone(),
-            days: offer.summary.days,
-            certificate_sha256: approving.certificate.as_ref().map(CertificateView::digest),
-            ciphertext_sha256: String::new(),
             tbs_sha256: approving.tbs.as_deref().map(pki::sha256_hex),
-            signature_share_sha256: None,
+            ..self.envelope(offer, approving)
         };
         let signature = B64.encode(self.token.sign(&self.key, &envelope.signed_bytes())?);
         if matches!(self.opts.approval, Approval::Interactive) {
@@ -775,6 +755,26 @@ impl Agent {
             status.state.as_str()
         );
         Ok(())
+    }
+
+    /// The envelope every answer to `offer` signs, binding the session and what the holder
+    /// approved; each kind of answer fills in what it carries (ciphertext, TBS, signature
+    /// share).
+    fn envelope(&self, offer: &SessionOffer, approving: &Approving) -> Envelope {
+        Envelope {
+            ca_id: offer.ca_id.clone(),
+            session_id: offer.session_id.clone(),
+            nonce: offer.nonce.clone(),
+            expires_at: offer.expires_at,
+            holder_id: self.opts.config.holder_id.clone(),
+            request_sha256: approving.request_sha256.clone(),
+            profile: offer.summary.profile.clone(),
+            days: offer.summary.days,
+            certificate_sha256: approving.certificate.as_ref().map(CertificateView::digest),
+            ciphertext_sha256: String::new(),
+            tbs_sha256: None,
+            signature_share_sha256: None,
+        }
     }
 
     /// Threshold mode: turns the key share on the token into a signature share on exactly
@@ -804,18 +804,9 @@ impl Agent {
             AgentError::Refused(format!("cannot sign with the share on token {label}: {e}"))
         })?;
         let envelope = Envelope {
-            ca_id: offer.ca_id.clone(),
-            session_id: offer.session_id.clone(),
-            nonce: offer.nonce.clone(),
-            expires_at: offer.expires_at,
-            holder_id: self.opts.config.holder_id.clone(),
-            request_sha256: approving.request_sha256.clone(),
-            profile: offer.summary.profile.clone(),
-            days: offer.summary.days,
-            certificate_sha256: approving.certificate.as_ref().map(CertificateView::digest),
-            ciphertext_sha256: String::new(),
             tbs_sha256: Some(pki::sha256_hex(tbs)),
             signature_share_sha256: Some(proto::signature_share_sha256(&signature_share)),
+            ..self.envelope(offer, &approving)
         };
         let signature = B64.encode(self.token.sign(&self.key, &envelope.signed_bytes())?);
         if interactive {
