@@ -184,6 +184,45 @@ impl ManifestBody {
     pub fn signed_bytes(&self) -> Result<Vec<u8>, ManifestError> {
         canonical(self)
     }
+
+    /// This body with `policy` in place of its own and the next policy revision: what a
+    /// policy change signs (offline `policy set`, or an online `policy` session).
+    pub fn with_policy(&self, policy: Option<Policy>) -> Result<ManifestBody, ManifestError> {
+        let mut next = self.clone();
+        next.policy = policy;
+        next.policy_revision = self.policy_revision.checked_add(1).ok_or_else(|| {
+            ManifestError::Inconsistent("the policy revision is at its limit".into())
+        })?;
+        Ok(next)
+    }
+
+    /// The first part (by name) in which `other` differs from this body, the policy and its
+    /// revision aside; `None`: the two describe the same CA, shares and holders.
+    pub fn differs_beyond_policy(&self, other: &ManifestBody) -> Option<&'static str> {
+        let (a, b) = (self, other);
+        let parts = [
+            ("format", a.format == b.format && a.version == b.version),
+            ("CA id", a.ca_id == b.ca_id),
+            ("CA parameters", a.ca == b.ca),
+            (
+                "CA certificate",
+                a.certificate == b.certificate && a.certificate_sha256 == b.certificate_sha256,
+            ),
+            ("share set", a.share_set == b.share_set),
+            ("holders", a.holders == b.holders),
+            (
+                "ceremony date or tool",
+                a.created_at == b.created_at && a.tool == b.tool,
+            ),
+            (
+                "share set lineage",
+                a.set_version == b.set_version
+                    && a.supersedes == b.supersedes
+                    && a.earlier_sets == b.earlier_sets,
+            ),
+        ];
+        parts.iter().find(|(_, same)| !same).map(|(name, _)| *name)
+    }
 }
 
 impl Manifest {

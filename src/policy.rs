@@ -494,6 +494,38 @@ pub fn verdict(policy: &Policy, threshold: u8, request: &Request<'_>) -> Verdict
     }
 }
 
+/// Who must approve a change of the CA policy (an online `policy` session): the current
+/// policy governs its own change, and a new policy can loosen any rule, so the change needs
+/// what the strictest rule needs — the highest approval count of the current policy's
+/// sections (at least M), with every holder any section requires (and at least as many
+/// approvals as those). Without a policy: M approvals.
+pub fn change_verdict(current: Option<&Policy>, threshold: u8) -> Verdict {
+    let Some(policy) = current else {
+        return Verdict::no_policy("policy", threshold);
+    };
+    let mut approvals = threshold;
+    let mut required: Vec<String> = Vec::new();
+    for (_, n, holders) in policy.quorums() {
+        approvals = approvals.max(n);
+        for h in holders {
+            if !required.contains(h) {
+                required.push(h.clone());
+            }
+        }
+    }
+    approvals = approvals.max(u8::try_from(required.len()).unwrap_or(u8::MAX));
+    Verdict {
+        profile: "policy".to_owned(),
+        approvals,
+        violations: Vec::new(),
+        summary: vec![
+            quorum_line("policy", approvals, &required),
+            "a policy change needs the strictest quorum of the current policy".to_owned(),
+        ],
+        required_holders: required,
+    }
+}
+
 fn quorum_verdict(profile: &str, rule: Option<&QuorumRule>, threshold: u8) -> Verdict {
     match rule {
         Some(r) => Verdict {

@@ -16,6 +16,9 @@ pub enum SessionKind {
     Revoke,
     /// Sign a fresh CRL.
     Crl,
+    /// Change the CA policy: sign the CA's manifest again with a new policy and the next
+    /// policy revision (docs/policy.md, "Changing the policy online").
+    Policy,
 }
 
 /// Where a session is in its life.
@@ -74,6 +77,18 @@ pub struct CreateSession {
     pub serial: Option<String>,
     #[serde(default)]
     pub reason: Option<String>,
+    /// For `policy`: the policy the new manifest carries (role ca-admin).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new_policy: Option<NewPolicy>,
+}
+
+/// The policy a `policy` session proposes: a policy file's text (TOML, docs/policy.md), or
+/// none at all (back to M approvals and no rule).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub enum NewPolicy {
+    Toml(String),
+    Clear,
 }
 
 /// `POST /api/v1/sessions/preview` (operator): what `POST /api/v1/sessions` with the same
@@ -431,6 +446,17 @@ pub fn enroll_signed_bytes(ca_id: &str, holder_id: &str, public_key_pem: &str) -
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Poll {
     pub sessions: Vec<SessionOffer>,
+    /// The registered manifest has a newer policy revision than the agent said it holds
+    /// (`policy_revision=N` in the poll's query): fetch it from
+    /// `GET /api/v1/cas/{id}/manifest`, check it, adopt it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest: Option<ManifestNews>,
+}
+
+/// What a poll says of a newer registered manifest.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestNews {
+    pub policy_revision: u32,
 }
 
 /// Every error body.
@@ -514,6 +540,10 @@ pub enum SignJob {
         number: u64,
         now: i64,
     },
+    /// Sign this manifest body (compact JSON, exactly the bytes the holders approved):
+    /// the worker's manifest with only its policy changed and the next policy revision.
+    /// The reply's `der` is the raw signature.
+    Manifest { body_json: String },
 }
 
 /// Session worker → server, one frame per request.

@@ -4,6 +4,7 @@
 //! the token that binds it to the exact request.
 
 mod crl_history;
+pub mod policy_offer;
 
 pub use crl_history::CrlHistory;
 
@@ -56,6 +57,9 @@ pub struct ApprovalRule {
     pub max_days: Option<u32>,
     /// Approve CRL signing and revocations too.
     pub allow_revocation: bool,
+    /// Approve CA policy changes too (`--approve-policy-changes`): the new manifest is
+    /// still recomputed and checked here; only the holder's look is skipped.
+    pub allow_policy_changes: bool,
 }
 
 /// The longest validity a rule approves unless it says otherwise (the CA/Browser Forum's
@@ -91,6 +95,11 @@ impl ApprovalRule {
     /// Why the rule does not cover the offer, if it does not. `view` is the certificate
     /// as it will be issued, computed by this agent (for `issue` sessions).
     pub fn refuses(&self, offer: &SessionOffer, view: Option<&CertificateView>) -> Option<String> {
+        if offer.kind == SessionKind::Policy {
+            return (!self.allow_policy_changes).then(|| {
+                "a CA policy change needs a person (or --approve-policy-changes)".to_owned()
+            });
+        }
         if offer.kind != SessionKind::Issue {
             return (!self.allow_revocation).then(|| {
                 format!(
@@ -198,6 +207,7 @@ pub fn recompute(
     let refused = |why: String| AgentError::Refused(why);
     check_mode(offer, manifest)?;
     match offer.kind {
+        SessionKind::Policy => policy_offer::recompute(offer, manifest),
         SessionKind::Issue => {
             let csr = Csr::parse(offer.request.as_bytes())
                 .map_err(|e| refused(format!("the request is not a CSR nkpki can show: {e}")))?;
@@ -348,6 +358,8 @@ fn show(offer: &SessionOffer, approving: &Approving, ca_name: &str, verdict: &Ve
                 eprintln!("  {line}");
             }
         }
+        // a policy change is shown by `decide`, rule by rule, from the holder's manifest
+        None if offer.kind == SessionKind::Policy => {}
         None => eprintln!("Statement:   {}", esc(&offer.request)),
     }
     if let Some(crl) = &approving.crl {
@@ -573,6 +585,10 @@ impl Agent {
                                 view.sans.join(", "),
                                 view.days
                             ),
+                            None if offer.kind == SessionKind::Policy => format!(
+                                "CA policy change: {}",
+                                policy_offer::describe(offer, &self.manifest).join("; ")
+                            ),
                             None => offer.request.clone(),
                         })
                     );
@@ -589,6 +605,12 @@ impl Agent {
             },
             Approval::Interactive => {
                 show(offer, approving, &self.manifest.body.ca.name, verdict);
+                if offer.kind == SessionKind::Policy {
+                    eprintln!("CA policy change (this holder's manifest against the new one):");
+                    for line in policy_offer::describe(offer, &self.manifest) {
+                        eprintln!("  {}", pki::text::escape(&line));
+                    }
+                }
                 eprint!("Approve this request? [y/N] ");
                 let _ = std::io::stderr().flush();
                 let mut answer = String::new();
@@ -634,11 +656,12 @@ impl Agent {
         };
         // the request is judged by the policy of this holder's own signed manifest, whatever
         // the server says
-        let verdict = self.manifest.verdict(&match &approving.certificate {
-            Some(view) => Request::Issue(view),
-            None if offer.kind == SessionKind::Revoke => Request::Revoke,
-            None => Request::Crl,
-        });
+        let verdict = match &approving.certificate {
+            _ if offer.kind == SessionKind::Policy => policy_offer::verdict(&self.manifest),
+            Some(view) => self.manifest.verdict(&Request::Issue(view)),
+            None if offer.kind == SessionKind::Revoke => self.manifest.verdict(&Request::Revoke),
+            None => self.manifest.verdict(&Request::Crl),
+        };
         if !verdict.allowed() {
             return Err(AgentError::Refused(format!(
                 "the CA policy in this holder's manifest refuses the request: {}",
@@ -720,6 +743,26 @@ impl Agent {
 }
 
 impl Agent {
+    /// Adopts the server's newer manifest if it checks out ([`policy_offer::check_newer`]);
+    /// a refusal is logged and the agent keeps its own.
+    /// Returns false when the manifest was refused (not when it could not be fetched).
+    fn adopt_registered_manifest(&mut self, path: &str) -> bool {
+        match policy_offer::adopt(&self.client, &self.manifest, std::path::Path::new(path)) {
+            Ok(new) => {
+                self.manifest = new;
+                true
+            }
+            Err(e @ (AgentError::Refused(_) | AgentError::Manifest(_))) => {
+                tracing::warn!("the server's newer manifest was NOT adopted: {e}");
+                false
+            }
+            Err(e) => {
+                tracing::warn!("cannot fetch the server's newer manifest (will retry): {e}");
+                true
+            }
+        }
+    }
+
     /// An approval without a share (the session holds M shares and the CA policy asks for
     /// more approvals): the envelope alone, signed by the token; the share stays on it.
     fn send_approval(
@@ -934,6 +977,8 @@ pub fn run(opts: AgentOptions) -> Result<(), AgentError> {
     let mut handled: usize = 0;
     let mut failures: u32 = 0;
     let mut logged_in = false;
+    // a newer registered manifest this agent refused (another key, other shares, …)
+    let mut ignored_revision: u32 = 0;
     loop {
         if !logged_in {
             match agent.server_login() {
@@ -968,13 +1013,20 @@ pub fn run(opts: AgentOptions) -> Result<(), AgentError> {
         let skip: Vec<&str> = skip.iter().take(64).map(|(id, _)| id.as_str()).collect();
         let started = std::time::Instant::now();
         let polled: Result<proto::Poll, ClientError> = agent.client.get(&format!(
-            "{API}/agent/poll?wait={}&skip={}",
+            "{API}/agent/poll?wait={}&skip={}&policy_revision={}",
             HEARTBEAT_SECS - 5,
-            skip.join(",")
+            skip.join(","),
+            agent.manifest.body.policy_revision.max(ignored_revision)
         ));
         match polled {
             Ok(poll) => {
                 failures = 0;
+                if let Some(news) = &poll.manifest
+                    && !agent.adopt_registered_manifest(&manifest_path)
+                {
+                    // not asked again about that revision: the poll says it was seen
+                    ignored_revision = ignored_revision.max(news.policy_revision);
+                }
                 let mut news = false;
                 for offer in &poll.sessions {
                     if done.contains_key(&offer.session_id) {

@@ -48,6 +48,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             days: None,
             serial: None,
             reason: None,
+            new_policy: None,
         };
         let status = online::run_session(&client, &request, args.output.json)?;
         let pem = status

@@ -33,6 +33,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         days: Some(args.days),
         serial: None,
         reason: None,
+        new_policy: None,
     };
     let status = online::run_session(&client, &request, args.output.json)?;
     if args.output.json {

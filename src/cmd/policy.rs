@@ -1,5 +1,6 @@
-//! `nkpki policy`: check a CA policy file, show a manifest's policy, or set a new one on
-//! the ceremony laptop with M shares (a new manifest signed by the CA key).
+//! `nkpki policy`: check a CA policy file, show a manifest's policy, set a new one on the
+//! ceremony laptop with M shares (a new manifest signed by the CA key), or propose one to
+//! a server, where M holders approve it in a `policy` session.
 
 use super::hinted;
 use anyhow::Context;
@@ -26,18 +27,49 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         manifest: Option<PathBuf>,
     },
-    /// Print the policy a manifest carries (as the manifest's JSON holds it), or say it has none
-    #[command(after_help = "Example:\n  nkpki policy show --manifest ca/manifest.json")]
+    /// Print the policy a manifest carries (as the manifest's JSON holds it), or say it has
+    /// none: a manifest file, or the manifest a server has registered for a CA
+    #[command(
+        after_help = "Examples:\n  nkpki policy show --manifest ca/manifest.json\n  \
+        nkpki policy show --server https://pki.example.org:8443 --ca <CA_ID> --api-token-file op.token"
+    )]
     Show {
-        #[arg(long, value_name = "FILE")]
-        manifest: PathBuf,
+        #[arg(long, value_name = "FILE", required_unless_present = "server")]
+        manifest: Option<PathBuf>,
+        #[command(flatten)]
+        server: super::online::ServerArgs,
     },
+    /// Online: propose a new policy (or none) for a CA registered on a server; M holders
+    /// (or what the current policy asks) approve it on their agents, then the server signs
+    /// the new manifest and enforces it at once (needs an API token with role ca-admin)
+    #[command(
+        after_help = "Example:\n  nkpki policy propose --server https://pki.example.org:8443 \\\n    \
+        --ca <CA_ID> --policy policy.toml --api-token-file admin.token"
+    )]
+    Propose(ProposeArgs),
     /// Offline, with M shares: write the CA's manifest again with a new policy, signed by
     /// the CA key (the previous manifest is kept as manifest.json.previous)
     #[command(after_help = "Example (on the ceremony laptop, no network):\n  \
         nkpki policy set --ca ca/ --policy policy.toml \\\n    \
         --share NK001.age --share NK003.age --share NK004.age --identity holder-keys.txt")]
     Set(SetArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ProposeArgs {
+    #[command(flatten)]
+    server: super::online::ServerArgs,
+    /// The new policy (TOML, docs/policy.md)
+    #[arg(
+        long,
+        value_name = "FILE",
+        conflicts_with = "clear",
+        required_unless_present = "clear"
+    )]
+    policy: Option<PathBuf>,
+    /// Remove the policy (back to M approvals, no rule)
+    #[arg(long)]
+    clear: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -89,8 +121,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Show { manifest } => {
-            let m = read_manifest(&manifest)?;
+        Command::Show { manifest, server } => {
+            let m = match manifest {
+                Some(path) => read_manifest(&path)?,
+                None => registered_manifest(&server)?,
+            };
             match &m.body.policy {
                 Some(p) => println!("{}", p.to_json_pretty()),
                 None => println!(
@@ -101,7 +136,63 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Set(args) => set(args),
+        Command::Propose(args) => propose(args),
     }
+}
+
+/// The manifest a server has registered for `--ca`, verified here.
+fn registered_manifest(server: &super::online::ServerArgs) -> anyhow::Result<VerifiedManifest> {
+    let client = server.operator_client()?;
+    let ca = server.ca()?;
+    let manifest: Manifest = client
+        .get(&format!("{}/cas/{ca}/manifest", nkpki::proto::API))
+        .map_err(super::online::server_error)?;
+    let verified = manifest
+        .verify()
+        .context("the server's manifest does not verify")?;
+    anyhow::ensure!(
+        verified.ca_id().0 == ca,
+        "the server answered with the manifest of another CA"
+    );
+    eprintln!(
+        "manifest of CA {ca} registered on {}: policy revision {}",
+        server.url()?,
+        verified.body.policy_revision
+    );
+    Ok(verified)
+}
+
+fn propose(args: ProposeArgs) -> anyhow::Result<()> {
+    use nkpki::proto::{CreateSession, NewPolicy, SessionKind};
+    let new_policy = match &args.policy {
+        Some(file) => {
+            // checked here for a clear error at once; the server checks it again
+            read_policy(file)?;
+            let text = String::from_utf8(super::read_file(file, "policy")?).map_err(|_| {
+                anyhow::anyhow!("{} is not a policy file (not text)", file.display())
+            })?;
+            NewPolicy::Toml(text)
+        }
+        None => NewPolicy::Clear,
+    };
+    let client = args.server.operator_client()?;
+    let request = CreateSession {
+        ca_id: args.server.ca()?.to_owned(),
+        kind: SessionKind::Policy,
+        csr_pem: None,
+        profile: None,
+        days: None,
+        serial: None,
+        reason: None,
+        new_policy: Some(new_policy),
+    };
+    let status = super::online::run_session(&client, &request, false)?;
+    println!(
+        "CA {}: {}",
+        status.ca_id,
+        status.detail.as_deref().unwrap_or("new CA policy in force")
+    );
+    Ok(())
 }
 
 fn read_policy(path: &Path) -> anyhow::Result<Policy> {

@@ -52,6 +52,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         days: None,
         serial: Some(serial.clone()),
         reason: Some(args.reason.clone()),
+        new_policy: None,
     };
     let status = online::run_session(&client, &request, args.output.json)?;
     if let (Some(path), Some(pem)) = (&args.crl_out, &status.crl_pem) {

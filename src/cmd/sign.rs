@@ -393,6 +393,7 @@ fn issue_request(args: &Args, csr: &Csr) -> anyhow::Result<nkpki::proto::CreateS
         days: Some(args.days),
         serial: None,
         reason: None,
+        new_policy: None,
     })
 }
 

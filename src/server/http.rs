@@ -115,6 +115,15 @@ fn wait_param(query: Option<&str>) -> u64 {
         .min(MAX_WAIT)
 }
 
+/// `policy_revision=N`: the policy revision of the manifest the agent holds.
+fn policy_revision_param(query: Option<&str>) -> Option<u32> {
+    query
+        .unwrap_or_default()
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("policy_revision="))
+        .and_then(|v| v.parse().ok())
+}
+
 /// `skip=ID,ID,…`: offers the agent saw and will not answer (hex session ids).
 fn skip_param(query: Option<&str>) -> Vec<String> {
     query
@@ -284,6 +293,34 @@ async fn require_operator(
     }
 }
 
+/// Lets through a logged-in agent or an operator with a valid API token (an agent bearer
+/// is tried first: it is in memory).
+async fn require_agent_or_operator(
+    axum::extract::State(state): axum::extract::State<Arc<State>>,
+    Extension(Peer(peer)): Extension<Peer>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let token = bearer(&req);
+    if let Ok((ca_id, holder_id)) = state.agent(token.as_deref()) {
+        req.extensions_mut()
+            .insert(AgentCaller { ca_id, holder_id });
+        return next.run(req).await;
+    }
+    let presented = token.is_some();
+    let s = state.clone();
+    match blocking(move || s.operator(token.as_deref())).await {
+        Ok(name) => {
+            req.extensions_mut().insert(OperatorCaller(name));
+            next.run(req).await
+        }
+        Err(e) => {
+            count_bogus(&state, peer, presented, &e);
+            e.into_response()
+        }
+    }
+}
+
 /// Records each request's latency by route (the framework's route template).
 async fn observe_latency(
     axum::extract::State(state): axum::extract::State<Arc<State>>,
@@ -424,10 +461,17 @@ pub fn api_router(state: Arc<State>) -> Router<Arc<State>> {
             state.clone(),
             require_operator,
         ));
+    let agent_or_operator = Router::new()
+        .route("/cas/{id}/manifest", get(ca_manifest))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            require_agent_or_operator,
+        ));
     Router::new()
         .merge(public)
         .merge(agent)
         .merge(operator)
+        .merge(agent_or_operator)
         .fallback(no_endpoint)
         .method_not_allowed_fallback(no_endpoint)
         .layer(middleware::from_fn_with_state(state, rate_limit))
@@ -579,13 +623,15 @@ async fn poll(
 ) -> ApiResult<Response> {
     let wait = wait_param(query.as_deref());
     let skip = skip_param(query.as_deref());
+    let known = policy_revision_param(query.as_deref());
     let mut offered = state.subscribe_offers(&agent.ca_id);
     state.seen(&agent.ca_id, &agent.holder_id);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(wait);
     loop {
         let sessions = state.offers(&agent.ca_id, &agent.holder_id, &skip);
-        if !sessions.is_empty() || tokio::time::Instant::now() >= deadline {
-            return Ok(json(200, &proto::Poll { sessions }));
+        let manifest = state.manifest_news(&agent.ca_id, known);
+        if !sessions.is_empty() || manifest.is_some() || tokio::time::Instant::now() >= deadline {
+            return Ok(json(200, &proto::Poll { sessions, manifest }));
         }
         if tokio::time::timeout_at(deadline, offered.changed())
             .await
@@ -702,6 +748,25 @@ async fn cas(
     Extension(_): Extension<OperatorCaller>,
 ) -> ApiResult<Response> {
     Ok(json(200, &blocking(move || s.cas()).await?))
+}
+
+/// The CA's registered manifest (an agent: its own CA's only).
+async fn ca_manifest(
+    axum::extract::State(s): AppState,
+    agent: Option<Extension<AgentCaller>>,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    if let Some(Extension(agent)) = agent
+        && agent.ca_id != id
+    {
+        return Err(ApiErr::new(
+            403,
+            "forbidden",
+            "an agent reads its own CA's manifest only",
+        ));
+    }
+    let text = blocking(move || s.manifest_json(&id)).await?;
+    Ok(document("application/json", text.into_bytes()))
 }
 
 async fn set_ca_urls(

@@ -23,6 +23,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::watch;
 use zeroize::Zeroizing;
 
+#[path = "policy_session.rs"]
+mod policy_session;
+
 /// An API failure: HTTP status, stable code, message.
 #[derive(Debug)]
 pub struct ApiErr {
@@ -104,7 +107,12 @@ pub(super) struct Prepared {
 /// What a signature will be recorded as.
 pub(super) enum Pending {
     Certificate(Box<pki::CertificateView>),
-    Crl { number: i64, new: Option<Revoked> },
+    Crl {
+        number: i64,
+        new: Option<Revoked>,
+    },
+    /// A `policy` session's new manifest (the signature alone; the body is the request).
+    Manifest,
 }
 
 struct AgentLogin {
@@ -163,6 +171,7 @@ fn session_verdict(
     view: Option<&pki::CertificateView>,
 ) -> policy::Verdict {
     let request = match (kind, view) {
+        (SessionKind::Policy, _) => return policy_session::change_verdict(manifest),
         (SessionKind::Issue, Some(view)) => policy::Request::Issue(view),
         (SessionKind::Revoke, _) => policy::Request::Revoke,
         _ => policy::Request::Crl,
@@ -614,6 +623,9 @@ impl State {
 
     pub fn create_session(&self, operator: &str, req: CreateSession) -> ApiResult<SessionStatus> {
         let manifest = self.manifest(&req.ca_id)?;
+        if req.kind == SessionKind::Policy {
+            self.check_policy_proposer(operator, &req.ca_id)?;
+        }
         let Prepared {
             session_id,
             request,
@@ -622,7 +634,7 @@ impl State {
             signing,
             responder_key,
         } = self.prepare_session(&manifest, &req).map_err(|e| {
-            if e.status == 422 || e.code == "crl-session-open" {
+            if e.status == 422 || e.code == "crl-session-open" || e.code == "policy-session-open" {
                 let detail = format!("{operator}: {}", e.message);
                 self.audited_refusal("session-refused", Some(&req.ca_id), &detail, e)
             } else {
@@ -874,6 +886,7 @@ impl State {
                 };
                 (text.clone(), pki::sha256_hex(text.as_bytes()), summary)
             }
+            SessionKind::Policy => self.policy_request(manifest, req)?,
             SessionKind::Crl => {
                 Self::policy_check(manifest, &policy::Request::Crl)?;
                 let text = proto::crl_statement(&req.ca_id);
@@ -945,6 +958,7 @@ impl State {
         summary: &OfferSummary,
     ) -> Result<ThresholdSession, String> {
         let (tbs, pending) = match kind {
+            SessionKind::Policy => (request.as_bytes().to_vec(), Pending::Manifest),
             SessionKind::Issue => {
                 let csr = Csr::parse(request.as_bytes()).map_err(|e| e.to_string())?;
                 let view = summary
@@ -1024,7 +1038,7 @@ impl State {
             Some((s, p)) => (Some(s), Some(p)),
             None => (row.serial.clone(), None),
         };
-        let crl_pem = if row.state == "signed" && row.kind != "issue" {
+        let crl_pem = if row.state == "signed" && (row.kind == "revoke" || row.kind == "crl") {
             store.latest_crl(&row.ca_id)?.map(|(_, pem)| pem)
         } else {
             None
@@ -1818,6 +1832,9 @@ impl State {
     /// Has the session's worker rebuild the key, sign exactly what the holders approved
     /// and exit; records what it signed.
     fn finalize(&self, row: &SessionRow, manifest: &VerifiedManifest, l: Live) {
+        if l.offer.kind == SessionKind::Policy {
+            return self.finalize_policy(row, manifest, l);
+        }
         if l.signing.is_some() {
             return self.finalize_threshold(row, manifest, l);
         }
@@ -1890,6 +1907,7 @@ impl State {
     /// checked against what the holders approved.
     fn job_for(&self, row: &SessionRow) -> Result<(SignJob, Pending), String> {
         match row.kind.as_str() {
+            "policy" => Err("a policy session signs its manifest on its own path".into()),
             "issue" => {
                 let csr = Csr::parse(row.request.as_bytes()).map_err(|e| e.to_string())?;
                 // sign only the exact request the holders approved, whatever the store says now
@@ -2013,6 +2031,7 @@ impl State {
                     .map_err(|e| e.to_string())?;
                 Ok(format!("CRL number {number}"))
             }
+            Pending::Manifest => Err("a new manifest is recorded by its policy session".into()),
         }
     }
 

@@ -121,6 +121,7 @@ pub(super) fn combine(
     match session.pending {
         Pending::Certificate(_) => pki::assemble_certificate(&session.tbs, &signature),
         Pending::Crl { .. } => pki::assemble_crl(&session.tbs, &signature),
+        Pending::Manifest => Ok(signature),
     }
     .map_err(|e| e.to_string())
 }

@@ -396,6 +396,37 @@ impl Store {
         Ok(())
     }
 
+    /// Ends an online `policy` session: the CA's manifest (checked by the caller) is
+    /// replaced and the session marked signed in one transaction, so that neither happens
+    /// without the other.
+    pub fn record_policy_change(
+        &mut self,
+        session_id: &str,
+        ca_id: &str,
+        manifest_json: &str,
+        detail: &str,
+    ) -> Result<()> {
+        let tx = self.write_tx()?;
+        let changed = tx.execute(
+            "UPDATE cas SET manifest = ?2 WHERE ca_id = ?1",
+            params![ca_id, manifest_json],
+        )?;
+        if changed == 0 {
+            return Err(StoreError::NotFound(format!("CA {ca_id}")));
+        }
+        mark_signed(&tx, session_id, detail)?;
+        audit::append_tx(
+            &tx,
+            "ca-policy-changed",
+            Some(ca_id),
+            Some(session_id),
+            None,
+            detail,
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
     /// Every registered CA, in the order they were registered.
     pub fn cas(&self) -> Result<Vec<CaRow>> {
         let mut stmt = self

@@ -300,6 +300,7 @@ async fn sign_crl(
                 days: None,
                 serial: None,
                 reason: None,
+                new_policy: None,
             },
         )
     })

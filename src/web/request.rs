@@ -182,6 +182,7 @@ fn validate(state: &State, form: &RequestForm) -> Result<CreateSession, Errors> 
         days,
         serial: None,
         reason: None,
+        new_policy: None,
     })
 }
 
@@ -677,6 +678,7 @@ async fn revoke(
         days: None,
         serial: Some(form.serial.to_lowercase()),
         reason: Some(form.reason.clone()),
+        new_policy: None,
     };
     open_and_show(state, user, req).await
 }
@@ -724,6 +726,7 @@ mod tests {
             days: Some(days),
             serial: None,
             reason: None,
+            new_policy: None,
         };
         let base = request_digest(&req("a", "server", 90));
         assert_eq!(base, request_digest(&req("a", "server", 90)));

@@ -200,6 +200,7 @@ impl Session {
                 number,
                 now,
             } => crl(&key, &manifest, revoked, number, now),
+            SignJob::Manifest { body_json } => manifest_signature(&key, &manifest, &body_json),
         }
     }
 }
@@ -244,6 +245,32 @@ fn crl(
     let (der, _pem) =
         pki::sign_crl(key, &manifest.ca, number, &revoked, now).map_err(|e| e.to_string())?;
     Ok(der)
+}
+
+/// Signs a new manifest body for this CA: only one that is the worker's own manifest with
+/// its policy changed and the next policy revision, given in its signed form. Returns the
+/// raw signature.
+fn manifest_signature(
+    key: &CaKey,
+    manifest: &VerifiedManifest,
+    body_json: &str,
+) -> Result<Vec<u8>, String> {
+    let body: crate::manifest::ManifestBody = serde_json::from_str(body_json)
+        .map_err(|e| format!("the manifest body is unreadable: {e}"))?;
+    if body.signed_bytes().map_err(|e| e.to_string())? != body_json.as_bytes() {
+        return Err("the manifest body is not in its signed form".into());
+    }
+    if let Some(part) = manifest.body.differs_beyond_policy(&body) {
+        return Err(format!(
+            "the manifest body changes the {part} of the CA's manifest, not only its policy"
+        ));
+    }
+    if Some(body.policy_revision) != manifest.body.policy_revision.checked_add(1) {
+        return Err("the manifest body is not the next policy revision".into());
+    }
+    let signed = Manifest::sign(body, key).map_err(|e| e.to_string())?;
+    B64.decode(&signed.signature)
+        .map_err(|e| format!("the signature is not base64: {e}"))
 }
 
 /// Answers with `Failed` and ends the worker with that error.

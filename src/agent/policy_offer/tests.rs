@@ -1,0 +1,1 @@
+//! Tests of the agent's checks of policy offers and newer manifests.
