@@ -166,8 +166,7 @@ fn propose(args: ProposeArgs) -> anyhow::Result<()> {
     use nkpki::proto::{CreateSession, NewPolicy, SessionKind};
     let new_policy = match &args.policy {
         Some(file) => {
-            // checked here for a clear error at once; the server checks it again
-            read_policy(file)?;
+            // the server checks it (strictly, and against the CA) and audits a refusal
             let text = String::from_utf8(super::read_file(file, "policy")?).map_err(|_| {
                 anyhow::anyhow!("{} is not a policy file (not text)", file.display())
             })?;

@@ -23,6 +23,7 @@ mod online;
 mod online_attacks;
 mod packaging;
 mod policy;
+mod policy_online;
 mod preview;
 mod reshare;
 mod session_events;

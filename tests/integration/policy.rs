@@ -23,7 +23,7 @@ extended_key_usages = ["serverAuth"]
 "#;
 
 /// A refusal by the policy: exit code 3, every needle said, nothing written to `out`.
-fn refused(env: &Env, run: &Run, out: &str, needles: &[&str]) {
+pub(crate) fn refused(env: &Env, run: &Run, out: &str, needles: &[&str]) {
     let err = run.stderr();
     assert_eq!(
         run.output.status.code(),
@@ -449,7 +449,7 @@ max_days = 60
 dns_domains = ["example.org"]
 "#;
 
-const RULE: [&str; 4] = [
+pub(crate) const RULE: [&str; 4] = [
     "--approve-profile",
     "server",
     "--approve-san-suffix",
@@ -457,12 +457,12 @@ const RULE: [&str; 4] = [
 ];
 
 /// A packaged 3-of-5 ceremony with `policy`, deployed onto five tokens and registered.
-fn deployed_with_policy(env: &Env, policy: &str) -> String {
+pub(crate) fn deployed_with_policy(env: &Env, policy: &str) -> String {
     deployed_with_policy_as(env, policy, "ecdsa-p256", &[])
 }
 
 /// [`deployed_with_policy`] with a `key` and more `ca-init` arguments (e.g. the mode).
-fn deployed_with_policy_as(env: &Env, policy: &str, key: &str, more: &[&str]) -> String {
+pub(crate) fn deployed_with_policy_as(env: &Env, policy: &str, key: &str, more: &[&str]) -> String {
     let holders = env.holders(5);
     env.holders_json(&holders, &[]);
     env.write("policy.toml", policy);
@@ -650,7 +650,7 @@ fn online_a_required_holder_who_declines_ends_the_session() {
 }
 
 /// Safe primes of the test ceremonies (public, tests only).
-const PRIMES: &str = concat!(
+pub(crate) const PRIMES: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/tests/fixtures/threshold/rsa-2048.primes"
 );
