@@ -177,3 +177,24 @@ fn a_server_common_name_must_be_one_of_the_judged_names() {
     assert!(!v.allowed());
     assert!(v.refusal().contains("common name"), "{}", v.refusal());
 }
+
+#[test]
+fn a_policy_change_needs_the_strictest_quorum_of_the_current_policy() {
+    assert_eq!(change_verdict(None, 3).approvals, 3);
+    let current = Policy::from_toml(
+        "version = 1\n[server]\napprovals = 4\nrequired_holders = [\"NK002\"]\n\
+         [crl]\napprovals = 3\nrequired_holders = [\"NK001\", \"NK003\"]\n",
+    )
+    .unwrap();
+    let v = change_verdict(Some(&current), 3);
+    assert_eq!(v.profile, "policy");
+    assert_eq!(v.approvals, 4);
+    assert_eq!(v.required_holders, ["NK002", "NK001", "NK003"]);
+    // more required holders than any quorum: each of them must approve
+    let many = Policy::from_toml(
+        "version = 1\n[server]\napprovals = 3\nrequired_holders = [\"NK001\", \"NK002\"]\n\
+         [client]\napprovals = 3\nrequired_holders = [\"NK003\", \"NK004\"]\n",
+    )
+    .unwrap();
+    assert_eq!(change_verdict(Some(&many), 3).approvals, 4);
+}
