@@ -1456,7 +1456,7 @@ impl State {
         let approval_only = c.envelope.is_approval_only();
         // once M shares are in, a contribution is an approval: a share sent anyway (by an
         // agent that polled before) is dropped unread, sealed to a key it never meets
-        let with_share = !approval_only && !shares_in;
+        let mut with_share = !approval_only && !shares_in;
         let verdict = match self.check_envelope(ca_id, holder_id, &offer, &c) {
             Ok(()) if approval_only && !shares_in => Err(ApiErr::new(
                 409,
@@ -1476,6 +1476,16 @@ impl State {
                 None => self.worker_contribute(&worker, holder_id, &c.ciphertext),
             },
             Err(e) => Err(e),
+        };
+        // a share that crossed the M-th on its way (its agent polled before): the worker
+        // holds M already and refuses it unread; its signed envelope counts as an approval,
+        // as it would had it come a moment later
+        let verdict = match verdict {
+            Err(e) if with_share && signing.is_none() && e.code == "not-waiting" => {
+                with_share = false;
+                Ok(())
+            }
+            other => other,
         };
         drop(worker);
         if let Err(e) = &verdict
@@ -1509,6 +1519,8 @@ impl State {
                 return Err(self.closed_session(ca_id, session_id));
             };
             l.approved.push(holder_id.to_owned());
+            // a signature share beyond the M-th (it crossed another) is an approval only
+            with_share = with_share && l.shares < usize::from(l.threshold);
             if with_share {
                 l.shares += 1;
                 if let (Some(t), Some(share)) = (l.signing.as_mut(), &c.signature_share) {

@@ -13,6 +13,9 @@ version = 1
 approvals = 3
 max_days = 200
 dns_domains = ["example.org"]
+
+[revocation]
+approvals = 4
 "#;
 
 /// An API token with role ca-admin, in `admin.token`.
@@ -130,7 +133,7 @@ fn policy_changes_online(key: &str, more: &[&str], env: Env) {
     admin_token(&env);
     let server = env.serve(&[]);
     let rule = [&RULE[..], &["--approve-policy-changes"]].concat();
-    let _agents: Vec<_> = ["NK001", "NK002", "NK003"]
+    let _agents: Vec<_> = ["NK001", "NK002", "NK003", "NK004"]
         .iter()
         .map(|id| env.agent(id, &ca_id, &server.url, &rule))
         .collect();
@@ -157,7 +160,14 @@ fn policy_changes_online(key: &str, more: &[&str], env: Env) {
         "{}",
         run.stdout()
     );
-    assert!(run.stderr().contains("3 of 3 approved"), "{}", run.stderr());
+    // the current policy's strictest quorum ([revocation]: 4) governs its change: M shares
+    // and one approval without a share
+    assert!(run.stderr().contains("4 of 4 approved"), "{}", run.stderr());
+    assert!(
+        run.stderr().contains("policy [policy]: 4 approvals"),
+        "{}",
+        run.stderr()
+    );
 
     // enforced at once, no restart: the same request is refused now
     refused(
@@ -171,7 +181,7 @@ fn policy_changes_online(key: &str, more: &[&str], env: Env) {
     assert!(shown.contains("\"max_days\": 60"), "{shown}");
 
     // every approving agent adopted the new manifest: on disk, verified, revision 1
-    for id in ["NK001", "NK002", "NK003"] {
+    for id in ["NK001", "NK002", "NK003", "NK004"] {
         let log = env.wait_for(&format!("agent-{id}.log"), 30, |t| {
             t.contains("adopted the CA's new manifest")
         });
