@@ -377,3 +377,79 @@ mod tests {
         assert!(!passes(&[]));
     }
 }
+
+#[cfg(test)]
+mod manifest_tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::ceremony::{self, CaMode, CeremonyParams, Holder, NitrokeyId};
+    use crate::pki::{CaSubject, KeyAlgorithm};
+    use crate::sss::shoup::SafePrimes;
+
+    const PRIMES: &str = include_str!("../../tests/fixtures/threshold/rsa-2048.primes");
+
+    /// A 2-of-3 CA from the test primes, and the dealer's key (the CA key).
+    fn ca() -> (VerifiedManifest, CaKey) {
+        let holders = (1..=3)
+            .map(|i| Holder {
+                nitrokey_id: NitrokeyId::parse(&format!("NK00{i}")).unwrap(),
+                holder_name: format!("Holder {i}"),
+                holder_email: format!("h{i}@example.org"),
+                location: "Paris".into(),
+                age_recipient: Some(age::x25519::Identity::generate().to_public()),
+            })
+            .collect();
+        let subject = CaSubject {
+            name: "Worker CA".into(),
+            org: "nkpki tests".into(),
+            country: "FR".into(),
+        };
+        let params = CeremonyParams::new(subject, KeyAlgorithm::Rsa2048, 5, None, 2, holders)
+            .unwrap()
+            .with_mode(CaMode::Threshold)
+            .unwrap();
+        let primes = SafePrimes::from_text(PRIMES).unwrap();
+        let manifest =
+            ceremony::perform_threshold(&params, primes, time::OffsetDateTime::now_utc())
+                .unwrap()
+                .manifest;
+        let key = CaKey::from_rsa(
+            SafePrimes::from_text(PRIMES)
+                .unwrap()
+                .to_rsa_private_key()
+                .unwrap(),
+        )
+        .unwrap();
+        (manifest.verify().unwrap(), key)
+    }
+
+    #[test]
+    fn the_worker_signs_only_its_manifest_with_the_policy_changed() {
+        let (manifest, key) = ca();
+        let policy =
+            crate::policy::Policy::from_toml("version = 1\n[crl]\napprovals = 3\n").unwrap();
+        let next = manifest.body.with_policy(Some(policy)).unwrap();
+        let json = String::from_utf8(next.signed_bytes().unwrap()).unwrap();
+        let signature = manifest_signature(&key, &manifest, &json).unwrap();
+        Manifest::from_parts(next.clone(), &signature)
+            .verify()
+            .unwrap();
+
+        let mut holders = next.clone();
+        holders.holders[1].location = "Elsewhere".into();
+        let json = String::from_utf8(holders.signed_bytes().unwrap()).unwrap();
+        let why = manifest_signature(&key, &manifest, &json).unwrap_err();
+        assert!(why.contains("changes the holders"), "{why}");
+
+        let mut skipped = next.clone();
+        skipped.policy_revision = 5;
+        let json = String::from_utf8(skipped.signed_bytes().unwrap()).unwrap();
+        let why = manifest_signature(&key, &manifest, &json).unwrap_err();
+        assert!(why.contains("not the next policy revision"), "{why}");
+
+        let pretty = serde_json::to_string_pretty(&next).unwrap();
+        let why = manifest_signature(&key, &manifest, &pretty).unwrap_err();
+        assert!(why.contains("signed form"), "{why}");
+    }
+}
