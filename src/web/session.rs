@@ -114,6 +114,10 @@ fn body(user: &SignedIn, s: &Shown) -> Markup {
     let st = &s.status;
     let waiting = st.state == SessionState::Waiting;
     let events = format!("/ui/sessions/{}/events", st.session_id);
+    // a policy session's request is a whole manifest body: its policy is what changes
+    let new_manifest = (st.kind == SessionKind::Policy)
+        .then(|| serde_json::from_str::<crate::manifest::ManifestBody>(&s.request).ok())
+        .flatten();
     html! {
         section.card #session data-events=[waiting.then_some(events.as_str())]
             data-threshold=(st.threshold) {
@@ -164,7 +168,13 @@ fn body(user: &SignedIn, s: &Shown) -> Markup {
             @if let Some(view) = &st.certificate {
                 (super::request::certificate_facts(view, st.state == SessionState::Signed))
             }
-            @if st.kind != SessionKind::Issue {
+            @if let Some(body) = &new_manifest {
+                p { "The CA's manifest again, with policy revision "
+                    strong #policy-revision { (body.policy_revision) } " and this policy:" }
+                pre #new-policy { (body.policy.as_ref().map_or_else(
+                    || "(none: M approvals, no rule)".to_owned(),
+                    crate::policy::Policy::to_json_pretty)) }
+            } @else if st.kind != SessionKind::Issue {
                 @if let Some(serial) = &st.serial {
                     p { "Revoke serial " code #revoke-serial { (serial) } ", reason "
                         strong { (shown(s.reason.as_deref().unwrap_or("unspecified"))) } "." }
