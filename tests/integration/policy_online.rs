@@ -201,6 +201,19 @@ fn policy_changes_online(key: &str, more: &[&str], env: Env) {
         .ok()
         .stdout();
     assert!(audit.contains("ca-policy-changed"), "{audit}");
+
+    // the web UI shows the session as the new policy, not the whole manifest body
+    let session = run.stderr().split_whitespace().nth(1).unwrap().to_owned();
+    let web = crate::web::Web::over(env, server, ca_id);
+    let cookie = web.sign_in();
+    let page = web
+        .get(&format!("/ui/sessions/{session}"), Some(&cookie))
+        .text()
+        .unwrap();
+    assert!(page.contains("change the CA policy"), "{page}");
+    assert!(page.contains("id=\"policy-revision\">1<"), "{page}");
+    assert!(page.contains("&quot;max_days&quot;: 60"), "{page}");
+    assert!(!page.contains("BEGIN CERTIFICATE"), "{page}");
 }
 
 #[test]
