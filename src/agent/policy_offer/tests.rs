@@ -186,3 +186,60 @@ fn only_a_newer_manifest_of_the_same_key_and_shares_is_adopted() {
     let why = refusal(check_newer(&original, &other));
     assert!(why.contains("another CA key"), "{why}");
 }
+
+#[test]
+fn the_holder_sees_each_rule_removed_added_and_kept() {
+    let (manifest, dealer) = threshold_ca();
+    let loose =
+        Policy::from_toml("version = 1\n[server]\napprovals = 2\nmax_days = 200\n").unwrap();
+    let mine = Manifest::sign(manifest.signed.with_policy(Some(loose)).unwrap(), &dealer)
+        .unwrap()
+        .verify()
+        .unwrap();
+    let next = mine.body.with_policy(Some(strict())).unwrap();
+    let offer = SessionOffer {
+        session_id: "s".into(),
+        ca_id: mine.ca_id().0.clone(),
+        ca_name: "Policy CA".into(),
+        kind: crate::proto::SessionKind::Policy,
+        requester: "admin".into(),
+        request: text(&next),
+        request_sha256: String::new(),
+        summary: crate::proto::OfferSummary {
+            profile: "policy".into(),
+            days: 0,
+            not_before: 0,
+            serial: None,
+            reason: None,
+            certificate: None,
+        },
+        nonce: String::new(),
+        expires_at: 0,
+        recipient: String::new(),
+        mode: SigningMode::Threshold,
+        tbs: None,
+        policy: None,
+        approval_only: false,
+    };
+    let lines = describe(&offer, &mine);
+    assert_eq!(
+        lines,
+        [
+            "policy revision 1 -> 2",
+            "- server.approvals = 2",
+            "- server.max_days = 200",
+            "+ server.approvals = 3",
+            "+ server.max_days = 30",
+            "  version = 1",
+        ]
+    );
+    let cleared = mine.body.with_policy(None).unwrap();
+    let lines = describe(
+        &SessionOffer {
+            request: text(&cleared),
+            ..offer
+        },
+        &mine,
+    );
+    assert!(lines[0].contains("REMOVED"), "{lines:?}");
+}
