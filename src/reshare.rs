@@ -42,6 +42,22 @@ pub enum ReshareError {
          hint: first change the policy with `nkpki policy set` (M current shares), then reshare"
     )]
     Policy(crate::policy::PolicyError),
+    #[error(
+        "holders[{index}] ({holder}) has no age_recipient: an online reshare seals each new \
+         package to its holder's age recipient, never to a passphrase\n\
+         hint: add the holder's `age-keygen` public key as age_recipient, or reshare offline \
+         on the ceremony laptop"
+    )]
+    NoRecipient { index: usize, holder: String },
+    #[error("{0}")]
+    ServerInfo(String),
+    #[error(
+        "re-dealing a threshold key needs the key whole: reshare offline on the ceremony \
+         laptop, docs/ceremony.md\nhint: `nkpki reshare --manifest ... --token ...`"
+    )]
+    ThresholdOnline,
+    #[error("the reshare request is not for this CA's current share set: {0}")]
+    Stale(String),
     #[error(transparent)]
     Manifest(#[from] ManifestError),
     #[error(transparent)]
@@ -97,6 +113,43 @@ impl ReshareRequest {
         }
         params.policy_revision = current.body.policy_revision;
         Ok(ReshareRequest { params })
+    }
+
+    /// The request of an online reshare (a `reshare` session's statement): every new
+    /// holder needs an age recipient, the new packages point the agents at the statement's
+    /// server, and a threshold-mode CA is refused. The server checks it before any holder
+    /// is asked, and the session worker again before it uses a share.
+    pub fn online(
+        current: &VerifiedManifest,
+        statement: &crate::proto::ReshareStatement,
+    ) -> Result<Self, ReshareError> {
+        if current.threshold_key().is_some() {
+            return Err(ReshareError::ThresholdOnline);
+        }
+        if let Some((index, h)) = statement.holders.iter().enumerate().find(|(_, h)| {
+            h.age_recipient
+                .as_deref()
+                .is_none_or(|r| r.trim().is_empty())
+        }) {
+            return Err(ReshareError::NoRecipient {
+                index,
+                holder: h.nitrokey_id.clone(),
+            });
+        }
+        let holders_json = serde_json::to_string(&statement.holders)
+            .map_err(|e| ReshareError::CaInfo(e.to_string()))?;
+        let holders = ceremony::parse_holders(&holders_json)?;
+        let url = statement.server_url.clone();
+        let insecure = url.as_deref().is_some_and(crate::package::is_plain_http);
+        let info =
+            crate::package::check_server_info(url, statement.server_cert_sha256.clone(), insecure)
+                .map_err(|p| ReshareError::ServerInfo(p.message))?;
+        Self::new(
+            current,
+            holders,
+            statement.threshold,
+            Delivery::Packages(info),
+        )
     }
 
     pub fn holders(&self) -> &[Holder] {

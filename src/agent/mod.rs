@@ -4,6 +4,7 @@
 //! the token that binds it to the exact request.
 
 mod crl_history;
+mod reshare_offer;
 
 pub use crl_history::CrlHistory;
 
@@ -56,6 +57,8 @@ pub struct ApprovalRule {
     pub max_days: Option<u32>,
     /// Approve CRL signing and revocations too.
     pub allow_revocation: bool,
+    /// Approve a reshare of the CA too (`--approve-reshare`).
+    pub allow_reshare: bool,
 }
 
 /// The longest validity a rule approves unless it says otherwise (the CA/Browser Forum's
@@ -91,6 +94,10 @@ impl ApprovalRule {
     /// Why the rule does not cover the offer, if it does not. `view` is the certificate
     /// as it will be issued, computed by this agent (for `issue` sessions).
     pub fn refuses(&self, offer: &SessionOffer, view: Option<&CertificateView>) -> Option<String> {
+        if offer.kind == SessionKind::Reshare {
+            return (!self.allow_reshare)
+                .then(|| "a reshare needs a person (or --approve-reshare)".to_owned());
+        }
         if offer.kind != SessionKind::Issue {
             return (!self.allow_revocation).then(|| {
                 format!(
@@ -198,6 +205,7 @@ pub fn recompute(
     let refused = |why: String| AgentError::Refused(why);
     check_mode(offer, manifest)?;
     match offer.kind {
+        SessionKind::Reshare => reshare_offer::recompute(offer, manifest),
         SessionKind::Issue => {
             let csr = Csr::parse(offer.request.as_bytes())
                 .map_err(|e| refused(format!("the request is not a CSR nkpki can show: {e}")))?;
@@ -348,7 +356,10 @@ fn show(offer: &SessionOffer, approving: &Approving, ca_name: &str, verdict: &Ve
                 eprintln!("  {line}");
             }
         }
-        None => eprintln!("Statement:   {}", esc(&offer.request)),
+        None => match reshare_offer::lines(offer) {
+            Some(lines) => lines.iter().for_each(|l| eprintln!("{l}")),
+            None => eprintln!("Statement:   {}", esc(&offer.request)),
+        },
     }
     if let Some(crl) = &approving.crl {
         eprintln!(
@@ -634,11 +645,15 @@ impl Agent {
         };
         // the request is judged by the policy of this holder's own signed manifest, whatever
         // the server says
-        let verdict = self.manifest.verdict(&match &approving.certificate {
-            Some(view) => Request::Issue(view),
-            None if offer.kind == SessionKind::Revoke => Request::Revoke,
-            None => Request::Crl,
-        });
+        let verdict = match &approving.certificate {
+            // a reshare needs M shares, whatever the policy
+            None if offer.kind == SessionKind::Reshare => {
+                Verdict::no_policy("reshare", self.manifest.threshold())
+            }
+            Some(view) => self.manifest.verdict(&Request::Issue(view)),
+            None if offer.kind == SessionKind::Revoke => self.manifest.verdict(&Request::Revoke),
+            None => self.manifest.verdict(&Request::Crl),
+        };
         if !verdict.allowed() {
             return Err(AgentError::Refused(format!(
                 "the CA policy in this holder's manifest refuses the request: {}",
@@ -928,6 +943,7 @@ pub fn run(opts: AgentOptions) -> Result<(), AgentError> {
         );
     }
     let _ = &agent.module;
+    reshare_offer::enroll_for_new_set(&mut agent)?;
     // sessions answered, declined, failed or left unanswered, until they expire: the poll
     // asks the server to skip them, so it waits for news instead of offering them again
     let mut done: std::collections::HashMap<String, i64> = std::collections::HashMap::new();

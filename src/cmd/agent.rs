@@ -41,6 +41,10 @@ pub struct Args {
     /// Non-interactive: also approve revocations and CRL signing
     #[arg(long)]
     approve_revocations: bool,
+    /// Non-interactive: also approve a reshare of the CA (a new holder set and threshold);
+    /// without it an unattended agent declines every reshare
+    #[arg(long)]
+    approve_reshare: bool,
     /// Trust only this CA certificate (PEM) for the server's TLS certificate
     #[arg(long, value_name = "FILE")]
     server_ca: Option<PathBuf>,
@@ -72,7 +76,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     let rule_given = args.approve_profile.is_some()
         || args.approve_san_suffix.is_some()
-        || args.approve_revocations;
+        || args.approve_revocations
+        || args.approve_reshare;
     if !rule_given && (!args.approve_subject.is_empty() || args.approve_max_days.is_some()) {
         return Err(super::hinted(
             "--approve-subject and --approve-max-days only narrow a rule",
@@ -86,6 +91,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             subject_attributes: args.approve_subject,
             max_days: args.approve_max_days,
             allow_revocation: args.approve_revocations,
+            allow_reshare: args.approve_reshare,
         })
     } else {
         Approval::Interactive

@@ -23,6 +23,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::watch;
 use zeroize::Zeroizing;
 
+#[path = "reshare_session.rs"]
+mod reshare_session;
+
 /// An API failure: HTTP status, stable code, message.
 #[derive(Debug)]
 pub struct ApiErr {
@@ -104,7 +107,12 @@ pub(super) struct Prepared {
 /// What a signature will be recorded as.
 pub(super) enum Pending {
     Certificate(Box<pki::CertificateView>),
-    Crl { number: i64, new: Option<Revoked> },
+    Crl {
+        number: i64,
+        new: Option<Revoked>,
+    },
+    /// A new share set (`reshare`): recorded pending by [`State::record_reshare`].
+    Reshare,
 }
 
 struct AgentLogin {
@@ -165,6 +173,10 @@ fn session_verdict(
     let request = match (kind, view) {
         (SessionKind::Issue, Some(view)) => policy::Request::Issue(view),
         (SessionKind::Revoke, _) => policy::Request::Revoke,
+        // a reshare needs M shares: the cryptographic minimum, whatever the policy
+        (SessionKind::Reshare, _) => {
+            return policy::Verdict::no_policy("reshare", manifest.threshold());
+        }
         _ => policy::Request::Crl,
     };
     manifest.verdict(&request)
@@ -558,7 +570,8 @@ impl State {
         let holder = lock(&self.store).holder(ca_id, holder_id)?;
         match holder.and_then(|h| h.public_key_pem) {
             Some(pem) => Ok(Some(spki_from_pem(&pem)?)),
-            None => Ok(None),
+            // a holder only of a pending reshared set, enrolled for it
+            None => self.pending_holder_key(ca_id, holder_id),
         }
     }
 
@@ -614,14 +627,7 @@ impl State {
 
     pub fn create_session(&self, operator: &str, req: CreateSession) -> ApiResult<SessionStatus> {
         let manifest = self.manifest(&req.ca_id)?;
-        let Prepared {
-            session_id,
-            request,
-            request_sha256,
-            summary,
-            signing,
-            responder_key,
-        } = self.prepare_session(&manifest, &req).map_err(|e| {
+        let prepared = self.prepare_session(&manifest, &req).map_err(|e| {
             if e.status == 422 || e.code == "crl-session-open" {
                 let detail = format!("{operator}: {}", e.message);
                 self.audited_refusal("session-refused", Some(&req.ca_id), &detail, e)
@@ -629,6 +635,26 @@ impl State {
                 e
             }
         })?;
+        self.open_session(operator, &manifest, &req, prepared)
+    }
+
+    /// Stores a prepared session, starts its worker (reconstruct mode) and offers it to
+    /// the CA's holders.
+    fn open_session(
+        &self,
+        operator: &str,
+        manifest: &VerifiedManifest,
+        req: &CreateSession,
+        prepared: Prepared,
+    ) -> ApiResult<SessionStatus> {
+        let Prepared {
+            session_id,
+            request,
+            request_sha256,
+            summary,
+            signing,
+            responder_key,
+        } = prepared;
         let created_at = now();
         let (worker, recipient) = match &signing {
             Some(_) => (None, String::new()),
@@ -693,7 +719,7 @@ impl State {
         let kind_label = row.kind.clone();
         let _in = session_span(&session_id, &req.ca_id).entered();
         self.metrics.session(&req.ca_id, &kind_label, "opened");
-        let verdict = session_verdict(&manifest, req.kind, summary.certificate.as_ref());
+        let verdict = session_verdict(manifest, req.kind, summary.certificate.as_ref());
         let beyond_m = if verdict.approvals > manifest.threshold() {
             format!(
                 " (the CA policy's; {} of them with shares)",
@@ -887,6 +913,13 @@ impl State {
                 };
                 (text.clone(), pki::sha256_hex(text.as_bytes()), summary)
             }
+            SessionKind::Reshare => {
+                return Err(ApiErr::new(
+                    400,
+                    "bad-request",
+                    "a reshare is opened with POST /api/v1/reshare (`nkpki reshare --server`)",
+                ));
+            }
         };
         if threshold::key(manifest).is_some()
             && matches!(req.kind, SessionKind::Revoke | SessionKind::Crl)
@@ -983,6 +1016,7 @@ impl State {
                 let tbs = threshold::tbs_for_crl(manifest, number, revoked, new.as_ref(), now())?;
                 (tbs, Pending::Crl { number, new })
             }
+            SessionKind::Reshare => return Err("a threshold CA is not reshared online".into()),
         };
         Ok(ThresholdSession {
             tbs: Arc::new(tbs),
@@ -1601,6 +1635,7 @@ impl State {
                     "bad-ciphertext" => (400, "bad-ciphertext"),
                     "bad-share" => (422, "bad-share"),
                     "superseded-share-set" => (409, "superseded-share-set"),
+                    "pending-share-set" => (409, "pending-share-set"),
                     "duplicate" => (409, "duplicate"),
                     _ => (409, "not-waiting"),
                 };
@@ -1890,6 +1925,7 @@ impl State {
     /// checked against what the holders approved.
     fn job_for(&self, row: &SessionRow) -> Result<(SignJob, Pending), String> {
         match row.kind.as_str() {
+            "reshare" => self.reshare_job(row),
             "issue" => {
                 let csr = Csr::parse(row.request.as_bytes()).map_err(|e| e.to_string())?;
                 // sign only the exact request the holders approved, whatever the store says now
@@ -1998,6 +2034,7 @@ impl State {
                 }
                 Ok(format!("certificate {}", view.serial))
             }
+            Pending::Reshare => self.record_reshare(row, manifest, der),
             Pending::Crl { number, new } => {
                 let pem = pki::pem_encode("X509 CRL", der);
                 lock(&self.store)

@@ -121,6 +121,7 @@ pub(super) fn combine(
     match session.pending {
         Pending::Certificate(_) => pki::assemble_certificate(&session.tbs, &signature),
         Pending::Crl { .. } => pki::assemble_crl(&session.tbs, &signature),
+        Pending::Reshare => return Err("a threshold CA is not reshared online".into()),
     }
     .map_err(|e| e.to_string())
 }

@@ -79,6 +79,7 @@ fn kind_name(kind: SessionKind) -> &'static str {
         SessionKind::Issue => "issue a certificate",
         SessionKind::Revoke => "revoke a certificate and sign a new CRL",
         SessionKind::Crl => "sign a new CRL",
+        SessionKind::Reshare => "reshare the CA to a new holder set",
     }
 }
 
