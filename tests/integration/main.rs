@@ -25,6 +25,7 @@ mod packaging;
 mod policy;
 mod preview;
 mod reshare;
+mod reshare_online;
 mod session_events;
 mod sign;
 mod split_combine;
