@@ -384,6 +384,14 @@ impl State {
             )?;
         }
         lock(&self.manifests).remove(&set.ca_id);
+        // holders of the old set only hold no share any more: their logins end
+        let kept: Vec<&str> = registration
+            .holders
+            .iter()
+            .map(|(h, _, _)| h.as_str())
+            .collect();
+        lock(&self.agents)
+            .retain(|_, a| a.ca_id != set.ca_id || kept.contains(&a.holder_id.as_str()));
         tracing::info!(
             "CA {} switched to share set version {}",
             set.ca_id,

@@ -1,7 +1,7 @@
 //! Online reshare in the store: the share set a `reshare` session made, pending until M′
 //! of its holders have enrolled their tokens for it, and the switch to it.
 
-use super::{Result, Store, StoreError, audit, now, replace_share_set_in};
+use super::{Result, Store, StoreError, audit, mark_signed, now, replace_share_set_in};
 use rusqlite::{OptionalExtension, params};
 
 /// A share set made by a `reshare` session.
@@ -42,8 +42,9 @@ fn set_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<ReshareSetRow> {
 const SET_COLUMNS: &str = "session_id, ca_id, set_version, threshold, result, state";
 
 impl Store {
-    /// Records the share set a `reshare` session made, pending; a set still pending for
-    /// the same CA is `replaced` (its packages can no longer be enrolled).
+    /// Records the share set a `reshare` session made, pending, and the session signed; a
+    /// set still pending for the same CA is `replaced` (its packages can no longer be
+    /// enrolled).
     pub fn add_reshare_set(
         &mut self,
         set: &ReshareSetRow,
@@ -73,6 +74,14 @@ impl Store {
                 params![set.session_id, holder, index, code],
             )?;
         }
+        mark_signed(
+            &tx,
+            &set.session_id,
+            &format!(
+                "share set version {} made; packages: GET /api/v1/sessions/{}/packages",
+                set.set_version, set.session_id
+            ),
+        )?;
         audit::append_tx(
             &tx,
             "reshare-pending",

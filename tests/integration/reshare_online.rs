@@ -307,7 +307,55 @@ fn online_reshare_bad_requests_are_refused_before_any_holder_is_asked() {
     assert!(!run.output.status.success());
     let log = env.wait_for("agent-NK003.log", 5, |t| t.contains("--approve-reshare"));
     assert!(log.contains("a reshare needs a person"), "{log}");
-    let m: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(env.path("ca/manifest.json")).unwrap()).unwrap();
-    assert_eq!(m["signed"]["set_version"], 1);
+    assert!(!audit(&env).contains("reshare-pending"));
+}
+
+#[test]
+fn a_threshold_mode_ca_is_not_reshared_online() {
+    let primes = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/threshold/rsa-2048.primes"
+    );
+    let env = Env::new().with_env("NKPKI_TEST_SAFE_PRIMES", primes);
+    let holders = env.holders(3);
+    env.holders_json(&holders, &[]);
+    env.ca_init(
+        "rsa-2048",
+        2,
+        &[
+            "--mode",
+            "threshold",
+            "--package",
+            "--server-url",
+            "https://pki.example.org:8443",
+        ],
+    )
+    .ok();
+    let ca_id = env.register();
+    let admin = env
+        .nkpki(&[
+            "serve",
+            "token",
+            "create",
+            "--data-dir",
+            "data",
+            "--name",
+            "admin",
+            "--role",
+            "ca-admin",
+        ])
+        .ok()
+        .stdout();
+    env.write("admin.token", admin.trim());
+    let server = env.serve(&[]);
+    let run = reshare_online(&env, &server, &ca_id, "2", "admin.token", "out");
+    assert!(!run.output.status.success());
+    let err = run.stderr();
+    assert!(
+        err.contains("re-dealing a threshold key needs the key whole")
+            && err.contains("docs/ceremony.md"),
+        "{err}"
+    );
+    assert!(!env.path("out").exists());
+    assert!(audit(&env).contains("session-refused"));
 }
