@@ -265,6 +265,38 @@ impl State {
         })
     }
 
+    /// A share the worker refused as bad: if it is a share of the CA's pending set, the
+    /// holder learns that the server has not switched yet (409 `pending-share-set`);
+    /// anything else stays a bad share (422).
+    pub(super) fn other_share_set(&self, ca_id: &str, why: String) -> ApiErr {
+        let pending = lock(&self.store).pending_reshare_set(ca_id).ok().flatten();
+        let pending = pending.and_then(|set| {
+            let result: ReshareResult = serde_json::from_str(&set.result).ok()?;
+            let manifest = Manifest::from_json(&result.manifest_json).ok()?;
+            let id = manifest.signed.share_set.id().0;
+            why.contains(&id).then_some(set)
+        });
+        match pending {
+            Some(set) => {
+                let enrolled = lock(&self.store)
+                    .reshare_holders(&set.session_id)
+                    .map(|h| h.iter().filter(|h| h.public_key_pem.is_some()).count())
+                    .unwrap_or(0);
+                ApiErr::new(
+                    409,
+                    "pending-share-set",
+                    format!(
+                        "{why}: share set version {} is pending, not switched to yet: the server \
+                         switches once {} of its holders have enrolled ({enrolled} so far); until \
+                         then the current set signs",
+                        set.set_version, set.threshold
+                    ),
+                )
+            }
+            None => ApiErr::new(422, "bad-share", why),
+        }
+    }
+
     /// The token key a holder of the CA's pending set enrolled for it: such a holder logs
     /// in and polls before the switch, and its contributions are refused clearly
     /// (`pending-share-set`) until then.

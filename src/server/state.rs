@@ -1493,7 +1493,7 @@ impl State {
                     threshold::check_set(&manifest, c.share_set_id.as_ref())?;
                     threshold::check_share(&manifest, holder_id, tbs, context, share)
                 }),
-                None => self.worker_contribute(&worker, holder_id, &c.ciphertext),
+                None => self.worker_contribute(&worker, ca_id, holder_id, &c.ciphertext),
             },
             Err(e) => Err(e),
         };
@@ -1618,6 +1618,7 @@ impl State {
     fn worker_contribute(
         &self,
         worker: &tokio::sync::Mutex<Option<WorkerHandle>>,
+        ca_id: &str,
         holder_id: &str,
         ciphertext: &str,
     ) -> ApiResult<()> {
@@ -1633,9 +1634,9 @@ impl State {
             Ok(Some(Verdict::Refused { code, why })) => {
                 let (status, code) = match code.as_str() {
                     "bad-ciphertext" => (400, "bad-ciphertext"),
-                    "bad-share" => (422, "bad-share"),
+                    // a share of the CA's pending reshared set is named as such
+                    "bad-share" => return Err(self.other_share_set(ca_id, why)),
                     "superseded-share-set" => (409, "superseded-share-set"),
-                    "pending-share-set" => (409, "pending-share-set"),
                     "duplicate" => (409, "duplicate"),
                     _ => (409, "not-waiting"),
                 };

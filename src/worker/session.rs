@@ -134,12 +134,10 @@ impl Session {
         {
             return refused(
                 holder_id,
-                "pending-share-set",
+                "bad-share",
                 format!(
-                    "the share sent by {holder_id} belongs to share set {}, not to the CA's \
-                     current set {} (version {}): a reshared set the server has not switched \
-                     to yet? It switches once M′ of the new holders have enrolled; until then \
-                     the current set signs",
+                    "share failed verification: the share sent by {holder_id} belongs to \
+                     share set {}, not to the CA's current set {} (version {})",
                     share.set_id,
                     self.manifest.body.share_set.id(),
                     self.manifest.set_version()
