@@ -357,11 +357,15 @@ impl State {
         let signed =
             crate::proto::enroll_signed_bytes(&req.ca_id, &req.holder_id, &req.public_key_pem);
         if pki::verify_signature(&spki, &signed, &sig).is_err() {
-            return Err(ApiErr::new(
-                400,
-                "bad-signature",
-                "the enrollment is not signed by the key it registers",
-            ));
+            let why = "the enrollment is not signed by the key it registers";
+            self.refused(
+                ip,
+                super::Refusal::BadEnrollment,
+                Some((req.ca_id.as_str(), req.holder_id.as_str())),
+                "enrollment-refused",
+                why,
+            );
+            return Err(ApiErr::new(400, "bad-signature", why));
         }
         let enrolled =
             lock(&self.store).enroll_for_reshare(&set, &req.holder_id, &req.public_key_pem)?;
