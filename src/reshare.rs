@@ -681,4 +681,60 @@ mod tests {
             );
         }
     }
+
+    fn statement(verified: &VerifiedManifest, ids: &[u32]) -> crate::proto::ReshareStatement {
+        crate::proto::ReshareStatement {
+            format: crate::proto::RESHARE_FORMAT.into(),
+            ca_id: verified.ca_id().0.clone(),
+            current_set_version: 1,
+            current_set_id: verified.body.share_set.id().0,
+            current_threshold: verified.threshold(),
+            current_holders: Vec::new(),
+            supersedes: String::new(),
+            new_set_version: 2,
+            threshold: 2,
+            holders: holders(ids)
+                .into_iter()
+                .map(|h| crate::proto::ReshareHolder {
+                    nitrokey_id: h.nitrokey_id.to_string(),
+                    holder_name: h.holder_name,
+                    holder_email: h.holder_email,
+                    location: h.location,
+                    age_recipient: h.age_recipient.map(|r| r.to_string()),
+                })
+                .collect(),
+            server_url: Some("https://pki.example.org:8443".into()),
+            server_cert_sha256: None,
+        }
+    }
+
+    #[test]
+    fn an_online_request_needs_recipients_and_a_valid_server_url() {
+        let (first, _) = ceremony(2, &[1, 2, 3]);
+        let verified = first.manifest.verify().unwrap();
+        let ok = statement(&verified, &[2, 3, 4]);
+        let request = ReshareRequest::online(&verified, &ok).unwrap();
+        assert_eq!(request.threshold(), 2);
+        assert!(matches!(request.params.delivery, Delivery::Packages(_)));
+
+        let mut no_recipient = ok.clone();
+        no_recipient.holders[2].age_recipient = None;
+        let err = ReshareRequest::online(&verified, &no_recipient).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("holders[2] (NK004) has no age_recipient"),
+            "{err}"
+        );
+        let mut bad_url = ok.clone();
+        bad_url.server_url = Some("ftp://pki.example.org".into());
+        let err = ReshareRequest::online(&verified, &bad_url).unwrap_err();
+        assert!(
+            err.to_string().contains("must start with https://"),
+            "{err}"
+        );
+        let mut too_high = ok;
+        too_high.threshold = 300;
+        let err = ReshareRequest::online(&verified, &too_high).unwrap_err();
+        assert!(err.to_string().contains("outside 2..=15"), "{err}");
+    }
 }
