@@ -46,6 +46,7 @@ pub fn run(args: Online) -> anyhow::Result<()> {
         server_cert_sha256: args.server_cert_sha256.clone(),
         insecure_http: args.insecure_http,
     };
+    let started = std::time::Instant::now();
     let status: SessionStatus = client
         .post(&format!("{API}/reshare"), &request)
         .map_err(server_error)?;
@@ -78,6 +79,7 @@ pub fn run(args: Online) -> anyhow::Result<()> {
     );
     println!("Approved by:  {}", status.approved.join(", "));
     println!("Output:       {}/", args.out.display());
+    println!("Took:         {:.2} s", started.elapsed().as_secs_f64());
     eprintln!(
         "next: give each holder its package; each deploys it (`nkpki deploy`) and restarts its \
          agent, which enrolls the token for the new set. At the {}th enrollment the server \
