@@ -391,7 +391,8 @@ impl State {
 
     /// Switches the CA to its pending set, with the checks a registration makes: the new
     /// manifest and enrollment records verify, and it supersedes the registered manifest
-    /// exactly. Sessions open at the switch keep the set they opened with.
+    /// exactly. A session open at the switch fares as at a registration's switch: its
+    /// worker holds the old manifest, and the holders who left are unknown.
     fn switch_share_set(&self, set: &ReshareSetRow) -> ApiResult<()> {
         let result: ReshareResult = serde_json::from_str(&set.result).map_err(super::internal)?;
         let current = self.manifest(&set.ca_id)?;
