@@ -212,6 +212,41 @@ fn an_online_reshare_switches_once_the_new_holders_enroll_and_the_new_set_signs(
     let log = audit(&env);
     assert!(log.contains("share-set-switched"), "{log}");
     drop(nk007);
+    // the packages stay downloadable by a ca-admin, not by a plain operator
+    let session = run
+        .stderr()
+        .split_whitespace()
+        .skip_while(|w| *w != "session")
+        .nth(1)
+        .unwrap()
+        .to_owned();
+    let packages = |token: &str| {
+        let auth = format!(
+            "Authorization: Bearer {}",
+            String::from_utf8(env.read(token)).unwrap().trim()
+        );
+        let url = format!("{}/api/v1/sessions/{session}/packages", server.url);
+        env.tool(
+            "curl",
+            &[
+                "-sS",
+                "-o",
+                "packages.json",
+                "-w",
+                "%{http_code}",
+                "-H",
+                &auth,
+                &url,
+            ],
+        )
+        .ok()
+        .stdout()
+    };
+    assert_eq!(packages("op.token"), "403");
+    assert_eq!(packages("admin.token"), "200");
+    let download: serde_json::Value = serde_json::from_slice(&env.read("packages.json")).unwrap();
+    assert_eq!(download["state"], "switched");
+    assert_eq!(download["enrolled"], serde_json::json!(["NK006", "NK007"]));
 
     // after the switch: NK003's old share is refused as superseded; NK006 and NK007 sign
     let csr = leaf_csr(&env, "after");
