@@ -1058,7 +1058,7 @@ impl State {
             Some((s, p)) => (Some(s), Some(p)),
             None => (row.serial.clone(), None),
         };
-        let crl_pem = if row.state == "signed" && row.kind != "issue" {
+        let crl_pem = if row.state == "signed" && matches!(row.kind.as_str(), "revoke" | "crl") {
             store.latest_crl(&row.ca_id)?.map(|(_, pem)| pem)
         } else {
             None
