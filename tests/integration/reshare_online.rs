@@ -271,6 +271,47 @@ fn an_online_reshare_switches_once_the_new_holders_enroll_and_the_new_set_signs(
 }
 
 #[test]
+fn holders_of_both_sets_enroll_their_tokens_for_the_new_set_with_the_new_package() {
+    let env = Env::new().with_softhsm(&["NK001", "NK002", "NK003", "NK004", "NK005"]);
+    let (holders, ca_id) = deployed_ca(&env);
+    let server = env.serve(&[]);
+    let old: Vec<Proc> = ["NK001", "NK002", "NK003"]
+        .iter()
+        .map(|id| agent(&env, &server, &ca_id, id, &RULE))
+        .collect();
+    // 3-of-5 → 2-of-3 among holders who stay
+    env.holders_json(&holders[2..5], &[]);
+    reshare_online(&env, &server, &ca_id, "2", "admin.token", "ca2").ok();
+    drop(old);
+    // NK004 and NK005 were enrolled already: their new packages' codes count them
+    for (i, id) in [(3, "NK004"), (4, "NK005")] {
+        env.deploy(
+            &holders[i],
+            &format!("ca2/packages/{id}.nkpkg"),
+            id,
+            &["--yes"],
+        )
+        .ok();
+        let _ = std::fs::remove_dir_all(env.path(&format!("machine-{id}")));
+    }
+    let _nk004 = agent(&env, &server, &ca_id, "NK004", &RULE);
+    let log = env.wait_for("agent-NK004.log", 5, |t| t.contains("share set version 2"));
+    assert!(log.contains("1 of the 2 enrollments"), "{log}");
+    let _nk005 = agent(&env, &server, &ca_id, "NK005", &RULE);
+    let log = env.wait_for("agent-NK005.log", 5, |t| t.contains("switched to it"));
+    assert!(log.contains("2 of the 2 enrollments"), "{log}");
+    let csr = leaf_csr(&env, "kept");
+    let run = sign(&env, &server, &ca_id, &csr, "kept.crt");
+    run.ok();
+    assert!(
+        run.stdout().contains("NK004") && run.stdout().contains("NK005"),
+        "{}",
+        run.stdout()
+    );
+    env.openssl_verify("ca/ca.crt", "kept.crt");
+}
+
+#[test]
 fn online_reshare_bad_requests_are_refused_before_any_holder_is_asked() {
     let env = Env::new().with_softhsm(&["NK001", "NK002", "NK003", "NK004", "NK005"]);
     let (holders, ca_id) = deployed_ca(&env);
