@@ -19,6 +19,10 @@ pub enum SessionKind {
     /// Change the CA policy: sign the CA's manifest again with a new policy and the next
     /// policy revision (docs/policy.md, "Changing the policy online").
     Policy,
+    /// Reshare the CA to a new holder set and threshold (`POST /api/v1/reshare`): the
+    /// worker makes the new manifest and packages; the server switches to the new set
+    /// once M′ of its holders have enrolled.
+    Reshare,
 }
 
 /// Where a session is in its life.
@@ -503,6 +507,113 @@ impl std::fmt::Debug for Enroll {
     }
 }
 
+// ---- online reshare (docs/ceremony.md, "Online reshare") ----------------------------
+
+/// One holder of the new set, as in the offline holders file; online, `age_recipient` is
+/// required (the new packages are sealed to it, never to a passphrase).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReshareHolder {
+    pub nitrokey_id: String,
+    pub holder_name: String,
+    pub holder_email: String,
+    pub location: String,
+    #[serde(default)]
+    pub age_recipient: Option<String>,
+}
+
+/// `POST /api/v1/reshare` (role ca-admin): open a `reshare` session.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpenReshare {
+    pub ca_id: String,
+    /// M′, 2–15 and at most the new holders.
+    pub threshold: u32,
+    /// The new holders in share order (3–20).
+    pub holders: Vec<ReshareHolder>,
+    /// The server URL the new agents connect to (written into each package's agent.json).
+    #[serde(default)]
+    pub server_url: Option<String>,
+    #[serde(default)]
+    pub server_cert_sha256: Option<String>,
+    /// Allow a plain http:// `server_url` (loopback, a test bench).
+    #[serde(default)]
+    pub insecure_http: bool,
+}
+
+/// What the holders approve in a `reshare` session: the request as text is the compact
+/// JSON of this struct (field order as declared), and its SHA-256 is what envelopes bind.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReshareStatement {
+    /// `nkpki-reshare-request/1`.
+    pub format: String,
+    pub ca_id: String,
+    /// The current set: its version, id, threshold and holders (share order).
+    pub current_set_version: u32,
+    pub current_set_id: String,
+    pub current_threshold: u8,
+    pub current_holders: Vec<String>,
+    /// SHA-256 of the registered manifest the new one will supersede.
+    pub supersedes: String,
+    /// The new set.
+    pub new_set_version: u32,
+    pub threshold: u32,
+    pub holders: Vec<ReshareHolder>,
+    pub server_url: Option<String>,
+    pub server_cert_sha256: Option<String>,
+}
+
+pub const RESHARE_FORMAT: &str = "nkpki-reshare-request/1";
+
+impl ReshareStatement {
+    /// The exact text the holders are offered.
+    pub fn to_request(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+/// One new holder's package, age-encrypted to its recipient.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResharePackage {
+    pub holder_id: String,
+    /// `NK004.nkpkg`.
+    pub file_name: String,
+    /// Armoured age file.
+    pub armored: String,
+    /// What the holder compares after deploying.
+    pub fingerprint: String,
+}
+
+/// What a `reshare` job makes (nothing in it is secret in clear).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReshareResult {
+    pub manifest_json: String,
+    pub enrollment_json: String,
+    /// The reshare log (`reshare.json`) and its text log (`reshare.log`).
+    pub record_json: String,
+    pub log: String,
+    pub packages: Vec<ResharePackage>,
+}
+
+/// `GET /api/v1/sessions/{id}/packages` (role ca-admin): a signed `reshare` session's new
+/// share set and where the switch stands.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ReshareDownload {
+    pub session_id: String,
+    pub ca_id: String,
+    pub set_version: u32,
+    /// `pending` (the old set still signs), `switched`, or `replaced` (a later reshare
+    /// took its place before the switch).
+    pub state: String,
+    /// New-set holders enrolled so far, and how many the switch needs (M′).
+    pub enrolled: Vec<String>,
+    pub needed: u8,
+    pub result: ReshareResult,
+}
+
 // ---- the session worker's pipe (docs/protocol.md, "The session worker") -------------
 
 /// Server → session worker, one frame each: `Open` first, then contributions, then one
@@ -527,6 +638,9 @@ pub enum WorkerRequest {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum SignJob {
+    /// Reshare the CA as `request` says (the canonical [`ReshareStatement`] JSON the
+    /// holders approved); the reply's bytes are the JSON of a [`ReshareResult`].
+    Reshare { request: String },
     /// Issue the certificate `view` describes for the CSR (DER, base64); the worker
     /// refuses if issuance would make anything else.
     Issue {
@@ -565,7 +679,8 @@ pub enum WorkerReply {
         code: String,
         why: String,
     },
-    /// The certificate or CRL, DER, base64. The worker exits after this reply.
+    /// The certificate or CRL, DER, base64 (for a `reshare` job: the JSON of a
+    /// [`ReshareResult`], base64). The worker exits after this reply.
     Signed { der: String },
     /// The request could not be done; the worker exits after this reply.
     Failed { why: String },

@@ -42,6 +42,22 @@ pub enum ReshareError {
          hint: first change the policy with `nkpki policy set` (M current shares), then reshare"
     )]
     Policy(crate::policy::PolicyError),
+    #[error(
+        "holders[{index}] ({holder}) has no age_recipient: an online reshare seals each new \
+         package to its holder's age recipient, never to a passphrase\n\
+         hint: add the holder's `age-keygen` public key as age_recipient, or reshare offline \
+         on the ceremony laptop"
+    )]
+    NoRecipient { index: usize, holder: String },
+    #[error("{0}")]
+    ServerInfo(String),
+    #[error(
+        "re-dealing a threshold key needs the key whole: reshare offline on the ceremony \
+         laptop, docs/ceremony.md\nhint: `nkpki reshare --manifest ... --token ...`"
+    )]
+    ThresholdOnline,
+    #[error("the reshare request is not for this CA's current share set: {0}")]
+    Stale(String),
     #[error(transparent)]
     Manifest(#[from] ManifestError),
     #[error(transparent)]
@@ -97,6 +113,43 @@ impl ReshareRequest {
         }
         params.policy_revision = current.body.policy_revision;
         Ok(ReshareRequest { params })
+    }
+
+    /// The request of an online reshare (a `reshare` session's statement): every new
+    /// holder needs an age recipient, the new packages point the agents at the statement's
+    /// server, and a threshold-mode CA is refused. The server checks it before any holder
+    /// is asked, and the session worker again before it uses a share.
+    pub fn online(
+        current: &VerifiedManifest,
+        statement: &crate::proto::ReshareStatement,
+    ) -> Result<Self, ReshareError> {
+        if current.threshold_key().is_some() {
+            return Err(ReshareError::ThresholdOnline);
+        }
+        if let Some((index, h)) = statement.holders.iter().enumerate().find(|(_, h)| {
+            h.age_recipient
+                .as_deref()
+                .is_none_or(|r| r.trim().is_empty())
+        }) {
+            return Err(ReshareError::NoRecipient {
+                index,
+                holder: h.nitrokey_id.clone(),
+            });
+        }
+        let holders_json = serde_json::to_string(&statement.holders)
+            .map_err(|e| ReshareError::CaInfo(e.to_string()))?;
+        let holders = ceremony::parse_holders(&holders_json)?;
+        let url = statement.server_url.clone();
+        let insecure = url.as_deref().is_some_and(crate::package::is_plain_http);
+        let info =
+            crate::package::check_server_info(url, statement.server_cert_sha256.clone(), insecure)
+                .map_err(|p| ReshareError::ServerInfo(p.message))?;
+        Self::new(
+            current,
+            holders,
+            statement.threshold,
+            Delivery::Packages(info),
+        )
     }
 
     pub fn holders(&self) -> &[Holder] {
@@ -627,5 +680,61 @@ mod tests {
                 "{text}"
             );
         }
+    }
+
+    fn statement(verified: &VerifiedManifest, ids: &[u32]) -> crate::proto::ReshareStatement {
+        crate::proto::ReshareStatement {
+            format: crate::proto::RESHARE_FORMAT.into(),
+            ca_id: verified.ca_id().0.clone(),
+            current_set_version: 1,
+            current_set_id: verified.body.share_set.id().0,
+            current_threshold: verified.threshold(),
+            current_holders: Vec::new(),
+            supersedes: String::new(),
+            new_set_version: 2,
+            threshold: 2,
+            holders: holders(ids)
+                .into_iter()
+                .map(|h| crate::proto::ReshareHolder {
+                    nitrokey_id: h.nitrokey_id.to_string(),
+                    holder_name: h.holder_name,
+                    holder_email: h.holder_email,
+                    location: h.location,
+                    age_recipient: h.age_recipient.map(|r| r.to_string()),
+                })
+                .collect(),
+            server_url: Some("https://pki.example.org:8443".into()),
+            server_cert_sha256: None,
+        }
+    }
+
+    #[test]
+    fn an_online_request_needs_recipients_and_a_valid_server_url() {
+        let (first, _) = ceremony(2, &[1, 2, 3]);
+        let verified = first.manifest.verify().unwrap();
+        let ok = statement(&verified, &[2, 3, 4]);
+        let request = ReshareRequest::online(&verified, &ok).unwrap();
+        assert_eq!(request.threshold(), 2);
+        assert!(matches!(request.params.delivery, Delivery::Packages(_)));
+
+        let mut no_recipient = ok.clone();
+        no_recipient.holders[2].age_recipient = None;
+        let err = ReshareRequest::online(&verified, &no_recipient).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("holders[2] (NK004) has no age_recipient"),
+            "{err}"
+        );
+        let mut bad_url = ok.clone();
+        bad_url.server_url = Some("ftp://pki.example.org".into());
+        let err = ReshareRequest::online(&verified, &bad_url).unwrap_err();
+        assert!(
+            err.to_string().contains("must start with https://"),
+            "{err}"
+        );
+        let mut too_high = ok;
+        too_high.threshold = 300;
+        let err = ReshareRequest::online(&verified, &too_high).unwrap_err();
+        assert!(err.to_string().contains("outside 2..=15"), "{err}");
     }
 }

@@ -5,6 +5,7 @@
 
 mod crl_history;
 pub mod policy_offer;
+mod reshare_offer;
 
 pub use crl_history::CrlHistory;
 
@@ -60,6 +61,8 @@ pub struct ApprovalRule {
     /// Approve CA policy changes too (`--approve-policy-changes`): the new manifest is
     /// still recomputed and checked here; only the holder's look is skipped.
     pub allow_policy_changes: bool,
+    /// Approve a reshare of the CA too (`--approve-reshare`).
+    pub allow_reshare: bool,
 }
 
 /// The longest validity a rule approves unless it says otherwise (the CA/Browser Forum's
@@ -99,6 +102,10 @@ impl ApprovalRule {
             return (!self.allow_policy_changes).then(|| {
                 "a CA policy change needs a person (or --approve-policy-changes)".to_owned()
             });
+        }
+        if offer.kind == SessionKind::Reshare {
+            return (!self.allow_reshare)
+                .then(|| "a reshare needs a person (or --approve-reshare)".to_owned());
         }
         if offer.kind != SessionKind::Issue {
             return (!self.allow_revocation).then(|| {
@@ -208,6 +215,7 @@ pub fn recompute(
     check_mode(offer, manifest)?;
     match offer.kind {
         SessionKind::Policy => policy_offer::recompute(offer, manifest),
+        SessionKind::Reshare => reshare_offer::recompute(offer, manifest),
         SessionKind::Issue => {
             let csr = Csr::parse(offer.request.as_bytes())
                 .map_err(|e| refused(format!("the request is not a CSR nkpki can show: {e}")))?;
@@ -360,7 +368,10 @@ fn show(offer: &SessionOffer, approving: &Approving, ca_name: &str, verdict: &Ve
         }
         // a policy change is shown by `decide`, rule by rule, from the holder's manifest
         None if offer.kind == SessionKind::Policy => {}
-        None => eprintln!("Statement:   {}", esc(&offer.request)),
+        None => match reshare_offer::lines(offer) {
+            Some(lines) => lines.iter().for_each(|l| eprintln!("{l}")),
+            None => eprintln!("Statement:   {}", esc(&offer.request)),
+        },
     }
     if let Some(crl) = &approving.crl {
         eprintln!(
@@ -658,6 +669,10 @@ impl Agent {
         // the server says
         let verdict = match &approving.certificate {
             _ if offer.kind == SessionKind::Policy => policy_offer::verdict(&self.manifest),
+            // a reshare needs M shares, whatever the policy
+            None if offer.kind == SessionKind::Reshare => {
+                Verdict::no_policy("reshare", self.manifest.threshold())
+            }
             Some(view) => self.manifest.verdict(&Request::Issue(view)),
             None if offer.kind == SessionKind::Revoke => self.manifest.verdict(&Request::Revoke),
             None => self.manifest.verdict(&Request::Crl),
@@ -971,6 +986,7 @@ pub fn run(opts: AgentOptions) -> Result<(), AgentError> {
         );
     }
     let _ = &agent.module;
+    reshare_offer::enroll_for_new_set(&mut agent)?;
     // sessions answered, declined, failed or left unanswered, until they expire: the poll
     // asks the server to skip them, so it waits for news instead of offering them again
     let mut done: std::collections::HashMap<String, i64> = std::collections::HashMap::new();

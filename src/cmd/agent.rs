@@ -45,6 +45,10 @@ pub struct Args {
     /// against this holder's; without this flag an agent with a rule declines them)
     #[arg(long)]
     approve_policy_changes: bool,
+    /// Non-interactive: also approve a reshare of the CA (a new holder set and threshold);
+    /// without it an unattended agent declines every reshare
+    #[arg(long)]
+    approve_reshare: bool,
     /// Trust only this CA certificate (PEM) for the server's TLS certificate
     #[arg(long, value_name = "FILE")]
     server_ca: Option<PathBuf>,
@@ -77,7 +81,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let rule_given = args.approve_profile.is_some()
         || args.approve_san_suffix.is_some()
         || args.approve_revocations
-        || args.approve_policy_changes;
+        || args.approve_policy_changes
+        || args.approve_reshare;
     if !rule_given && (!args.approve_subject.is_empty() || args.approve_max_days.is_some()) {
         return Err(super::hinted(
             "--approve-subject and --approve-max-days only narrow a rule",
@@ -92,6 +97,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             max_days: args.approve_max_days,
             allow_revocation: args.approve_revocations,
             allow_policy_changes: args.approve_policy_changes,
+            allow_reshare: args.approve_reshare,
         })
     } else {
         Approval::Interactive

@@ -15,6 +15,7 @@ mod output;
 mod package;
 mod policy;
 mod reshare;
+mod reshare_online;
 mod revoke;
 mod serve;
 mod serve_list;

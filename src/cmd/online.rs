@@ -106,9 +106,18 @@ pub fn run_session(
     request: &CreateSession,
     quiet: bool,
 ) -> anyhow::Result<SessionStatus> {
-    let mut status: SessionStatus = client
+    let status: SessionStatus = client
         .post(&format!("{API}/sessions"), request)
         .map_err(server_error)?;
+    follow_session(client, status, quiet)
+}
+
+/// Follows an opened session until it ends; returns it when signed.
+pub fn follow_session(
+    client: &Client,
+    mut status: SessionStatus,
+    quiet: bool,
+) -> anyhow::Result<SessionStatus> {
     if !quiet {
         eprintln!(
             "session {} opened: {} of the CA's holders must approve within {} s",

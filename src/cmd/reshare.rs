@@ -19,11 +19,34 @@ use zeroize::Zeroizing;
     --insert-tokens --pin-file pin.txt --package --server-url https://pki.example.org:8443 --out ca-v2/\n\n\
     M shares of the current set rebuild the CA key in memory; a new KEK wraps it for the new \
     holders. The CA key and certificate do not change. Deploy every new package, then remove \
-    the old share objects (`nkpki token drill` names a token that still holds one).")]
+    the old share objects (`nkpki token drill` names a token that still holds one).\n\n\
+    Online (M holders approve on their agents; the server's session worker reshares):\n  \
+    nkpki reshare --server https://pki.example.org:8443 --ca CA_ID --api-token-file admin.token \\\n    \
+    --holders new-holders.json --threshold 3 --out ca-v2/\n\n\
+    Every new holder needs an age_recipient (packages are sealed to it). The old set keeps \
+    signing until M′ new holders have deployed their package and their agent has enrolled.")]
 pub struct Args {
-    /// The CA's current manifest.json
-    #[arg(long, value_name = "FILE")]
-    manifest: PathBuf,
+    /// The CA's current manifest.json (offline)
+    #[arg(long, value_name = "FILE", required_unless_present = "server")]
+    manifest: Option<PathBuf>,
+    /// Online: the nkpki server, e.g. https://pki.example.org:8443 (a `reshare` session
+    /// that M holders approve on their agents)
+    #[arg(long, value_name = "URL", conflicts_with_all = ["manifest", "shares", "tokens", "insert_tokens", "package", "passphrases_to"])]
+    server: Option<String>,
+    /// Online: the CA id
+    #[arg(
+        long = "ca",
+        visible_alias = "ca-id",
+        value_name = "CA_ID",
+        requires = "server"
+    )]
+    ca: Option<String>,
+    /// Online: file holding an API token with role ca-admin (default: $NKPKI_API_TOKEN)
+    #[arg(long, value_name = "FILE", requires = "server")]
+    api_token_file: Option<PathBuf>,
+    /// Online: trust only this CA certificate (PEM) for the server's TLS certificate
+    #[arg(long, value_name = "FILE", requires = "server")]
+    server_ca: Option<PathBuf>,
     /// JSON list of the new holders, one share each (3–20), in the format of ca-init's
     #[arg(long, value_name = "FILE")]
     holders: PathBuf,
@@ -56,25 +79,54 @@ pub struct Args {
     /// bare share files
     #[arg(long)]
     package: bool,
-    /// With --package: the server URL the agents connect to
-    #[arg(long, value_name = "URL", requires = "package")]
+    /// With --package (or online): the server URL the agents connect to (online, default:
+    /// --server)
+    #[arg(long, value_name = "URL")]
     server_url: Option<String>,
-    /// With --package: SHA-256 (hex) of the server's TLS certificate, pinned by the agents
-    #[arg(long, value_name = "HEX", requires = "package")]
+    /// With --package (or online): SHA-256 (hex) of the server's TLS certificate, pinned
+    /// by the agents (online, also by this command)
+    #[arg(long, value_name = "HEX")]
     server_cert_sha256: Option<String>,
-    /// With --package: accept a plain http:// --server-url (loopback, a test bench)
-    #[arg(long, requires = "server_url")]
+    /// Accept a plain http:// server URL for the agents (loopback, a test bench)
+    #[arg(long)]
     insecure_http: bool,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let manifest_text = String::from_utf8(super::read_file(&args.manifest, "manifest")?)
-        .map_err(|_| anyhow::anyhow!("{} is not a manifest (not text)", args.manifest.display()))?;
+    if args.server.is_some() {
+        return super::reshare_online::run(super::reshare_online::Online {
+            server: super::online::ServerArgs {
+                server: args.server,
+                ca: args.ca,
+                api_token_file: args.api_token_file,
+                server_ca: args.server_ca,
+                server_cert_sha256: args.server_cert_sha256.clone(),
+            },
+            holders: args.holders,
+            threshold: args.threshold,
+            out: args.out,
+            server_url: args.server_url,
+            server_cert_sha256: args.server_cert_sha256,
+            insecure_http: args.insecure_http,
+        });
+    }
+    if (args.server_url.is_some() || args.server_cert_sha256.is_some()) && !args.package {
+        return Err(hinted(
+            "--server-url and --server-cert-sha256 go into packages",
+            "add --package (offline), or reshare online with --server",
+        ));
+    }
+    let manifest_path = args
+        .manifest
+        .clone()
+        .context("--manifest FILE is required offline")?;
+    let manifest_text = String::from_utf8(super::read_file(&manifest_path, "manifest")?)
+        .map_err(|_| anyhow::anyhow!("{} is not a manifest (not text)", manifest_path.display()))?;
     let current_manifest = Manifest::from_json(&manifest_text)
-        .with_context(|| format!("manifest {}", args.manifest.display()))?;
+        .with_context(|| format!("manifest {}", manifest_path.display()))?;
     let current = current_manifest
         .verify()
-        .with_context(|| format!("manifest {}", args.manifest.display()))?;
+        .with_context(|| format!("manifest {}", manifest_path.display()))?;
     let holders_text = std::fs::read_to_string(&args.holders)
         .with_context(|| format!("cannot read holders file {}", args.holders.display()))?;
     let holders = ceremony::parse_holders(&holders_text)

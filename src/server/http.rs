@@ -455,6 +455,8 @@ pub fn api_router(state: Arc<State>) -> Router<Arc<State>> {
         .route("/sessions/{id}", get(status))
         .route("/sessions/{id}/cancel", post(cancel))
         .route("/sessions/{id}/events", get(events))
+        .route("/sessions/{id}/packages", get(reshare_packages))
+        .route("/reshare", post(open_reshare))
         .route("/cas", post(register_ca).get(cas))
         .route("/cas/{id}/urls", put(set_ca_urls))
         .route_layer(middleware::from_fn_with_state(
@@ -597,8 +599,7 @@ async fn enroll(
     Extension(Peer(peer)): Extension<Peer>,
     JsonBody(req): JsonBody<proto::Enroll>,
 ) -> ApiResult<Response> {
-    blocking(move || s.enroll(req, peer)).await?;
-    Ok(json(200, &serde_json::json!({"enrolled": true})))
+    Ok(json(200, &blocking(move || s.enroll_any(req, peer)).await?))
 }
 
 async fn challenge(
@@ -729,6 +730,28 @@ async fn cancel(
     Ok(json(
         200,
         &blocking(move || s.cancel(&operator, &id)).await?,
+    ))
+}
+
+async fn open_reshare(
+    axum::extract::State(s): AppState,
+    Extension(OperatorCaller(operator)): Extension<OperatorCaller>,
+    JsonBody(req): JsonBody<proto::OpenReshare>,
+) -> ApiResult<Response> {
+    Ok(json(
+        201,
+        &blocking(move || s.open_reshare(&operator, req)).await?,
+    ))
+}
+
+async fn reshare_packages(
+    axum::extract::State(s): AppState,
+    Extension(OperatorCaller(operator)): Extension<OperatorCaller>,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    Ok(json(
+        200,
+        &blocking(move || s.reshare_download(&operator, &id)).await?,
     ))
 }
 

@@ -470,7 +470,28 @@ pub fn register_prepared(
         )?);
     };
     // the same CA again: only a reshared manifest that descends from the stored one
-    let stored = Manifest::from_json(&stored)?;
+    let stored_version = check_successor(&stored, registration)?;
+    store.replace_share_set(
+        &registration.ca_id,
+        manifest_json,
+        &registration.holders,
+        &format!(
+            "share set version {stored_version} -> {}; {note}",
+            registration.set_version
+        ),
+    )?;
+    Ok(())
+}
+
+/// The checks a reshared manifest passes before it replaces the registered one
+/// (`stored_json`): a newer set version, the same certificate, the registered set among its
+/// earlier sets, and `supersedes` naming exactly the registered manifest. Returns the
+/// registered set version.
+pub(crate) fn check_successor(
+    stored_json: &str,
+    registration: &Registration,
+) -> Result<u32, ServerError> {
+    let stored = Manifest::from_json(stored_json)?;
     let stored_version = stored.signed.set_version;
     let conflict = |why: String| {
         Err(ServerError::Store(crate::store::StoreError::Conflict(
@@ -505,16 +526,7 @@ pub fn register_prepared(
              from the registered manifest, or register each reshared version in turn)"
         ));
     }
-    store.replace_share_set(
-        &registration.ca_id,
-        manifest_json,
-        &registration.holders,
-        &format!(
-            "share set version {stored_version} -> {}; {note}",
-            registration.set_version
-        ),
-    )?;
-    Ok(())
+    Ok(stored_version)
 }
 
 /// Registers a CA from its ceremony manifest, as an administrator on the server host (who

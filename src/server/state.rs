@@ -25,6 +25,8 @@ use zeroize::Zeroizing;
 
 #[path = "policy_session.rs"]
 mod policy_session;
+#[path = "reshare_session.rs"]
+mod reshare_session;
 
 /// An API failure: HTTP status, stable code, message.
 #[derive(Debug)]
@@ -113,6 +115,8 @@ pub(super) enum Pending {
     },
     /// A `policy` session's new manifest (the signature alone; the body is the request).
     Manifest,
+    /// A new share set (`reshare`): recorded pending by [`State::record_reshare`].
+    Reshare,
 }
 
 struct AgentLogin {
@@ -174,6 +178,10 @@ fn session_verdict(
         (SessionKind::Policy, _) => return policy_session::change_verdict(manifest),
         (SessionKind::Issue, Some(view)) => policy::Request::Issue(view),
         (SessionKind::Revoke, _) => policy::Request::Revoke,
+        // a reshare needs M shares: the cryptographic minimum, whatever the policy
+        (SessionKind::Reshare, _) => {
+            return policy::Verdict::no_policy("reshare", manifest.threshold());
+        }
         _ => policy::Request::Crl,
     };
     manifest.verdict(&request)
@@ -567,7 +575,8 @@ impl State {
         let holder = lock(&self.store).holder(ca_id, holder_id)?;
         match holder.and_then(|h| h.public_key_pem) {
             Some(pem) => Ok(Some(spki_from_pem(&pem)?)),
-            None => Ok(None),
+            // a holder only of a pending reshared set, enrolled for it
+            None => self.pending_holder_key(ca_id, holder_id),
         }
     }
 
@@ -626,14 +635,7 @@ impl State {
         if req.kind == SessionKind::Policy {
             self.check_policy_proposer(operator, &req.ca_id)?;
         }
-        let Prepared {
-            session_id,
-            request,
-            request_sha256,
-            summary,
-            signing,
-            responder_key,
-        } = self.prepare_session(&manifest, &req).map_err(|e| {
+        let prepared = self.prepare_session(&manifest, &req).map_err(|e| {
             if e.status == 422 || e.code == "crl-session-open" || e.code == "policy-session-open" {
                 let detail = format!("{operator}: {}", e.message);
                 self.audited_refusal("session-refused", Some(&req.ca_id), &detail, e)
@@ -641,6 +643,26 @@ impl State {
                 e
             }
         })?;
+        self.open_session(operator, &manifest, &req, prepared)
+    }
+
+    /// Stores a prepared session, starts its worker (reconstruct mode) and offers it to
+    /// the CA's holders.
+    fn open_session(
+        &self,
+        operator: &str,
+        manifest: &VerifiedManifest,
+        req: &CreateSession,
+        prepared: Prepared,
+    ) -> ApiResult<SessionStatus> {
+        let Prepared {
+            session_id,
+            request,
+            request_sha256,
+            summary,
+            signing,
+            responder_key,
+        } = prepared;
         let created_at = now();
         let (worker, recipient) = match &signing {
             Some(_) => (None, String::new()),
@@ -705,7 +727,7 @@ impl State {
         let kind_label = row.kind.clone();
         let _in = session_span(&session_id, &req.ca_id).entered();
         self.metrics.session(&req.ca_id, &kind_label, "opened");
-        let verdict = session_verdict(&manifest, req.kind, summary.certificate.as_ref());
+        let verdict = session_verdict(manifest, req.kind, summary.certificate.as_ref());
         let beyond_m = if verdict.approvals > manifest.threshold() {
             format!(
                 " (the CA policy's; {} of them with shares)",
@@ -900,6 +922,13 @@ impl State {
                 };
                 (text.clone(), pki::sha256_hex(text.as_bytes()), summary)
             }
+            SessionKind::Reshare => {
+                return Err(ApiErr::new(
+                    400,
+                    "bad-request",
+                    "a reshare is opened with POST /api/v1/reshare (`nkpki reshare --server`)",
+                ));
+            }
         };
         if threshold::key(manifest).is_some()
             && matches!(req.kind, SessionKind::Revoke | SessionKind::Crl)
@@ -997,6 +1026,7 @@ impl State {
                 let tbs = threshold::tbs_for_crl(manifest, number, revoked, new.as_ref(), now())?;
                 (tbs, Pending::Crl { number, new })
             }
+            SessionKind::Reshare => return Err("a threshold CA is not reshared online".into()),
         };
         Ok(ThresholdSession {
             tbs: Arc::new(tbs),
@@ -1038,7 +1068,7 @@ impl State {
             Some((s, p)) => (Some(s), Some(p)),
             None => (row.serial.clone(), None),
         };
-        let crl_pem = if row.state == "signed" && (row.kind == "revoke" || row.kind == "crl") {
+        let crl_pem = if row.state == "signed" && matches!(row.kind.as_str(), "revoke" | "crl") {
             store.latest_crl(&row.ca_id)?.map(|(_, pem)| pem)
         } else {
             None
@@ -1473,7 +1503,7 @@ impl State {
                     threshold::check_set(&manifest, c.share_set_id.as_ref())?;
                     threshold::check_share(&manifest, holder_id, tbs, context, share)
                 }),
-                None => self.worker_contribute(&worker, holder_id, &c.ciphertext),
+                None => self.worker_contribute(&worker, ca_id, holder_id, &c.ciphertext),
             },
             Err(e) => Err(e),
         };
@@ -1610,6 +1640,7 @@ impl State {
     fn worker_contribute(
         &self,
         worker: &tokio::sync::Mutex<Option<WorkerHandle>>,
+        ca_id: &str,
         holder_id: &str,
         ciphertext: &str,
     ) -> ApiResult<()> {
@@ -1625,7 +1656,8 @@ impl State {
             Ok(Some(Verdict::Refused { code, why })) => {
                 let (status, code) = match code.as_str() {
                     "bad-ciphertext" => (400, "bad-ciphertext"),
-                    "bad-share" => (422, "bad-share"),
+                    // a share of the CA's pending reshared set is named as such
+                    "bad-share" => return Err(self.other_share_set(ca_id, why)),
                     "superseded-share-set" => (409, "superseded-share-set"),
                     "duplicate" => (409, "duplicate"),
                     _ => (409, "not-waiting"),
@@ -1920,6 +1952,7 @@ impl State {
     fn job_for(&self, row: &SessionRow) -> Result<(SignJob, Pending), String> {
         match row.kind.as_str() {
             "policy" => Err("a policy session signs its manifest on its own path".into()),
+            "reshare" => self.reshare_job(row),
             "issue" => {
                 let csr = Csr::parse(row.request.as_bytes()).map_err(|e| e.to_string())?;
                 // sign only the exact request the holders approved, whatever the store says now
@@ -2028,6 +2061,7 @@ impl State {
                 }
                 Ok(format!("certificate {}", view.serial))
             }
+            Pending::Reshare => self.record_reshare(row, manifest, der),
             Pending::Crl { number, new } => {
                 let pem = pki::pem_encode("X509 CRL", der);
                 lock(&self.store)

@@ -122,6 +122,7 @@ pub(super) fn combine(
         Pending::Certificate(_) => pki::assemble_certificate(&session.tbs, &signature),
         Pending::Crl { .. } => pki::assemble_crl(&session.tbs, &signature),
         Pending::Manifest => Ok(signature),
+        Pending::Reshare => return Err("a threshold CA is not reshared online".into()),
     }
     .map_err(|e| e.to_string())
 }

@@ -5,7 +5,10 @@
 mod audit;
 mod lock;
 mod pages;
+mod reshare;
 mod schema;
+
+pub use reshare::{ReshareHolderRow, ReshareSetRow};
 
 pub use audit::{AuditEntry, AuditProblem, verify_chain};
 pub use lock::DataDirLock;
@@ -321,61 +324,7 @@ impl Store {
         note: &str,
     ) -> Result<()> {
         let tx = self.write_tx()?;
-        let changed = tx.execute(
-            "UPDATE cas SET manifest = ?2 WHERE ca_id = ?1",
-            params![ca_id, manifest_json],
-        )?;
-        if changed != 1 {
-            return Err(StoreError::Conflict(format!(
-                "CA {ca_id} is not registered"
-            )));
-        }
-        let kept: Vec<&str> = holders.iter().map(|(h, _, _)| h.as_str()).collect();
-        let mut removed = Vec::new();
-        for (holder,) in holder_ids_in(&tx, ca_id)? {
-            if !kept.contains(&holder.as_str()) {
-                removed.push(holder);
-            }
-        }
-        for holder in &removed {
-            tx.execute(
-                "DELETE FROM holders WHERE ca_id = ?1 AND holder_id = ?2",
-                params![ca_id, holder],
-            )?;
-        }
-        for (holder, index, code) in holders {
-            // a holder of both sets keeps its enrolled token key (deploy keeps it on the
-            // token); one not enrolled yet takes the new package's code
-            let updated = tx.execute(
-                "UPDATE holders SET share_index = ?3, enrollment_code_sha256 = CASE WHEN \
-                 public_key_pem IS NULL THEN ?4 ELSE enrollment_code_sha256 END, code_used = \
-                 CASE WHEN public_key_pem IS NULL THEN 0 ELSE code_used END \
-                 WHERE ca_id = ?1 AND holder_id = ?2",
-                params![ca_id, holder, index, code],
-            )?;
-            if updated == 0 {
-                tx.execute(
-                    "INSERT INTO holders (ca_id, holder_id, share_index, enrollment_code_sha256) VALUES (?1, ?2, ?3, ?4)",
-                    params![ca_id, holder, index, code],
-                )?;
-            }
-        }
-        audit::append_tx(
-            &tx,
-            "ca-reshared",
-            Some(ca_id),
-            None,
-            None,
-            &format!(
-                "{} holders (removed: {}); {note}",
-                holders.len(),
-                if removed.is_empty() {
-                    "none".to_owned()
-                } else {
-                    removed.join(", ")
-                }
-            ),
-        )?;
+        replace_share_set_in(&tx, ca_id, manifest_json, holders, note)?;
         tx.commit()?;
         Ok(())
     }
@@ -1175,6 +1124,72 @@ impl Store {
     pub fn audit_entries(&self) -> Result<Vec<AuditEntry>> {
         audit::entries(&self.conn)
     }
+}
+
+/// [`Store::replace_share_set`] inside a transaction.
+fn replace_share_set_in(
+    tx: &rusqlite::Transaction<'_>,
+    ca_id: &str,
+    manifest_json: &str,
+    holders: &[(String, u8, Option<String>)],
+    note: &str,
+) -> Result<()> {
+    let changed = tx.execute(
+        "UPDATE cas SET manifest = ?2 WHERE ca_id = ?1",
+        params![ca_id, manifest_json],
+    )?;
+    if changed != 1 {
+        return Err(StoreError::Conflict(format!(
+            "CA {ca_id} is not registered"
+        )));
+    }
+    let kept: Vec<&str> = holders.iter().map(|(h, _, _)| h.as_str()).collect();
+    let mut removed = Vec::new();
+    for (holder,) in holder_ids_in(tx, ca_id)? {
+        if !kept.contains(&holder.as_str()) {
+            removed.push(holder);
+        }
+    }
+    for holder in &removed {
+        tx.execute(
+            "DELETE FROM holders WHERE ca_id = ?1 AND holder_id = ?2",
+            params![ca_id, holder],
+        )?;
+    }
+    for (holder, index, code) in holders {
+        // a holder of both sets keeps its enrolled token key (deploy keeps it on the
+        // token); one not enrolled yet takes the new package's code
+        let updated = tx.execute(
+            "UPDATE holders SET share_index = ?3, enrollment_code_sha256 = CASE WHEN \
+             public_key_pem IS NULL THEN ?4 ELSE enrollment_code_sha256 END, code_used = \
+             CASE WHEN public_key_pem IS NULL THEN 0 ELSE code_used END \
+             WHERE ca_id = ?1 AND holder_id = ?2",
+            params![ca_id, holder, index, code],
+        )?;
+        if updated == 0 {
+            tx.execute(
+                "INSERT INTO holders (ca_id, holder_id, share_index, enrollment_code_sha256) VALUES (?1, ?2, ?3, ?4)",
+                params![ca_id, holder, index, code],
+            )?;
+        }
+    }
+    audit::append_tx(
+        tx,
+        "ca-reshared",
+        Some(ca_id),
+        None,
+        None,
+        &format!(
+            "{} holders (removed: {}); {note}",
+            holders.len(),
+            if removed.is_empty() {
+                "none".to_owned()
+            } else {
+                removed.join(", ")
+            }
+        ),
+    )?;
+    Ok(())
 }
 
 /// The holder ids of CA `ca_id`, inside a transaction.

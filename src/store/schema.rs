@@ -53,6 +53,15 @@ const MIGRATIONS: &[&str] = &[
         created_at INTEGER NOT NULL, certificate_der BLOB, not_after INTEGER);",
     // 7: the web UI's CA page lists a CA's certificates newest first, a page at a time
     "CREATE INDEX certificates_by_ca ON certificates (ca_id, issued_at);",
+    // 8: online reshare: the share set a `reshare` session made (manifest, enrollment
+    // hashes, packages sealed to the new holders), pending until M′ new holders enroll,
+    // and those holders' enrollments for it
+    "CREATE TABLE reshare_sets (session_id TEXT PRIMARY KEY REFERENCES sessions(session_id),
+        ca_id TEXT NOT NULL REFERENCES cas(ca_id), set_version INTEGER NOT NULL, threshold INTEGER NOT NULL,
+        result TEXT NOT NULL, state TEXT NOT NULL, created_at INTEGER NOT NULL, switched_at INTEGER);
+     CREATE TABLE reshare_holders (session_id TEXT NOT NULL REFERENCES reshare_sets(session_id),
+        holder_id TEXT NOT NULL, share_index INTEGER NOT NULL, enrollment_code_sha256 TEXT NOT NULL,
+        public_key_pem TEXT, enrolled_at INTEGER, PRIMARY KEY (session_id, holder_id));",
 ];
 
 pub fn migrate(conn: &mut Connection) -> Result<()> {

@@ -80,6 +80,7 @@ fn kind_name(kind: SessionKind) -> &'static str {
         SessionKind::Revoke => "revoke a certificate and sign a new CRL",
         SessionKind::Crl => "sign a new CRL",
         SessionKind::Policy => "change the CA policy (a new manifest)",
+        SessionKind::Reshare => "reshare the CA to a new holder set",
     }
 }
 

@@ -9,6 +9,7 @@
 
 pub mod frame;
 mod handle;
+mod reshare;
 mod session;
 
 pub use handle::{DEFAULT_LIFETIME, DEFAULT_TIMEOUT, Verdict, WorkerHandle};

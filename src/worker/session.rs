@@ -47,6 +47,8 @@ impl age::Identity for SessionKey {
 
 /// A session between `Open` and `Sign`: everything secret the worker holds.
 struct Session {
+    /// The manifest as registered (a reshare names its digest).
+    raw: Manifest,
     manifest: VerifiedManifest,
     key: SessionKey,
     /// The accepted shares, and beside them (same order) the holders who sent them. Kept
@@ -65,13 +67,16 @@ fn refused(holder_id: &str, code: &str, why: impl Into<String>) -> WorkerReply {
 
 impl Session {
     fn open(manifest_json: &str) -> Result<Self, String> {
-        let manifest = Manifest::from_json(manifest_json)
-            .and_then(|m| m.verify())
+        let raw = Manifest::from_json(manifest_json)
+            .map_err(|e| format!("the CA's manifest does not verify: {e}"))?;
+        let manifest = raw
+            .verify()
             .map_err(|e| format!("the CA's manifest does not verify: {e}"))?;
         // never more than M shares are kept: room for them all, so the vector never moves
         // them into a new buffer and frees the old one unwiped
         let threshold = manifest.threshold() as usize;
         Ok(Session {
+            raw,
             manifest,
             key: SessionKey {
                 identity: age::x25519::Identity::generate(),
@@ -124,6 +129,21 @@ impl Session {
             );
         };
         drop(plain);
+        if share.set_id != self.manifest.body.share_set.id()
+            && self.manifest.superseded_version(&share.set_id).is_none()
+        {
+            return refused(
+                holder_id,
+                "bad-share",
+                format!(
+                    "share failed verification: the share sent by {holder_id} belongs to \
+                     share set {}, not to the CA's current set {} (version {})",
+                    share.set_id,
+                    self.manifest.body.share_set.id(),
+                    self.manifest.set_version()
+                ),
+            );
+        }
         if let Err(err) = self
             .manifest
             .check_share(&share, &format!("the share sent by {holder_id}"))
@@ -176,12 +196,17 @@ impl Session {
             ));
         }
         let Session {
+            raw,
             manifest,
             key: session_key,
             shares,
-            holders: _,
+            holders,
         } = self;
         drop(session_key);
+        if let SignJob::Reshare { request } = &job {
+            return super::reshare::reshare(&raw, &manifest, shares, holders, request);
+        }
+        drop(holders);
         let pkcs8: Zeroizing<Vec<u8>> = manifest
             .body
             .share_set
@@ -201,6 +226,7 @@ impl Session {
                 now,
             } => crl(&key, &manifest, revoked, number, now),
             SignJob::Manifest { body_json } => manifest_signature(&key, &manifest, &body_json),
+            SignJob::Reshare { .. } => Err("a reshare is not signed with the rebuilt key".into()),
         }
     }
 }

@@ -87,6 +87,7 @@ impl Run {
 }
 
 /// A holder of the test ceremony: id and the age identity file made by `age-keygen`.
+#[derive(Clone)]
 pub struct Holder {
     pub id: String,
     pub key_file: PathBuf,

@@ -26,6 +26,7 @@ mod policy;
 mod policy_online;
 mod preview;
 mod reshare;
+mod reshare_online;
 mod session_events;
 mod sign;
 mod split_combine;

@@ -472,7 +472,9 @@ fn an_agent_refuses_a_threshold_offer_whose_tbs_is_not_the_request() {
         request: match kind {
             SessionKind::Issue => String::from_utf8(env.read(&csr_path)).unwrap(),
             SessionKind::Revoke => proto::revoke_statement(&m.ca_id().0, "0a0b", "keyCompromise"),
-            SessionKind::Crl | SessionKind::Policy => proto::crl_statement(&m.ca_id().0),
+            SessionKind::Crl | SessionKind::Policy | SessionKind::Reshare => {
+                proto::crl_statement(&m.ca_id().0)
+            }
         },
         request_sha256: String::new(),
         summary: OfferSummary {
