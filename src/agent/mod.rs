@@ -23,6 +23,18 @@ use base64::engine::general_purpose::STANDARD as B64;
 use std::io::Write;
 use std::time::Duration;
 
+/// How long an agent waits before it tries again to fetch or write a newer manifest.
+const ADOPTION_RETRY: Duration = Duration::from_secs(60);
+
+/// What became of the server's newer manifest.
+enum Adoption {
+    Adopted,
+    /// It did not check out: never asked for again in this run.
+    Refused,
+    /// It could not be fetched or written: asked for again after [`ADOPTION_RETRY`].
+    Deferred,
+}
+
 /// Seconds each long-poll waits for news; every poll is also the agent's heartbeat.
 pub const HEARTBEAT_SECS: u64 = 30;
 /// Reconnection: this many quick attempts, then slower ones.
@@ -760,20 +772,22 @@ impl Agent {
 impl Agent {
     /// Adopts the server's newer manifest if it checks out ([`policy_offer::check_newer`]);
     /// a refusal is logged and the agent keeps its own.
-    /// Returns false when the manifest was refused (not when it could not be fetched).
-    fn adopt_registered_manifest(&mut self, path: &str) -> bool {
+    fn adopt_registered_manifest(&mut self, path: &str) -> Adoption {
         match policy_offer::adopt(&self.client, &self.manifest, std::path::Path::new(path)) {
             Ok(new) => {
                 self.manifest = new;
-                true
+                Adoption::Adopted
             }
             Err(e @ (AgentError::Refused(_) | AgentError::Manifest(_))) => {
                 tracing::warn!("the server's newer manifest was NOT adopted: {e}");
-                false
+                Adoption::Refused
             }
             Err(e) => {
-                tracing::warn!("cannot fetch the server's newer manifest (will retry): {e}");
-                true
+                tracing::warn!(
+                    "cannot adopt the server's newer manifest now (retry in {} s): {e}",
+                    ADOPTION_RETRY.as_secs()
+                );
+                Adoption::Deferred
             }
         }
     }
@@ -995,6 +1009,7 @@ pub fn run(opts: AgentOptions) -> Result<(), AgentError> {
     let mut logged_in = false;
     // a newer registered manifest this agent refused (another key, other shares, …)
     let mut ignored_revision: u32 = 0;
+    let mut deferred: Option<(u32, std::time::Instant)> = None;
     loop {
         if !logged_in {
             match agent.server_login() {
@@ -1032,16 +1047,31 @@ pub fn run(opts: AgentOptions) -> Result<(), AgentError> {
             "{API}/agent/poll?wait={}&skip={}&policy_revision={}",
             HEARTBEAT_SECS - 5,
             skip.join(","),
-            agent.manifest.body.policy_revision.max(ignored_revision)
+            agent
+                .manifest
+                .body
+                .policy_revision
+                .max(ignored_revision)
+                .max(match deferred {
+                    Some((revision, since)) if since.elapsed() < ADOPTION_RETRY => revision,
+                    _ => 0,
+                })
         ));
         match polled {
             Ok(poll) => {
                 failures = 0;
-                if let Some(news) = &poll.manifest
-                    && !agent.adopt_registered_manifest(&manifest_path)
-                {
-                    // not asked again about that revision: the poll says it was seen
-                    ignored_revision = ignored_revision.max(news.policy_revision);
+                if let Some(news) = &poll.manifest {
+                    // the poll says the revision was seen: not asked about it again (for
+                    // a while, if it could not be fetched or written)
+                    match agent.adopt_registered_manifest(&manifest_path) {
+                        Adoption::Adopted => deferred = None,
+                        Adoption::Refused => {
+                            ignored_revision = ignored_revision.max(news.policy_revision);
+                        }
+                        Adoption::Deferred => {
+                            deferred = Some((news.policy_revision, std::time::Instant::now()));
+                        }
+                    }
                 }
                 let mut news = false;
                 for offer in &poll.sessions {

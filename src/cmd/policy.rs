@@ -31,13 +31,19 @@ enum Command {
     /// none: a manifest file, or the manifest a server has registered for a CA
     #[command(
         after_help = "Examples:\n  nkpki policy show --manifest ca/manifest.json\n  \
-        nkpki policy show --server https://pki.example.org:8443 --ca <CA_ID> --api-token-file op.token"
+        nkpki policy show --server https://pki.example.org:8443 --ca <CA_ID> --api-token-file op.token \\\n    \
+        --out ca/manifest.json"
     )]
     Show {
         #[arg(long, value_name = "FILE", required_unless_present = "server")]
         manifest: Option<PathBuf>,
         #[command(flatten)]
         server: super::online::ServerArgs,
+        /// With --server: also write the registered manifest (verified) to FILE, e.g. over
+        /// the ceremony laptop's copy after an online policy change (the old one is kept
+        /// as FILE.previous)
+        #[arg(long, value_name = "FILE", requires = "server")]
+        out: Option<PathBuf>,
     },
     /// Online: propose a new policy (or none) for a CA registered on a server; M holders
     /// (or what the current policy asks) approve it on their agents, then the server signs
@@ -121,10 +127,21 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Show { manifest, server } => {
+        Command::Show {
+            manifest,
+            server,
+            out,
+        } => {
             let m = match manifest {
                 Some(path) => read_manifest(&path)?,
-                None => registered_manifest(&server)?,
+                None => {
+                    let (raw, verified) = registered_manifest(&server)?;
+                    if let Some(out) = out {
+                        write_keeping_previous(&out, raw.to_json().as_bytes())?;
+                        eprintln!("registered manifest written to {}", out.display());
+                    }
+                    verified
+                }
             };
             match &m.body.policy {
                 Some(p) => println!("{}", p.to_json_pretty()),
@@ -141,7 +158,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 }
 
 /// The manifest a server has registered for `--ca`, verified here.
-fn registered_manifest(server: &super::online::ServerArgs) -> anyhow::Result<VerifiedManifest> {
+fn registered_manifest(
+    server: &super::online::ServerArgs,
+) -> anyhow::Result<(Manifest, VerifiedManifest)> {
     let client = server.operator_client()?;
     let ca = server.ca()?;
     let manifest: Manifest = client
@@ -159,7 +178,20 @@ fn registered_manifest(server: &super::online::ServerArgs) -> anyhow::Result<Ver
         server.url()?,
         verified.body.policy_revision
     );
-    Ok(verified)
+    Ok((manifest, verified))
+}
+
+/// Writes `bytes` to `path`, the file there before (if any) kept as `path.previous`.
+fn write_keeping_previous(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    if path.exists() {
+        let mut previous = path.as_os_str().to_owned();
+        previous.push(".previous");
+        let previous = PathBuf::from(previous);
+        fsx::write_new(&previous, &super::read_file(path, "manifest")?, 0o644, true)
+            .with_context(|| format!("cannot write {}", previous.display()))?;
+    }
+    fsx::write_new(path, bytes, 0o644, true)
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 fn propose(args: ProposeArgs) -> anyhow::Result<()> {
@@ -278,15 +310,7 @@ fn set(args: SetArgs) -> anyhow::Result<()> {
     drop(shares);
     let json = signed.to_json();
     let previous = args.ca.join("manifest.json.previous");
-    fsx::write_new(
-        &previous,
-        &super::read_file(&path, "manifest")?,
-        0o644,
-        true,
-    )
-    .with_context(|| format!("cannot write {}", previous.display()))?;
-    fsx::write_new(&path, json.as_bytes(), 0o644, true)
-        .with_context(|| format!("cannot write {}", path.display()))?;
+    write_keeping_previous(&path, json.as_bytes())?;
     println!(
         "Policy {} for CA {}; new manifest signed by the CA key -> {} (previous kept as {})",
         if signed.signed.policy.is_some() {

@@ -686,12 +686,12 @@ async fn create_session(
 
 async fn preview(
     axum::extract::State(s): AppState,
-    Extension(_): Extension<OperatorCaller>,
+    Extension(OperatorCaller(operator)): Extension<OperatorCaller>,
     JsonBody(req): JsonBody<proto::CreateSession>,
 ) -> ApiResult<Response> {
     Ok(json(
         200,
-        &blocking(move || super::preview::preview(&s, &req)).await?,
+        &blocking(move || super::preview::preview(&s, &operator, &req)).await?,
     ))
 }
 

@@ -39,21 +39,29 @@ impl State {
     /// Only an operator whose token has role `ca-admin` proposes a policy change; a refusal
     /// is audited.
     pub(super) fn check_policy_proposer(&self, operator: &str, ca_id: &str) -> ApiResult<()> {
-        let role = lock(&self.store).api_role(operator)?;
-        if role == Some(ApiRole::CaAdmin) {
-            return Ok(());
+        match self.policy_proposer_refusal(operator)? {
+            None => Ok(()),
+            Some(refusal) => Err(self.audited_refusal(
+                "session-refused",
+                Some(ca_id),
+                &format!("{operator}: proposing a CA policy change needs role ca-admin"),
+                refusal,
+            )),
         }
-        Err(self.audited_refusal(
-            "session-refused",
-            Some(ca_id),
-            &format!("{operator}: proposing a CA policy change needs role ca-admin"),
+    }
+
+    /// Why `operator` may not propose a CA policy change (not audited: the dry run asks
+    /// too), if it may not.
+    pub(crate) fn policy_proposer_refusal(&self, operator: &str) -> ApiResult<Option<ApiErr>> {
+        let role = lock(&self.store).api_role(operator)?;
+        Ok((role != Some(ApiRole::CaAdmin)).then(|| {
             ApiErr::new(
                 403,
                 "forbidden",
                 "proposing a CA policy change needs an API token with role ca-admin (hint: \
                  `nkpki serve token create --role ca-admin`)",
-            ),
-        ))
+            )
+        }))
     }
 
     /// What the holders of a `policy` session approve: the new manifest body's signed
@@ -210,11 +218,14 @@ impl State {
         let new = signed
             .verify()
             .map_err(|e| format!("the new manifest does not verify: {e}"))?;
-        let registered = lock(&self.store)
+        // checked, written and served under one hold of the store: a registration or
+        // another switch cannot come between the check and the write
+        let mut store = lock(&self.store);
+        let registered_json = store
             .ca_manifest(&row.ca_id)
             .map_err(|e| e.to_string())?
             .ok_or("the CA is no longer registered")?;
-        let registered = Manifest::from_json(&registered)
+        let registered = Manifest::from_json(&registered_json)
             .and_then(|m| m.verify())
             .map_err(|e| format!("the registered manifest: {e}"))?;
         if let Some(part) = registered.body.differs_beyond_policy(&new.body) {
@@ -240,10 +251,17 @@ impl State {
             },
             signed.digest()
         );
-        lock(&self.store)
-            .record_policy_change(&row.session_id, &row.ca_id, &signed.to_json(), &detail)
+        store
+            .record_policy_change(
+                &row.session_id,
+                &row.ca_id,
+                &registered_json,
+                &signed.to_json(),
+                &detail,
+            )
             .map_err(|e| format!("the store refused the new manifest: {e}"))?;
         lock(&self.manifests).insert(row.ca_id.clone(), Arc::new(new));
+        drop(store);
         self.end_sessions_judged_by_old_policy(&row.ca_id, revision);
         // agents waiting in a poll learn of the new manifest now
         self.notify_offers(&row.ca_id);
@@ -266,14 +284,7 @@ impl State {
         };
         for (id, l) in ended {
             drop(l);
-            self.end_session(
-                &id,
-                "cancelled",
-                &format!(
-                    "the CA policy changed (revision {revision}) while the session was open; \
-                     open it again to have it judged by the new policy; secrets wiped"
-                ),
-            );
+            self.end_session(&id, "cancelled", &policy_changed_while_open(revision));
         }
     }
 
@@ -292,4 +303,12 @@ impl State {
             .ca_manifest(ca_id)?
             .ok_or_else(|| ApiErr::new(404, "unknown-ca", format!("no CA {ca_id} is registered")))
     }
+}
+
+/// Why a session opened under a replaced policy ends without signing.
+pub(super) fn policy_changed_while_open(revision: u32) -> String {
+    format!(
+        "the CA policy changed (revision {revision}) while the session was open; open it \
+         again to have it judged by the new policy; secrets wiped"
+    )
 }

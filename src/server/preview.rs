@@ -3,12 +3,12 @@
 //! or audited.
 
 use super::state::{ApiResult, Prepared, State};
-use crate::proto::{CreateSession, PreviewRefusal, SessionPreview, SigningMode};
+use crate::proto::{CreateSession, PreviewRefusal, SessionKind, SessionPreview, SigningMode};
 
 /// Previews `req`. An unknown CA is answered as the session request would be (404
 /// `unknown-ca`), and so is a failure of the server itself (5xx); every refusal of the
-/// request itself (4xx) is the preview's verdict.
-pub fn preview(state: &State, req: &CreateSession) -> ApiResult<SessionPreview> {
+/// request itself (4xx) is the preview's verdict, `operator`'s role included.
+pub fn preview(state: &State, operator: &str, req: &CreateSession) -> ApiResult<SessionPreview> {
     let manifest = state.manifest(&req.ca_id)?;
     let mut preview = SessionPreview {
         ca_id: req.ca_id.clone(),
@@ -28,7 +28,11 @@ pub fn preview(state: &State, req: &CreateSession) -> ApiResult<SessionPreview> 
         summary: None,
         session_ttl: state.session_ttl,
     };
-    match state.prepare_session(&manifest, req) {
+    let role_refusal = match req.kind {
+        SessionKind::Policy => state.policy_proposer_refusal(operator)?,
+        _ => None,
+    };
+    match role_refusal.map_or_else(|| state.prepare_session(&manifest, req), Err) {
         Ok(Prepared {
             request,
             request_sha256,

@@ -80,6 +80,9 @@ struct Live {
     approvals: u8,
     /// Holders the CA policy requires among the approvers.
     required: Vec<String>,
+    /// The policy revision the session was judged by: it signs only if that is still the
+    /// registered one ([`State::finalize`]).
+    policy_revision: u32,
     /// Shares accepted (sealed shares in the worker, or signature shares): at most M are
     /// asked for; approvals beyond them come without a share.
     shares: usize,
@@ -773,6 +776,7 @@ impl State {
                 threshold: manifest.threshold(),
                 approvals: verdict.approvals,
                 required: verdict.required_holders,
+                policy_revision: manifest.body.policy_revision,
                 shares: 0,
                 total: manifest.body.share_set.total,
                 worker: Arc::new(tokio::sync::Mutex::new(worker)),
@@ -1876,6 +1880,16 @@ impl State {
     /// Has the session's worker rebuild the key, sign exactly what the holders approved
     /// and exit; records what it signed.
     fn finalize(&self, row: &SessionRow, manifest: &VerifiedManifest, l: Live) {
+        if l.policy_revision != manifest.body.policy_revision {
+            // opened under a policy replaced since: the switch's sweep may have missed it
+            // (created or finalizing meanwhile); it must not sign by the old rules
+            drop(l);
+            return self.end_session(
+                &row.session_id,
+                "cancelled",
+                &policy_session::policy_changed_while_open(manifest.body.policy_revision),
+            );
+        }
         if l.offer.kind == SessionKind::Policy {
             return self.finalize_policy(row, manifest, l);
         }

@@ -352,16 +352,20 @@ impl Store {
         &mut self,
         session_id: &str,
         ca_id: &str,
+        replaced_json: &str,
         manifest_json: &str,
         detail: &str,
     ) -> Result<()> {
         let tx = self.write_tx()?;
+        // only over the manifest the change was checked against
         let changed = tx.execute(
-            "UPDATE cas SET manifest = ?2 WHERE ca_id = ?1",
-            params![ca_id, manifest_json],
+            "UPDATE cas SET manifest = ?2 WHERE ca_id = ?1 AND manifest = ?3",
+            params![ca_id, manifest_json, replaced_json],
         )?;
         if changed == 0 {
-            return Err(StoreError::NotFound(format!("CA {ca_id}")));
+            return Err(StoreError::NotFound(format!(
+                "CA {ca_id} with the manifest the change was checked against"
+            )));
         }
         mark_signed(&tx, session_id, detail)?;
         audit::append_tx(

@@ -363,10 +363,11 @@ async fn preview(
     user.check_csrf(&form.csrf)?;
     let s = state.clone();
     let f = form.clone();
+    let operator = user.operator.clone();
     let checked = blocking(move || {
         let cas = ca_choices(&s);
         let previewed = match validate(&s, &f) {
-            Ok(req) => Ok((crate::server::preview::preview(&s, &req)?, req)),
+            Ok(req) => Ok((crate::server::preview::preview(&s, &operator, &req)?, req)),
             Err(errors) => Err(errors),
         };
         Ok((cas, previewed))

@@ -179,6 +179,23 @@ fn policy_changes_online(key: &str, more: &[&str], env: Env) {
     let (revision, shown) = registered_revision(&env, &server, &ca_id);
     assert_eq!(revision, 1);
     assert!(shown.contains("\"max_days\": 60"), "{shown}");
+    // the ceremony laptop's copy is brought up to date from the server
+    assert_eq!(manifest_on_disk(&env, "ca/manifest.json").0, 0);
+    env.nkpki(&[
+        "policy",
+        "show",
+        "--server",
+        &server.url,
+        "--ca",
+        &ca_id,
+        "--api-token-file",
+        "op.token",
+        "--out",
+        "ca/manifest.json",
+    ])
+    .ok();
+    assert_eq!(manifest_on_disk(&env, "ca/manifest.json").0, 1);
+    assert_eq!(manifest_on_disk(&env, "ca/manifest.json.previous").0, 0);
 
     // every approving agent adopted the new manifest: on disk, verified, revision 1
     for id in ["NK001", "NK002", "NK003", "NK004"] {
@@ -278,6 +295,19 @@ fn bad_policy_proposals_are_refused_before_any_holder_is_asked() {
     );
     assert_eq!(run.output.status.code(), Some(6), "{}", run.stderr());
     assert!(run.stderr().contains("role ca-admin"), "{}", run.stderr());
+    // and its dry run says so too (not audited: a preview records nothing)
+    let preview: serde_json::Value = crate::preview::client(&env, &server.url)
+        .post(
+            "/api/v1/sessions/preview",
+            &serde_json::json!({
+                "ca_id": ca_id,
+                "kind": "policy",
+                "new_policy": {"toml": String::from_utf8(env.read("strict.toml")).unwrap()},
+            }),
+        )
+        .unwrap();
+    assert_eq!(preview["accepted"], false, "{preview}");
+    assert_eq!(preview["refusal"]["status"], 403, "{preview}");
     // nothing opened, nothing changed, every refusal audited
     assert!(!env.read("serve.log").is_empty());
     assert!(

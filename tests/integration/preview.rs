@@ -15,7 +15,7 @@ const RULE: [&str; 6] = [
     "O=Example",
 ];
 
-fn client(env: &Env, url: &str) -> nkpki::client::Client {
+pub(crate) fn client(env: &Env, url: &str) -> nkpki::client::Client {
     let token = String::from_utf8(env.read("op.token")).unwrap();
     nkpki::client::Client::new(
         url,
