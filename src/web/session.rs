@@ -77,6 +77,7 @@ async fn session_page(
 fn kind_name(kind: SessionKind) -> &'static str {
     match kind {
         SessionKind::Issue => "issue a certificate",
+        SessionKind::IssueBatch => "issue a batch of certificates",
         SessionKind::Revoke => "revoke a certificate and sign a new CRL",
         SessionKind::Crl => "sign a new CRL",
     }
