@@ -2,7 +2,7 @@
 //! CSRs, approved once; each certificate written beside the others in `--out-dir`.
 
 use super::hinted;
-use super::online::{EXIT_POLICY, Exit, server_error};
+use super::online::server_error;
 use anyhow::Context;
 use nkpki::pki::{self, Csr, Profile, batch::MAX_BATCH};
 use nkpki::proto::{API, CreateSession, SessionKind, SessionPreview, SessionStatus};
@@ -115,15 +115,13 @@ pub fn run(b: &Batch<'_>) -> anyhow::Result<()> {
     }
     let files = csr_files(b)?;
     if files.len() > MAX_BATCH {
-        return Err(Exit(
-            EXIT_POLICY,
+        return Err(hinted(
             format!(
-                "a batch of {} CSRs is over the limit of {MAX_BATCH}; nothing was sent \
-                 (hint: split it into batches of at most {MAX_BATCH})",
+                "a batch of {} CSRs is over the limit of {MAX_BATCH}; nothing was sent",
                 files.len()
             ),
-        )
-        .into());
+            format!("split it into batches of at most {MAX_BATCH}"),
+        ));
     }
     let out_dir = match (b.out_dir, b.dry_run) {
         (Some(dir), _) => dir.to_owned(),
