@@ -296,3 +296,124 @@ pub fn page_lines(views: &[CertificateView], page: usize) -> Vec<String> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::OfferSummary;
+
+    fn view(i: usize) -> CertificateView {
+        CertificateView {
+            profile: "server".into(),
+            serial: format!("{i:04x}"),
+            subject: vec![("CN".into(), format!("host{i}.example.org"))],
+            sans: vec![format!("DNS:host{i}.example.org")],
+            key: "ecdsa-p256".into(),
+            not_before: 0,
+            not_after: 86_400,
+            days: 1,
+            is_ca: false,
+            path_len: None,
+            key_usage: vec![],
+            extended_key_usage: vec![],
+            name_constraints: vec![],
+            dropped: vec![],
+            crl_urls: vec![],
+            ca_issuers_urls: vec![],
+            ocsp_urls: vec![],
+        }
+    }
+
+    fn approving(n: usize) -> (SessionOffer, Approving, Verdict) {
+        let views: Vec<CertificateView> = (1..=n).map(view).collect();
+        let offer = SessionOffer {
+            session_id: "s".into(),
+            ca_id: "c".into(),
+            ca_name: "CA".into(),
+            kind: crate::proto::SessionKind::IssueBatch,
+            requester: "op".into(),
+            request: String::new(),
+            request_sha256: String::new(),
+            summary: OfferSummary {
+                profile: "server".into(),
+                days: 1,
+                not_before: 0,
+                serial: None,
+                reason: None,
+                certificate: None,
+                batch: Some(BatchSummary::of(views.clone())),
+            },
+            nonce: String::new(),
+            expires_at: 0,
+            recipient: String::new(),
+            mode: SigningMode::Reconstruct,
+            tbs: None,
+            policy: None,
+            approval_only: false,
+        };
+        let approving = Approving {
+            request_sha256: "ab".repeat(32),
+            certificate: None,
+            tbs: None,
+            crl: None,
+            batch: views,
+        };
+        let verdict = Verdict {
+            profile: "server".into(),
+            approvals: 3,
+            required_holders: vec![],
+            summary: vec![],
+            violations: vec![],
+        };
+        (offer, approving, verdict)
+    }
+
+    fn asked(n: usize, input: &str) -> (Option<bool>, String) {
+        let (offer, approving, verdict) = approving(n);
+        let mut out = Vec::new();
+        let answer = ask(
+            &offer,
+            &approving,
+            &verdict,
+            &mut std::io::Cursor::new(input.as_bytes().to_vec()),
+            &mut out,
+        )
+        .unwrap();
+        (answer, String::from_utf8(out).unwrap())
+    }
+
+    #[test]
+    fn the_holder_pages_through_the_list_before_answering() {
+        let (answer, shown) = asked(45, "n\nn\nn\np\na\n");
+        assert_eq!(answer, Some(true));
+        assert!(shown.contains("45 certificates"), "{shown}");
+        assert!(shown.contains("CN=host45.example.org"), "{shown}");
+        assert!(shown.contains("Page 3 of 3"), "{shown}");
+        // past the last page it stays there; `p` goes back one
+        assert_eq!(shown.matches("Page 3 of 3").count(), 2, "{shown}");
+        assert_eq!(shown.matches("Page 2 of 3").count(), 2, "{shown}");
+        assert!(shown.contains("    1. CN=host1.example.org"), "{shown}");
+        assert!(shown.contains("   21. CN=host21.example.org"), "{shown}");
+
+        let (answer, shown) = asked(3, "d\n");
+        assert_eq!(answer, Some(false));
+        assert!(shown.contains("Page 1 of 1"), "{shown}");
+        // nobody to ask: the session is left unanswered
+        assert_eq!(asked(3, "n\n").0, None);
+    }
+
+    #[test]
+    fn a_rule_must_cover_every_certificate_and_names_the_first_it_does_not() {
+        let rule = super::super::ApprovalRule {
+            profile: Some("server".into()),
+            san_suffix: Some("example.org".into()),
+            ..Default::default()
+        };
+        let mut views: Vec<CertificateView> = (1..=3).map(view).collect();
+        assert_eq!(rule_refuses(&rule, &views), None);
+        views[1].sans = vec!["DNS:www.example.com".into()];
+        views[1].subject = vec![("CN".into(), "www.example.com".into())];
+        let why = rule_refuses(&rule, &views).unwrap();
+        assert!(why.starts_with("certificate 2 of 3"), "{why}");
+    }
+}
