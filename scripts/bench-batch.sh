@@ -117,3 +117,10 @@ for key in ${BENCH_BATCH_KEYS:-rsa-4096 ecdsa-p256}; do
         "$ours_rate" "$peer_rate" "$(ratio "$ours_rate" "$peer_rate")"
     printf '%-52s %10s %10s\n' "  (whole batch, ms)" "$ours" "$peer"
 done
+
+# the signer alone: the `rsa` crate (single issuance) against ring (batches), per signature
+example=$(dirname "$nkpki")/examples/batch_signers
+if [ -x "$example" ]; then
+    openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:4096 -out sig4096.key 2>/dev/null
+    "$example" sig4096.key
+fi
