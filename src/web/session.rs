@@ -164,7 +164,17 @@ fn body(user: &SignedIn, s: &Shown) -> Markup {
             @if let Some(view) = &st.certificate {
                 (super::request::certificate_facts(view, st.state == SessionState::Signed))
             }
-            @if st.kind != SessionKind::Issue {
+            @if st.kind == SessionKind::IssueBatch {
+                p { "A batch of " (st.certificates.len()) " certificates, approved together:" }
+                table #batch {
+                    thead { tr { th { "#" } th { "Serial" } th { "Subject" } } }
+                    tbody {
+                        @for (i, c) in st.certificates.iter().enumerate() {
+                            tr { td { (i + 1) } td { code { (c.serial) } } td { (shown(&c.subject)) } }
+                        }
+                    }
+                }
+            } @else if st.kind != SessionKind::Issue {
                 @if let Some(serial) = &st.serial {
                     p { "Revoke serial " code #revoke-serial { (serial) } ", reason "
                         strong { (shown(s.reason.as_deref().unwrap_or("unspecified"))) } "." }
