@@ -270,6 +270,21 @@ fn a_forged_csr_or_an_oversized_batch_is_refused_before_any_holder_is_asked() {
         &["--csr-dir", "many", "--out-dir", "certs"],
     ));
     run.fails_with(&["1001 CSRs", "limit of 1000", "nothing was sent"]);
+    // two CSRs that would write one certificate file, refused before anything is sent
+    std::fs::copy(env.path(&csrs[0]), env.path("many/0000.pem")).unwrap();
+    env.nkpki(&batch_args(
+        "http://127.0.0.1:9",
+        &ca_id,
+        &[
+            "--csr",
+            "many/0000.csr",
+            "--csr",
+            "many/0000.pem",
+            "--out-dir",
+            "certs",
+        ],
+    ))
+    .fails_with(&["would both be written to certs/0000.crt"]);
 
     // every refusal of the server is audited; no session was opened, nothing issued
     let audit_text = audit(&env);
