@@ -101,6 +101,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         return super::sign_batch::run(&super::sign_batch::Batch {
             server: &args.server,
             offline: args.offline,
+            manifest: args.manifest.as_deref(),
             csrs: &args.csr,
             csr_dir: args.csr_dir.as_deref(),
             out_dir: args.out_dir.as_deref(),

@@ -2,9 +2,11 @@
 //! CSRs, approved once; each certificate written beside the others in `--out-dir`.
 
 use super::hinted;
-use super::online::server_error;
+use super::online::{EXIT_POLICY, Exit, server_error};
 use anyhow::Context;
+use nkpki::manifest::Manifest;
 use nkpki::pki::{self, Csr, Profile, batch::MAX_BATCH};
+use nkpki::policy::Request;
 use nkpki::proto::{API, CreateSession, SessionKind, SessionPreview, SessionStatus};
 use nkpki::{client::ClientError, fsx};
 use std::path::{Path, PathBuf};
@@ -13,6 +15,8 @@ use std::path::{Path, PathBuf};
 pub struct Batch<'a> {
     pub server: &'a super::online::ServerArgs,
     pub offline: bool,
+    /// The CA's manifest: its policy judges every certificate here before a session opens.
+    pub manifest: Option<&'a Path>,
     pub csrs: &'a [PathBuf],
     pub csr_dir: Option<&'a Path>,
     pub out_dir: Option<&'a Path>,
@@ -136,7 +140,7 @@ pub fn run(b: &Batch<'_>) -> anyhow::Result<()> {
     let items = items(files, &out_dir)?;
     let count = items.len();
     // every CSR read and checked here first: a bad one is named before anything is sent
-    let mut csr_pems = Vec::with_capacity(count);
+    let mut csrs = Vec::with_capacity(count);
     for (i, item) in items.iter().enumerate() {
         let csr = Csr::parse(&super::read_file(&item.csr, "CSR")?).with_context(|| {
             format!(
@@ -145,8 +149,15 @@ pub fn run(b: &Batch<'_>) -> anyhow::Result<()> {
                 item.csr.display()
             )
         })?;
-        csr_pems.push(pki::pem_encode("CERTIFICATE REQUEST", &csr.der));
+        csrs.push(csr);
     }
+    if let Some(path) = b.manifest {
+        check_policy_locally(b, path, &items, &csrs)?;
+    }
+    let csr_pems: Vec<String> = csrs
+        .iter()
+        .map(|csr| pki::pem_encode("CERTIFICATE REQUEST", &csr.der))
+        .collect();
     if !b.dry_run && !b.force {
         if let Some(taken) = items.iter().find(|i| i.out.exists()) {
             return Err(hinted(
@@ -179,6 +190,52 @@ pub fn run(b: &Batch<'_>) -> anyhow::Result<()> {
         .with_context(|| format!("cannot create {}", out_dir.display()))?;
     let status = super::online::run_session(&client, &request, b.json)?;
     write_certificates(b, &items, &status, &request.ca_id)
+}
+
+/// `--manifest`: the CA's own signed policy judges every certificate of the batch here,
+/// before any session is opened; the first refusal names its CSR.
+fn check_policy_locally(
+    b: &Batch<'_>,
+    path: &Path,
+    items: &[Item],
+    csrs: &[Csr],
+) -> anyhow::Result<()> {
+    let text = String::from_utf8(super::read_file(path, "manifest")?)
+        .map_err(|_| anyhow::anyhow!("{} is not a manifest (not text)", path.display()))?;
+    let manifest = Manifest::from_json(&text)
+        .and_then(|m| m.verify())
+        .with_context(|| format!("manifest {}", path.display()))?;
+    let sub_ca = (b.profile == Profile::SubCa)
+        .then(|| manifest.sub_ca_constraints())
+        .flatten();
+    let now = time::OffsetDateTime::now_utc();
+    let count = csrs.len();
+    let mut summary = Vec::new();
+    for (i, (item, csr)) in items.iter().zip(csrs).enumerate() {
+        let which = format!("CSR {} of {count} ({})", i + 1, item.csr.display());
+        let terms = pki::Terms::new(b.profile, b.days, now)?.with_sub_ca(sub_ca.clone());
+        let view = pki::check_request(&manifest.ca, csr, &terms)
+            .with_context(|| format!("{which}; no session was opened"))?;
+        let verdict = manifest.verdict(&Request::Issue(&view));
+        if !verdict.allowed() {
+            return Err(Exit(
+                EXIT_POLICY,
+                format!(
+                    "{which}: refused by the CA policy: {}; no session was opened",
+                    verdict.refusal()
+                ),
+            )
+            .into());
+        }
+        if summary.is_empty() {
+            summary = verdict.summary;
+        }
+    }
+    eprintln!("Policy (every certificate of the batch allowed):");
+    for line in &summary {
+        eprintln!("  {}", pki::text::escape(line));
+    }
+    Ok(())
 }
 
 /// Writes each certificate next to the others, and reports.

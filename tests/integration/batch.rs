@@ -347,6 +347,32 @@ fn one_csr_the_ca_policy_forbids_refuses_the_whole_batch() {
         "{audit_text}"
     );
     no_session_stored(&env);
+    // with the manifest at hand, `sign` judges every certificate itself and opens nothing
+    let local = env.nkpki(&batch_args(
+        &server.url,
+        &ca_id,
+        &[
+            "--csr-dir",
+            "csrs",
+            "--out-dir",
+            "certs",
+            "--manifest",
+            "ca/manifest.json",
+        ],
+    ));
+    assert_eq!(local.output.status.code(), Some(3), "{}", local.stderr());
+    for needle in [
+        "CSR 2 of 3 (csrs/host2.csr)",
+        "server.dns_domains",
+        "no session was opened",
+    ] {
+        assert!(local.stderr().contains(needle), "{}", local.stderr());
+    }
+    assert_eq!(
+        audit(&env).matches("session-refused").count(),
+        1,
+        "the local refusal never reached the server"
+    );
     // a batch the policy allows whole opens
     let pems: Vec<String> = [&csrs[0], &csrs[2]]
         .iter()
