@@ -541,3 +541,101 @@ fn an_agent_recomputes_every_certificate_of_a_batch_offer() {
         .is_err()
     );
 }
+
+/// An approval covers exactly the batch offered: an envelope naming another list of CSRs
+/// (one left out) or one certificate instead of the list is refused; the holders' own
+/// envelopes sign it.
+#[test]
+fn an_envelope_approves_exactly_the_batch_it_names() {
+    use crate::online_attacks::FakeAgent;
+    let env = Env::new();
+    let holders = env.packaged_ceremony(5, 3);
+    let ca_id = env.register();
+    let server = env.serve(&[]);
+    let op = operator(&env, &server.url);
+    let mut agents: Vec<FakeAgent> = holders[..3]
+        .iter()
+        .map(|h| FakeAgent::from_package(&env, h, &server.url))
+        .collect();
+    for a in agents.iter_mut() {
+        a.enroll_with(&a.code.clone()).unwrap();
+        a.login();
+    }
+    let csrs = csr_dir(&env, "csrs", 3);
+    let pems: Vec<String> = csrs
+        .iter()
+        .map(|c| String::from_utf8(env.read(c)).unwrap())
+        .collect();
+    let opened: SessionStatus = op
+        .post(
+            "/api/v1/sessions",
+            &serde_json::json!({"ca_id": ca_id, "kind": "issue-batch", "csr_pems": pems,
+                "profile": "server", "days": 30}),
+        )
+        .unwrap();
+    let offer = agents[0]
+        .offers()
+        .into_iter()
+        .find(|o| o.session_id == opened.session_id)
+        .unwrap();
+    let batch = offer.summary.batch.clone().unwrap();
+    assert_eq!(batch.count, 3);
+    assert!(batch.names.contains(&"DNS:host2.example.org".to_owned()));
+    let approve = |a: &FakeAgent| {
+        let mut c = a.contribution(&offer, &a.share_json);
+        c.envelope.certificate_sha256 = Some(batch.certificates_sha256.clone());
+        a.resign(&mut c);
+        c
+    };
+
+    // the first two CSRs only: another batch digest
+    let digests: Vec<String> = csrs[..2]
+        .iter()
+        .map(|c| nkpki::pki::Csr::parse(&env.read(c)).unwrap().digest())
+        .collect();
+    let mut shorter = approve(&agents[0]);
+    shorter.envelope.request_sha256 = nkpki::pki::batch::batch_digest(&digests);
+    agents[0].resign(&mut shorter);
+    refused(
+        agents[0].send(&offer.session_id, &shorter),
+        409,
+        "wrong-request",
+    );
+    // one certificate's digest in place of the list's
+    let mut one = approve(&agents[1]);
+    one.envelope.certificate_sha256 = Some(batch.certificates[0].digest());
+    agents[1].resign(&mut one);
+    refused(
+        agents[1].send(&offer.session_id, &one),
+        409,
+        "wrong-certificate",
+    );
+
+    // the batch as offered, approved by three holders: all three certificates are issued
+    let fresh: Vec<FakeAgent> = holders[2..5]
+        .iter()
+        .map(|h| FakeAgent::from_package(&env, h, &server.url))
+        .collect();
+    let mut last = None;
+    for (i, a) in fresh.into_iter().enumerate() {
+        if i > 0 {
+            a.enroll_with(&a.code.clone()).unwrap();
+        }
+        let mut a = a;
+        a.login();
+        last = Some(a.send(&offer.session_id, &approve(&a)).unwrap());
+    }
+    let status = last.unwrap();
+    assert_eq!(
+        status.state,
+        nkpki::proto::SessionState::Signed,
+        "{status:?}"
+    );
+    assert_eq!(status.certificates.len(), 3);
+    for (i, c) in status.certificates.iter().enumerate() {
+        let file = format!("issued{i}.crt");
+        env.write(&file, c.pem.as_deref().unwrap());
+        env.openssl_verify("ca/ca.crt", &file);
+        assert_eq!(c.serial, batch.certificates[i].serial);
+    }
+}
