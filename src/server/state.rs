@@ -1081,7 +1081,7 @@ impl State {
                 None => (row.serial.clone(), None, Vec::new()),
             }
         };
-        let crl_pem = if row.state == "signed" && row.kind != "issue" {
+        let crl_pem = if row.state == "signed" && matches!(row.kind.as_str(), "revoke" | "crl") {
             store.latest_crl(&row.ca_id)?.map(|(_, pem)| pem)
         } else {
             None

@@ -190,6 +190,10 @@ fn a_batch_is_issued_in_one_session_and_every_certificate_verifies() {
         .stdout()
         .to_lowercase();
     assert!(crl.contains(&serials[2]), "{crl}");
+    // the batch's own status still lists its certificates, and no CRL
+    let after: SessionStatus = op.get(&format!("/api/v1/sessions/{session_id}")).unwrap();
+    assert_eq!(after.certificates.len(), 5);
+    assert!(after.crl_pem.is_none(), "a batch session signed no CRL");
 }
 
 #[test]
@@ -632,6 +636,7 @@ fn an_envelope_approves_exactly_the_batch_it_names() {
         "{status:?}"
     );
     assert_eq!(status.certificates.len(), 3);
+    assert!(status.crl_pem.is_none() && status.certificate_pem.is_none());
     for (i, c) in status.certificates.iter().enumerate() {
         let file = format!("issued{i}.crt");
         env.write(&file, c.pem.as_deref().unwrap());
