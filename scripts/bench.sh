@@ -153,4 +153,5 @@ done
 
 "$scripts/bench-online-modes.sh" "$nkpki"
 "$scripts/bench-reshare.sh" "$nkpki"
+"$scripts/bench-batch.sh" "$nkpki"
 "$scripts/bench-ui.sh" "$nkpki"

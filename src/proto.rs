@@ -23,6 +23,8 @@ pub enum SessionKind {
     /// worker makes the new manifest and packages; the server switches to the new set
     /// once M′ of its holders have enrolled.
     Reshare,
+    /// Issue one certificate for each CSR of a batch (`csr_pems`), approved once.
+    IssueBatch,
 }
 
 /// Where a session is in its life.
@@ -72,6 +74,9 @@ pub struct CreateSession {
     /// For `issue`: the CSR, PEM.
     #[serde(default)]
     pub csr_pem: Option<String>,
+    /// For `issue-batch`: the CSRs, PEM, in order (at most [`crate::pki::batch::MAX_BATCH`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub csr_pems: Vec<String>,
     #[serde(default)]
     pub profile: Option<String>,
     #[serde(default)]
@@ -173,6 +178,62 @@ pub struct SessionStatus {
     /// The CA policy's rule for this session, in a few lines.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub policy: Vec<String>,
+    /// `issue-batch`: every certificate, in the order of the CSRs (PEM once signed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub certificates: Vec<BatchCertificate>,
+}
+
+/// One certificate of a batch, as operators see it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchCertificate {
+    pub serial: String,
+    pub subject: String,
+    /// PEM, once signed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pem: Option<String>,
+}
+
+/// `GET /api/v1/sessions/{id}/certificates`: a session's certificates, in order.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SessionCertificates {
+    pub session_id: String,
+    pub state: SessionState,
+    pub certificates: Vec<BatchCertificate>,
+}
+
+/// What an `issue-batch` session issues: the summary a holder is shown first, and every
+/// certificate, which the agent recomputes one by one from the CSRs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchSummary {
+    pub count: u32,
+    /// Every profile in the batch (one: a batch has one profile).
+    pub profiles: Vec<String>,
+    /// Every distinct name (CN and SAN) of the batch, sorted.
+    pub names: Vec<String>,
+    /// SHA-256 over the certificates' digests in order
+    /// ([`crate::pki::batch::certificates_digest`]): what the envelope's
+    /// `certificate_sha256` binds.
+    pub certificates_sha256: String,
+    /// Every certificate as it will be issued, in the order of the CSRs.
+    pub certificates: Vec<crate::pki::CertificateView>,
+}
+
+impl BatchSummary {
+    /// The summary of `certificates`: what the server offers, and what an agent rebuilds
+    /// from its own recomputation to compare.
+    pub fn of(certificates: Vec<crate::pki::CertificateView>) -> Self {
+        let mut profiles: Vec<String> = certificates.iter().map(|v| v.profile.clone()).collect();
+        profiles.sort();
+        profiles.dedup();
+        BatchSummary {
+            count: u32::try_from(certificates.len()).unwrap_or(u32::MAX),
+            profiles,
+            names: crate::pki::batch::distinct_names(&certificates),
+            certificates_sha256: crate::pki::batch::certificates_digest(&certificates),
+            certificates,
+        }
+    }
 }
 
 impl SessionStatus {
@@ -234,7 +295,9 @@ pub struct SessionOffer {
     pub requester: String,
     /// The request itself (PEM CSR for `issue`; the statement approved otherwise).
     pub request: String,
-    /// SHA-256 (hex) of `request`'s DER (CSR) or UTF-8 (otherwise): what the envelope binds.
+    /// SHA-256 (hex) of `request`'s DER (CSR) or UTF-8 (otherwise), or for `issue-batch`
+    /// the batch digest over its CSRs ([`crate::pki::batch::batch_digest`]): what the
+    /// envelope binds.
     pub request_sha256: String,
     pub summary: OfferSummary,
     /// Server nonce, hex.
@@ -277,6 +340,9 @@ pub struct OfferSummary {
     /// The certificate as it will be issued (`issue`).
     #[serde(default)]
     pub certificate: Option<crate::pki::CertificateView>,
+    /// `issue-batch`: the batch (`certificate` is then empty).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch: Option<BatchSummary>,
 }
 
 /// `PUT /api/v1/cas/<ca-id>/urls` (role ca-admin): where relying parties find the CA's
@@ -658,6 +724,12 @@ pub enum SignJob {
     /// the worker's manifest with only its policy changed and the next policy revision.
     /// The reply's `der` is the raw signature.
     Manifest { body_json: String },
+    /// Issue one certificate per CSR (DER, base64), each exactly as its view says, with the
+    /// key rebuilt once; the worker refuses the whole batch if any would differ.
+    IssueBatch {
+        csr_ders: Vec<String>,
+        views: Vec<crate::pki::CertificateView>,
+    },
 }
 
 /// Session worker → server, one frame per request.
@@ -682,6 +754,9 @@ pub enum WorkerReply {
     /// The certificate or CRL, DER, base64 (for a `reshare` job: the JSON of a
     /// [`ReshareResult`], base64). The worker exits after this reply.
     Signed { der: String },
+    /// A batch's certificates, DER, base64, in the order of the job. The worker exits after
+    /// this reply.
+    SignedBatch { ders: Vec<String> },
     /// The request could not be done; the worker exits after this reply.
     Failed { why: String },
 }

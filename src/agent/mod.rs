@@ -3,6 +3,7 @@
 //! on approval sends the share encrypted to that session alone, in an envelope signed by
 //! the token that binds it to the exact request.
 
+mod batch;
 mod crl_history;
 pub mod policy_offer;
 mod reshare_offer;
@@ -119,6 +120,9 @@ impl ApprovalRule {
             return (!self.allow_reshare)
                 .then(|| "a reshare needs a person (or --approve-reshare)".to_owned());
         }
+        if offer.kind == SessionKind::IssueBatch {
+            return Some("a batch is judged certificate by certificate (refuses_batch)".into());
+        }
         if offer.kind != SessionKind::Issue {
             return (!self.allow_revocation).then(|| {
                 format!(
@@ -130,6 +134,11 @@ impl ApprovalRule {
         let Some(view) = view else {
             return Some("no certificate to judge".into());
         };
+        self.refuses_certificate(view)
+    }
+
+    /// Why the rule does not cover the certificate `view` (as this agent computed it).
+    pub fn refuses_certificate(&self, view: &CertificateView) -> Option<String> {
         if self.profile.is_none() && self.san_suffix.is_none() {
             return Some(
                 "the rule names no profile and no SAN suffix: issue requests need a person".into(),
@@ -209,6 +218,8 @@ pub struct Approving {
     pub tbs: Option<Vec<u8>>,
     /// Threshold `revoke` and `crl`: the CRL as the TBS says it.
     pub crl: Option<pki::CrlContents>,
+    /// `issue-batch`: every certificate as it will be issued, in order.
+    pub batch: Vec<CertificateView>,
 }
 
 /// Where the agent configured by `config` keeps its [`CrlHistory`]: beside it, e.g.
@@ -228,6 +239,7 @@ pub fn recompute(
     match offer.kind {
         SessionKind::Policy => policy_offer::recompute(offer, manifest),
         SessionKind::Reshare => reshare_offer::recompute(offer, manifest),
+        SessionKind::IssueBatch => batch::recompute(offer, manifest),
         SessionKind::Issue => {
             let csr = Csr::parse(offer.request.as_bytes())
                 .map_err(|e| refused(format!("the request is not a CSR nkpki can show: {e}")))?;
@@ -261,6 +273,7 @@ pub fn recompute(
                 certificate: Some(view),
                 tbs,
                 crl: None,
+                batch: Vec::new(),
             })
         }
         SessionKind::Revoke | SessionKind::Crl => {
@@ -292,6 +305,7 @@ pub fn recompute(
                 certificate: None,
                 tbs,
                 crl,
+                batch: Vec::new(),
             })
         }
     }
@@ -595,6 +609,9 @@ impl Agent {
         approving: &Approving,
         verdict: &Verdict,
     ) -> Result<Option<bool>, AgentError> {
+        if offer.kind == SessionKind::IssueBatch {
+            return batch::decide(&self.opts.approval, offer, approving, verdict);
+        }
         match &self.opts.approval {
             Approval::Rule(rule) => match rule.refuses(offer, approving.certificate.as_ref()) {
                 None => {
@@ -680,6 +697,9 @@ impl Agent {
         // the request is judged by the policy of this holder's own signed manifest, whatever
         // the server says
         let verdict = match &approving.certificate {
+            _ if offer.kind == SessionKind::IssueBatch => {
+                batch::judge(&self.manifest, &approving.batch)?
+            }
             _ if offer.kind == SessionKind::Policy => policy_offer::verdict(&self.manifest),
             // a reshare needs M shares, whatever the policy
             None if offer.kind == SessionKind::Reshare => {
@@ -842,7 +862,10 @@ impl Agent {
             request_sha256: approving.request_sha256.clone(),
             profile: offer.summary.profile.clone(),
             days: offer.summary.days,
-            certificate_sha256: approving.certificate.as_ref().map(CertificateView::digest),
+            certificate_sha256: match offer.kind {
+                SessionKind::IssueBatch => Some(pki::batch::certificates_digest(&approving.batch)),
+                _ => approving.certificate.as_ref().map(CertificateView::digest),
+            },
             ciphertext_sha256: String::new(),
             tbs_sha256: None,
             signature_share_sha256: None,
@@ -1155,6 +1178,7 @@ mod tests {
                 serial: None,
                 reason: None,
                 certificate: None,
+                batch: None,
             },
             nonce: String::new(),
             expires_at: 0,

@@ -104,6 +104,7 @@ pub(super) fn recompute(
         certificate: None,
         tbs,
         crl: None,
+        batch: Vec::new(),
     })
 }
 

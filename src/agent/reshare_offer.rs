@@ -61,6 +61,7 @@ pub(super) fn recompute(
         certificate: None,
         tbs: None,
         crl: None,
+        batch: Vec::new(),
     })
 }
 

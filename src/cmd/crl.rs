@@ -44,6 +44,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             ca_id: ca.clone(),
             kind: SessionKind::Crl,
             csr_pem: None,
+            csr_pems: Vec::new(),
             profile: None,
             days: None,
             serial: None,

@@ -21,6 +21,7 @@ mod serve;
 mod serve_list;
 mod session_worker;
 mod sign;
+mod sign_batch;
 mod split;
 mod token;
 mod tokens;

@@ -29,6 +29,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         ca_id: args.server.ca()?.to_owned(),
         kind: SessionKind::Issue,
         csr_pem: None,
+        csr_pems: Vec::new(),
         profile: Some("ocsp".into()),
         days: Some(args.days),
         serial: None,

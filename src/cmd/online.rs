@@ -128,6 +128,12 @@ pub fn follow_session(
         for line in &status.policy {
             eprintln!("  {}", nkpki::pki::text::escape(line));
         }
+        if !status.certificates.is_empty() {
+            eprintln!(
+                "the holders are shown a batch of {} certificates, exactly as they will be issued",
+                status.certificates.len()
+            );
+        }
         if let Some(view) = &status.certificate {
             eprintln!("the holders are shown this certificate, exactly as it will be issued:");
             for line in view.lines() {

@@ -211,6 +211,7 @@ fn propose(args: ProposeArgs) -> anyhow::Result<()> {
         ca_id: args.server.ca()?.to_owned(),
         kind: SessionKind::Policy,
         csr_pem: None,
+        csr_pems: Vec::new(),
         profile: None,
         days: None,
         serial: None,

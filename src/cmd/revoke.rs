@@ -48,6 +48,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         ca_id: args.server.ca()?.to_owned(),
         kind: SessionKind::Revoke,
         csr_pem: None,
+        csr_pems: Vec::new(),
         profile: None,
         days: None,
         serial: Some(serial.clone()),

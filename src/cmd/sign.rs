@@ -24,9 +24,17 @@ pub struct Args {
     manifest: Option<PathBuf>,
     #[command(flatten)]
     server: super::online::ServerArgs,
-    /// The certificate signing request (PEM or DER)
-    #[arg(long, value_name = "FILE")]
-    csr: PathBuf,
+    /// The certificate signing request (PEM or DER); with --server, repeat it to issue a
+    /// batch in one session
+    #[arg(long, value_name = "FILE", required_unless_present = "csr_dir")]
+    csr: Vec<PathBuf>,
+    /// With --server: issue every *.csr and *.pem in DIR (by name) as one batch session of
+    /// at most 1,000 CSRs, approved once by the holders
+    #[arg(long, value_name = "DIR", requires = "server", conflicts_with = "csr")]
+    csr_dir: Option<PathBuf>,
+    /// A batch's certificates go here, each named after its CSR file (web1.csr → web1.crt)
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["out", "chain"])]
+    out_dir: Option<PathBuf>,
     /// Issuance profile: server, client, sub-ca or ocsp (an OCSP responder: OCSPSigning,
     /// ocsp-nocheck, at most 30 days)
     #[arg(long, default_value = "server")]
@@ -48,11 +56,11 @@ pub struct Args {
     #[command(flatten)]
     token_access: super::tokens::TokenAccess,
     /// Where to write the certificate (PEM)
-    #[arg(long, value_name = "FILE", required_unless_present = "dry_run")]
+    #[arg(long, value_name = "FILE", required_unless_present_any = ["dry_run", "out_dir"])]
     out: Option<PathBuf>,
     /// With --server: show what would be issued (names as they will appear, key,
     /// validity) and the server's verdict; open no session (exit 3 if it would be refused)
-    #[arg(long, requires = "server", conflicts_with_all = ["out", "chain", "force"])]
+    #[arg(long, requires = "server", conflicts_with_all = ["out", "out_dir", "chain", "force"])]
     dry_run: bool,
     /// Append the CA certificate after the issued one
     #[arg(long)]
@@ -89,6 +97,21 @@ fn report_share(share: &nkpki::sss::Share, what: &str) {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
+    if args.csr_dir.is_some() || args.csr.len() > 1 || args.out_dir.is_some() {
+        return super::sign_batch::run(&super::sign_batch::Batch {
+            server: &args.server,
+            offline: args.offline,
+            manifest: args.manifest.as_deref(),
+            csrs: &args.csr,
+            csr_dir: args.csr_dir.as_deref(),
+            out_dir: args.out_dir.as_deref(),
+            profile: args.profile,
+            days: args.days,
+            dry_run: args.dry_run,
+            force: args.force,
+            json: args.output.json,
+        });
+    }
     if args.dry_run {
         return dry_run(&args);
     }
@@ -124,8 +147,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let manifest = Manifest::from_json(&manifest_text)
         .and_then(|m| m.verify())
         .with_context(|| format!("manifest {}", manifest_path.display()))?;
-    let csr = Csr::parse(&super::read_file(&args.csr, "CSR")?)
-        .with_context(|| format!("CSR {}", args.csr.display()))?;
+    let csr_path = one_csr(&args)?;
+    let csr = Csr::parse(&super::read_file(csr_path, "CSR")?)
+        .with_context(|| format!("CSR {}", csr_path.display()))?;
     let terms = pki::Terms::new(args.profile, args.days, OffsetDateTime::now_utc())?
         .with_sub_ca(sub_ca_constraints(&manifest, args.profile));
     let view = pki::check_request(&manifest.ca, &csr, &terms)?;
@@ -189,6 +213,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         out.display()
     );
     Ok(())
+}
+
+/// The one `--csr` of a single issuance.
+fn one_csr(args: &Args) -> anyhow::Result<&PathBuf> {
+    args.csr.first().ok_or_else(|| {
+        hinted(
+            "no --csr given",
+            "--csr FILE: the certificate signing request",
+        )
+    })
 }
 
 /// Reconstruct mode: every share is read, then M of them rebuild the key for one signature.
@@ -389,6 +423,7 @@ fn issue_request(args: &Args, csr: &Csr) -> anyhow::Result<nkpki::proto::CreateS
         ca_id: args.server.ca()?.to_owned(),
         kind: nkpki::proto::SessionKind::Issue,
         csr_pem: Some(pki::pem_encode("CERTIFICATE REQUEST", &csr.der)),
+        csr_pems: Vec::new(),
         profile: Some(args.profile.to_string()),
         days: Some(args.days),
         serial: None,
@@ -399,8 +434,9 @@ fn issue_request(args: &Args, csr: &Csr) -> anyhow::Result<nkpki::proto::CreateS
 
 /// `sign --server --dry-run`: ask the server what the session would issue, open nothing.
 fn dry_run(args: &Args) -> anyhow::Result<()> {
-    let csr = Csr::parse(&super::read_file(&args.csr, "CSR")?)
-        .with_context(|| format!("CSR {}", args.csr.display()))?;
+    let csr_path = one_csr(args)?;
+    let csr = Csr::parse(&super::read_file(csr_path, "CSR")?)
+        .with_context(|| format!("CSR {}", csr_path.display()))?;
     check_policy_locally(args, &csr)?;
     let client = args.server.operator_client()?;
     let request = issue_request(args, &csr)?;
@@ -455,8 +491,9 @@ fn dry_run(args: &Args) -> anyhow::Result<()> {
 
 /// `sign --server`: open a session on the server and wait for M holders.
 fn run_online(args: &Args, out: &std::path::Path) -> anyhow::Result<()> {
-    let csr = Csr::parse(&super::read_file(&args.csr, "CSR")?)
-        .with_context(|| format!("CSR {}", args.csr.display()))?;
+    let csr_path = one_csr(args)?;
+    let csr = Csr::parse(&super::read_file(csr_path, "CSR")?)
+        .with_context(|| format!("CSR {}", csr_path.display()))?;
     check_policy_locally(args, &csr)?;
     let client = args.server.operator_client()?;
     let request = issue_request(args, &csr)?;

@@ -2,6 +2,7 @@
 //!
 //! Pure: this module sees bytes and returns bytes; it knows nothing of files or tokens.
 
+pub mod batch;
 mod ca;
 pub mod constraints;
 mod crl;

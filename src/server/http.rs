@@ -27,8 +27,9 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Largest request body accepted from an operator (CSRs, manifests).
-pub const MAX_BODY: usize = 1 << 20;
+/// Largest request body accepted from an operator (CSRs, manifests; a batch of 1,000
+/// RSA-4096 CSRs is under 2 MiB).
+pub const MAX_BODY: usize = 4 << 20;
 /// Largest body from an agent or a stranger: a contribution is under 8 KiB.
 pub const MAX_AGENT_BODY: usize = 64 << 10;
 /// Most session ids an agent may ask a poll to skip.
@@ -453,6 +454,7 @@ pub fn api_router(state: Arc<State>) -> Router<Arc<State>> {
         .route("/sessions", post(create_session))
         .route("/sessions/preview", post(preview))
         .route("/sessions/{id}", get(status))
+        .route("/sessions/{id}/certificates", get(certificates))
         .route("/sessions/{id}/cancel", post(cancel))
         .route("/sessions/{id}/events", get(events))
         .route("/sessions/{id}/packages", get(reshare_packages))
@@ -710,6 +712,41 @@ async fn status(
     }
     let _ = tokio::time::timeout(Duration::from_secs(wait), changes.changed()).await;
     Ok(json(200, &blocking(move || state.status(&id)).await?))
+}
+
+/// `GET /api/v1/sessions/{id}/certificates`: a session's certificates, in order (a batch's
+/// every one; PEM once signed).
+async fn certificates(
+    axum::extract::State(state): AppState,
+    Extension(_): Extension<OperatorCaller>,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let status = blocking(move || state.status(&id)).await?;
+    let certificates = if status.certificates.is_empty() {
+        status
+            .serial
+            .iter()
+            .map(|serial| proto::BatchCertificate {
+                serial: serial.clone(),
+                subject: status
+                    .certificate
+                    .as_ref()
+                    .map(|v| v.subject_string())
+                    .unwrap_or_default(),
+                pem: status.certificate_pem.clone(),
+            })
+            .collect()
+    } else {
+        status.certificates
+    };
+    Ok(json(
+        200,
+        &proto::SessionCertificates {
+            session_id: status.session_id,
+            state: status.state,
+            certificates,
+        },
+    ))
 }
 
 async fn events(

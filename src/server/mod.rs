@@ -2,6 +2,7 @@
 //! reach it only encrypted to a session key that lives in its memory, and the CA key exists
 //! only between the last verified share and the end of the signature.
 
+mod batch;
 mod guard;
 mod http;
 mod listing;

@@ -124,6 +124,7 @@ impl State {
             serial: None,
             reason: None,
             certificate: None,
+            batch: None,
         };
         let digest = pki::sha256_hex(text.as_bytes());
         Ok((text, digest, summary))

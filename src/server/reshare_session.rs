@@ -99,6 +99,7 @@ impl State {
                 serial: None,
                 reason: None,
                 certificate: None,
+                batch: None,
             },
             signing: None,
             responder_key: None,

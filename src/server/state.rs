@@ -179,7 +179,7 @@ fn session_verdict(
 ) -> policy::Verdict {
     let request = match (kind, view) {
         (SessionKind::Policy, _) => return policy_session::change_verdict(manifest),
-        (SessionKind::Issue, Some(view)) => policy::Request::Issue(view),
+        (SessionKind::Issue | SessionKind::IssueBatch, Some(view)) => policy::Request::Issue(view),
         (SessionKind::Revoke, _) => policy::Request::Revoke,
         // a reshare needs M shares: the cryptographic minimum, whatever the policy
         (SessionKind::Reshare, _) => {
@@ -697,10 +697,13 @@ impl State {
             created_at,
             expires_at,
             detail: None,
-            certificate_view: summary
-                .certificate
-                .as_ref()
-                .and_then(|v| serde_json::to_string(v).ok()),
+            certificate_view: match &summary.batch {
+                Some(batch) => serde_json::to_string(&batch.certificates).ok(),
+                None => summary
+                    .certificate
+                    .as_ref()
+                    .and_then(|v| serde_json::to_string(v).ok()),
+            },
             tbs: signing.as_ref().map(|t| t.tbs.to_vec()),
         };
         // the responder key is on disk before the session exists: no session waits for a
@@ -730,7 +733,11 @@ impl State {
         let kind_label = row.kind.clone();
         let _in = session_span(&session_id, &req.ca_id).entered();
         self.metrics.session(&req.ca_id, &kind_label, "opened");
-        let verdict = session_verdict(manifest, req.kind, summary.certificate.as_ref());
+        let judged = summary
+            .certificate
+            .as_ref()
+            .or_else(|| summary.batch.as_ref().and_then(|b| b.certificates.first()));
+        let verdict = session_verdict(manifest, req.kind, judged);
         let beyond_m = if verdict.approvals > manifest.threshold() {
             format!(
                 " (the CA policy's; {} of them with shares)",
@@ -817,7 +824,37 @@ impl State {
         // the OCSP responder's key, made here for a session asking for its certificate
         let mut responder_key = None;
         let (request, request_sha256, summary) = match req.kind {
+            SessionKind::IssueBatch => {
+                if threshold::key(manifest).is_some() {
+                    return Err(ApiErr::new(
+                        409,
+                        "batch-threshold",
+                        "this CA signs in threshold mode, where a batch is not supported yet \
+                         (hint: issue the certificates one session each, or use a \
+                         reconstruct-mode CA for batches)",
+                    ));
+                }
+                let urls = self.read_store(|s| super::publish::ca_urls(s, &req.ca_id))?;
+                let checked =
+                    super::batch::check(manifest, req, urls, |r| Self::policy_check(manifest, r))?;
+                return Ok(Prepared {
+                    session_id: random_hex(16),
+                    request: checked.request,
+                    request_sha256: checked.request_sha256,
+                    summary: checked.summary,
+                    signing: None,
+                    responder_key: None,
+                });
+            }
             SessionKind::Issue => {
+                if !req.csr_pems.is_empty() {
+                    return Err(ApiErr::new(
+                        400,
+                        "bad-request",
+                        "csr_pems is for issue-batch sessions (hint: kind issue-batch, or one \
+                         csr_pem)",
+                    ));
+                }
                 let profile: Profile = req
                     .profile
                     .as_deref()
@@ -866,6 +903,7 @@ impl State {
                     serial: Some(view.serial.clone()),
                     reason: None,
                     certificate: Some(view),
+                    batch: None,
                 };
                 (
                     pki::pem_encode("CERTIFICATE REQUEST", &csr.der),
@@ -909,6 +947,7 @@ impl State {
                     serial: Some(serial.clone()),
                     reason: Some(reason.to_owned()),
                     certificate: None,
+                    batch: None,
                 };
                 (text.clone(), pki::sha256_hex(text.as_bytes()), summary)
             }
@@ -923,6 +962,7 @@ impl State {
                     serial: None,
                     reason: None,
                     certificate: None,
+                    batch: None,
                 };
                 (text.clone(), pki::sha256_hex(text.as_bytes()), summary)
             }
@@ -992,6 +1032,9 @@ impl State {
     ) -> Result<ThresholdSession, String> {
         let (tbs, pending) = match kind {
             SessionKind::Policy => (request.as_bytes().to_vec(), Pending::Manifest),
+            SessionKind::IssueBatch => {
+                return Err("a batch is not signed in threshold mode".into());
+            }
             SessionKind::Issue => {
                 let csr = Csr::parse(request.as_bytes()).map_err(|e| e.to_string())?;
                 let view = summary
@@ -1068,9 +1111,23 @@ impl State {
                 })
                 .collect::<Vec<_>>()
         };
-        let (serial, certificate_pem) = match store.certificate_for_session(session_id)? {
-            Some((s, p)) => (Some(s), Some(p)),
-            None => (row.serial.clone(), None),
+        let batch_views = if row.kind == "issue-batch" {
+            super::batch::stored_views(&row).map_err(internal)?
+        } else {
+            Vec::new()
+        };
+        let (serial, certificate_pem, certificates) = if row.kind == "issue-batch" {
+            let issued = store.certificates_of_session(session_id)?;
+            (
+                None,
+                None,
+                super::batch::status_certificates(&batch_views, issued),
+            )
+        } else {
+            match store.certificate_for_session(session_id)? {
+                Some((s, p)) => (Some(s), Some(p), Vec::new()),
+                None => (row.serial.clone(), None, Vec::new()),
+            }
         };
         let crl_pem = if row.state == "signed" && matches!(row.kind.as_str(), "revoke" | "crl") {
             store.latest_crl(&row.ca_id)?.map(|(_, pem)| pem)
@@ -1096,7 +1153,7 @@ impl State {
             .certificate_view
             .as_deref()
             .and_then(|v| view_of(v).ok());
-        let verdict = session_verdict(&manifest, kind, view.as_ref());
+        let verdict = session_verdict(&manifest, kind, view.as_ref().or(batch_views.first()));
         let with_policy = manifest.body.policy.is_some();
         Ok(SessionStatus {
             session_id: row.session_id.clone(),
@@ -1123,6 +1180,7 @@ impl State {
             } else {
                 Vec::new()
             },
+            certificates,
         })
     }
 
@@ -1755,11 +1813,14 @@ impl State {
                 ),
             );
         }
-        let certificate_sha256 = offer
-            .summary
-            .certificate
-            .as_ref()
-            .map(pki::CertificateView::digest);
+        let certificate_sha256 = match &offer.summary.batch {
+            Some(batch) => Some(batch.certificates_sha256.clone()),
+            None => offer
+                .summary
+                .certificate
+                .as_ref()
+                .map(pki::CertificateView::digest),
+        };
         if e.certificate_sha256 != certificate_sha256 {
             return refuse(
                 409,
@@ -1904,6 +1965,9 @@ impl State {
             let handle = runtime
                 .block_on(async { worker.lock().await.take() })
                 .ok_or("the session's worker is gone")?;
+            if row.kind == "issue-batch" {
+                return self.sign_batch(row, manifest, handle, &runtime);
+            }
             let (job, record) = match self.job_for(row) {
                 Ok(job) => job,
                 Err(why) => {
@@ -1935,6 +1999,41 @@ impl State {
                 self.end_session(&row.session_id, "failed", &format!("{why}; secrets wiped"));
             }
         }
+    }
+
+    /// Has the session's worker issue the whole batch with the key rebuilt once, checks
+    /// every certificate, and records them all together.
+    fn sign_batch(
+        &self,
+        row: &SessionRow,
+        manifest: &VerifiedManifest,
+        handle: WorkerHandle,
+        runtime: &tokio::runtime::Handle,
+    ) -> Result<String, String> {
+        let (job, views) = match super::batch::job(row) {
+            Ok(job) => job,
+            Err(why) => {
+                runtime.block_on(handle.abort());
+                return Err(why);
+            }
+        };
+        let timeout = super::batch::sign_timeout(views.len());
+        let ders = runtime
+            .block_on(handle.sign_batch(job, timeout))
+            .map_err(|e| format!("the session's worker did not sign: {e}"))?;
+        let records = super::batch::records(manifest, &views, &ders)?;
+        lock(&self.store)
+            .record_certificates(&row.session_id, &row.ca_id, &records)
+            .map_err(|e| e.to_string())?;
+        let serials = |r: Option<&(String, String, i64, String)>| {
+            r.map(|(serial, ..)| serial.clone()).unwrap_or_default()
+        };
+        Ok(format!(
+            "{} certificates (serials {} … {})",
+            records.len(),
+            serials(records.first()),
+            serials(records.last())
+        ))
     }
 
     /// Combines a threshold session's M signature shares into the CA's signature over the

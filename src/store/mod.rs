@@ -3,6 +3,7 @@
 //! hash-chained audit log. Nothing secret is ever stored here.
 
 mod audit;
+mod batch;
 mod lock;
 mod pages;
 mod reshare;

@@ -296,6 +296,7 @@ async fn sign_crl(
                 ca_id: id,
                 kind: SessionKind::Crl,
                 csr_pem: None,
+                csr_pems: Vec::new(),
                 profile: None,
                 days: None,
                 serial: None,

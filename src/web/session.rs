@@ -77,6 +77,7 @@ async fn session_page(
 fn kind_name(kind: SessionKind) -> &'static str {
     match kind {
         SessionKind::Issue => "issue a certificate",
+        SessionKind::IssueBatch => "issue a batch of certificates",
         SessionKind::Revoke => "revoke a certificate and sign a new CRL",
         SessionKind::Crl => "sign a new CRL",
         SessionKind::Policy => "change the CA policy (a new manifest)",
@@ -175,6 +176,16 @@ fn body(user: &SignedIn, s: &Shown) -> Markup {
                 pre #new-policy { (body.policy.as_ref().map_or_else(
                     || "(none: M approvals, no rule)".to_owned(),
                     crate::policy::Policy::to_json_pretty)) }
+            } @else if st.kind == SessionKind::IssueBatch {
+                p { "A batch of " (st.certificates.len()) " certificates, approved together:" }
+                table #batch {
+                    thead { tr { th { "#" } th { "Serial" } th { "Subject" } } }
+                    tbody {
+                        @for (i, c) in st.certificates.iter().enumerate() {
+                            tr { td { (i + 1) } td { code { (c.serial) } } td { (shown(&c.subject)) } }
+                        }
+                    }
+                }
             } @else if st.kind != SessionKind::Issue {
                 @if let Some(serial) = &st.serial {
                     p { "Revoke serial " code #revoke-serial { (serial) } ", reason "

@@ -8,8 +8,8 @@ use std::io::{Read, Write};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// The largest frame either side accepts (a CRL job or reply listing tens of thousands of
-/// revocations still fits).
-pub const MAX_FRAME: usize = 4 << 20;
+/// revocations still fits, and so does a 1,000-certificate batch job or reply).
+pub const MAX_FRAME: usize = 16 << 20;
 
 fn encode<T: Serialize>(message: &T) -> Result<Vec<u8>, WorkerError> {
     let json = serde_json::to_vec(message).map_err(|e| WorkerError::Malformed(e.to_string()))?;

@@ -47,6 +47,7 @@ fn describe(reply: &WorkerReply) -> String {
         WorkerReply::Accepted { holder_id, .. } => format!("accepted for {holder_id}"),
         WorkerReply::Refused { holder_id, .. } => format!("refused for {holder_id}"),
         WorkerReply::Signed { .. } => "signed".into(),
+        WorkerReply::SignedBatch { ders } => format!("signed ({} certificates)", ders.len()),
         WorkerReply::Failed { why } => format!("failed ({why})"),
     }
 }
@@ -185,6 +186,32 @@ impl WorkerHandle {
             Ok(WorkerReply::Signed { der }) => B64
                 .decode(der)
                 .map_err(|_| WorkerError::Malformed("the signed DER is not base64".into())),
+            Ok(other) => Err(self.unexpected("sign", &other).await),
+            Err(err) => Err(err),
+        };
+        self.end(self.timeout).await;
+        result
+    }
+
+    /// Has the worker issue a batch ([`SignJob::IssueBatch`]) with the key rebuilt once;
+    /// the exchange may take `timeout` (a batch of RSA-4096 signatures takes seconds).
+    pub async fn sign_batch(
+        mut self,
+        job: SignJob,
+        timeout: Duration,
+    ) -> Result<Vec<Vec<u8>>, WorkerError> {
+        self.timeout = timeout;
+        let reply = self.ask(&WorkerRequest::Sign { job }, "sign").await;
+        self.usable = false;
+        let result = match reply {
+            Ok(WorkerReply::SignedBatch { ders }) => ders
+                .iter()
+                .map(|der| {
+                    B64.decode(der).map_err(|_| {
+                        WorkerError::Malformed("a signed DER of the batch is not base64".into())
+                    })
+                })
+                .collect(),
             Ok(other) => Err(self.unexpected("sign", &other).await),
             Err(err) => Err(err),
         };

@@ -7,6 +7,7 @@
 //! format and [`crate::proto::WorkerRequest`]/[`crate::proto::WorkerReply`] its messages.
 //! `docs/protocol.md` ("The session worker") describes the exchange.
 
+mod batch;
 pub mod frame;
 mod handle;
 mod reshare;

@@ -187,7 +187,7 @@ impl Session {
     }
 
     /// Rebuilds the CA key, does the job, and wipes everything on the way out.
-    fn sign(self, job: SignJob) -> Result<Vec<u8>, String> {
+    fn sign(self, job: SignJob) -> Result<WorkerReply, String> {
         if self.shares.len() < self.threshold() {
             return Err(format!(
                 "only {} of the {} shares needed are in",
@@ -204,7 +204,11 @@ impl Session {
         } = self;
         drop(session_key);
         if let SignJob::Reshare { request } = &job {
-            return super::reshare::reshare(&raw, &manifest, shares, holders, request);
+            return super::reshare::reshare(&raw, &manifest, shares, holders, request).map(
+                |json| WorkerReply::Signed {
+                    der: B64.encode(json),
+                },
+            );
         }
         drop(holders);
         let pkcs8: Zeroizing<Vec<u8>> = manifest
@@ -218,15 +222,24 @@ impl Session {
         if key.spki_der().map_err(|e| e.to_string())? != manifest.ca.spki_der {
             return Err("the rebuilt key does not match the CA certificate".into());
         }
+        let signed = |der: Vec<u8>| WorkerReply::Signed {
+            der: B64.encode(der),
+        };
         match job {
-            SignJob::Issue { csr_der, view } => issue(&key, &manifest, &csr_der, &view),
+            SignJob::Issue { csr_der, view } => issue(&key, &manifest, &csr_der, &view).map(signed),
             SignJob::Crl {
                 revoked,
                 number,
                 now,
-            } => crl(&key, &manifest, revoked, number, now),
-            SignJob::Manifest { body_json } => manifest_signature(&key, &manifest, &body_json),
+            } => crl(&key, &manifest, revoked, number, now).map(signed),
+            SignJob::Manifest { body_json } => {
+                manifest_signature(&key, &manifest, &body_json).map(signed)
+            }
             SignJob::Reshare { .. } => Err("a reshare is not signed with the rebuilt key".into()),
+            SignJob::IssueBatch { csr_ders, views } => {
+                super::batch::issue_batch(&key, &manifest, &csr_ders, &views)
+                    .map(|ders| WorkerReply::SignedBatch { ders })
+            }
         }
     }
 }
@@ -354,12 +367,7 @@ pub fn run_worker(mut input: impl Read, mut output: impl Write) -> Result<(), Wo
                     );
                 };
                 return match open.sign(job) {
-                    Ok(der) => frame::write(
-                        &mut output,
-                        &WorkerReply::Signed {
-                            der: B64.encode(der),
-                        },
-                    ),
+                    Ok(reply) => frame::write(&mut output, &reply),
                     Err(why) => fail(&mut output, why),
                 };
             }

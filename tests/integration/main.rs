@@ -9,6 +9,7 @@ mod harness;
 mod memscan;
 
 mod bad_input;
+mod batch;
 mod browser_ui;
 mod ca_binding;
 mod ceremony;

@@ -366,6 +366,7 @@ fn an_agent_refuses_an_offer_that_describes_another_certificate() {
             serial: Some(view.serial.clone()),
             reason: None,
             certificate: Some(view),
+            batch: None,
         },
         nonce: String::new(),
         expires_at: 0,

@@ -470,7 +470,9 @@ fn an_agent_refuses_a_threshold_offer_whose_tbs_is_not_the_request() {
         kind,
         requester: "alice".into(),
         request: match kind {
-            SessionKind::Issue => String::from_utf8(env.read(&csr_path)).unwrap(),
+            SessionKind::Issue | SessionKind::IssueBatch => {
+                String::from_utf8(env.read(&csr_path)).unwrap()
+            }
             SessionKind::Revoke => proto::revoke_statement(&m.ca_id().0, "0a0b", "keyCompromise"),
             SessionKind::Crl | SessionKind::Policy | SessionKind::Reshare => {
                 proto::crl_statement(&m.ca_id().0)
@@ -487,6 +489,7 @@ fn an_agent_refuses_a_threshold_offer_whose_tbs_is_not_the_request() {
             }),
             reason: Some("keyCompromise".into()),
             certificate: (kind == SessionKind::Issue).then(|| view.clone()),
+            batch: None,
         },
         nonce: String::new(),
         expires_at: 0,

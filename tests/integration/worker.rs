@@ -197,6 +197,59 @@ fn worker_issues_exactly_the_approved_certificate_and_exits() {
 }
 
 #[test]
+fn worker_issues_a_batch_with_the_key_rebuilt_once_or_nothing() {
+    // an RSA CA: the batch signs through ring
+    let ca = Ca::new("rsa-2048");
+    let requests: Vec<(String, CertificateView)> = (0..3).map(|_| ca.request()).collect();
+    let csr_ders: Vec<String> = requests.iter().map(|(d, _)| d.clone()).collect();
+    let views: Vec<CertificateView> = requests.iter().map(|(_, v)| v.clone()).collect();
+    let rt = runtime();
+    let timeout = std::time::Duration::from_secs(60);
+
+    // one certificate of the batch differs from what issuance makes: nothing is signed
+    let (mut worker, recipient) = rt.block_on(opened(&ca));
+    rt.block_on(three_shares(&ca, &mut worker, &recipient));
+    let mut forged = views.clone();
+    forged[1].sans.push("DNS:evil.example.org".into());
+    let err = rt
+        .block_on(worker.sign_batch(
+            SignJob::IssueBatch {
+                csr_ders: csr_ders.clone(),
+                views: forged,
+            },
+            timeout,
+        ))
+        .unwrap_err();
+    assert!(
+        matches!(&err, WorkerError::Failed(why) if why.contains("certificate 2 of the batch would differ")),
+        "{err}"
+    );
+
+    let (mut worker, recipient) = rt.block_on(opened(&ca));
+    rt.block_on(three_shares(&ca, &mut worker, &recipient));
+    let pid = worker.id().unwrap();
+    let ders = rt
+        .block_on(worker.sign_batch(
+            SignJob::IssueBatch {
+                csr_ders,
+                views: views.clone(),
+            },
+            timeout,
+        ))
+        .unwrap();
+    assert!(gone(pid), "the worker still runs after signing");
+    assert_eq!(ders.len(), 3);
+    for (i, (der, view)) in ders.iter().zip(&views).enumerate() {
+        let file = format!("batch{i}.crt");
+        ca.env
+            .write(&file, pki::pem_encode("CERTIFICATE", der).as_bytes());
+        ca.env.openssl_verify("ca/ca.crt", &file);
+        assert_eq!(ca.env.cert_serial(&file), view.serial);
+    }
+    ca.env.pkilint_cert("batch0.crt");
+}
+
+#[test]
 fn worker_refuses_bad_contributions_and_does_not_count_them() {
     let ca = Ca::new("ecdsa-p256");
     let other = Ca::new("ecdsa-p256");
