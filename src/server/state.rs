@@ -1951,6 +1951,16 @@ impl State {
                 &policy_session::policy_changed_while_open(manifest.body.policy_revision),
             );
         }
+        if row.request != l.offer.request || row.request_sha256 != l.offer.request_sha256 {
+            // what is signed is built from the stored row: it must be what was offered
+            drop(l);
+            return self.end_session(
+                &row.session_id,
+                "failed",
+                "the stored request is not the one the holders approved (the database was \
+                 changed during the session); nothing signed; secrets wiped",
+            );
+        }
         if l.offer.kind == SessionKind::Policy {
             return self.finalize_policy(row, manifest, l);
         }

@@ -384,3 +384,45 @@ fn concurrent_administration_beside_a_busy_server_loses_nothing() {
     }
     env.nkpki(&["audit", "verify", "--data-dir", "data"]).ok();
 }
+
+#[test]
+fn a_request_changed_in_the_database_during_its_session_is_not_signed() {
+    let env = Env::new().with_softhsm(&["NK001", "NK002", "NK003"]);
+    let holders = env.packaged_ceremony(3, 2);
+    for h in &holders {
+        env.deploy(h, &format!("ca/packages/{}.nkpkg", h.id), &h.id, &[])
+            .ok();
+    }
+    let ca_id = env.register();
+    let server = env.serve(&[]);
+    let session = open_session(&env, &server.url, &ca_id);
+    let id = session["session_id"].as_str().unwrap().to_owned();
+    // someone with write access to the database swaps the request the holders will approve
+    let db = rusqlite::Connection::open(env.path("data/nkpki.sqlite3")).unwrap();
+    db.busy_timeout(std::time::Duration::from_secs(10)).unwrap();
+    let changed = db
+        .execute(
+            "UPDATE sessions SET request = request || ' (changed)' WHERE session_id = ?1",
+            [&id],
+        )
+        .unwrap();
+    assert_eq!(changed, 1);
+    drop(db);
+    let rule = ["--approve-revocations"];
+    let _agents: Vec<_> = ["NK001", "NK002"]
+        .iter()
+        .map(|h| env.agent(h, &ca_id, &server.url, &rule))
+        .collect();
+    assert_eq!(settled_state(&env, &server.url, &id), "failed");
+    let status: serde_json::Value = operator(&env, &server.url)
+        .get(&format!("/api/v1/sessions/{id}"))
+        .unwrap();
+    assert!(
+        status["detail"]
+            .as_str()
+            .unwrap()
+            .contains("not the one the holders approved"),
+        "{status}"
+    );
+    assert!(status["crl_pem"].is_null(), "nothing signed: {status}");
+}
