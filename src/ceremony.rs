@@ -847,3 +847,34 @@ impl CeremonyOutput {
         write_new(&dir.join(self.log_file), self.log.as_bytes(), 0o644, false)
     }
 }
+
+/// A 2-of-3 threshold-mode ceremony (RSA-2048, from the checked-in test primes) for unit
+/// tests.
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+pub(crate) fn test_threshold_ceremony(ca_name: &str) -> CeremonyOutput {
+    let holders = (1..=3)
+        .map(|i| Holder {
+            nitrokey_id: NitrokeyId::parse(&format!("NK00{i}")).unwrap(),
+            holder_name: format!("Holder {i}"),
+            holder_email: format!("h{i}@example.org"),
+            location: "Paris".into(),
+            age_recipient: Some(age::x25519::Identity::generate().to_public()),
+        })
+        .collect();
+    let subject = CaSubject {
+        name: ca_name.into(),
+        org: "nkpki tests".into(),
+        country: "FR".into(),
+    };
+    let params = CeremonyParams::new(subject, KeyAlgorithm::Rsa2048, 5, None, 2, holders)
+        .unwrap()
+        .with_mode(CaMode::Threshold)
+        .unwrap();
+    let primes = SafePrimes::from_text(TEST_PRIMES).unwrap();
+    perform_threshold(&params, primes, OffsetDateTime::now_utc()).unwrap()
+}
+
+/// The safe primes of [`test_threshold_ceremony`]'s CA key.
+#[cfg(test)]
+pub(crate) const TEST_PRIMES: &str = include_str!("../tests/fixtures/threshold/rsa-2048.primes");

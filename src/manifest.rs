@@ -556,36 +556,13 @@ mod threshold_tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
-    use crate::ceremony::{self, CaMode, CeremonyParams, Holder, NitrokeyId};
-    use crate::pki::{CaKey, CaSubject, KeyAlgorithm};
+    use crate::ceremony;
+    use crate::pki::CaKey;
     use crate::sss::shoup::SafePrimes;
     use crypto_bigint::{BoxedUint, Resize};
 
-    const PRIMES: &str = include_str!("../tests/fixtures/threshold/rsa-2048.primes");
-
     fn threshold_manifest() -> Manifest {
-        let holders = (1..=3)
-            .map(|i| Holder {
-                nitrokey_id: NitrokeyId::parse(&format!("NK00{i}")).unwrap(),
-                holder_name: format!("Holder {i}"),
-                holder_email: format!("h{i}@example.org"),
-                location: "Paris".into(),
-                age_recipient: Some(age::x25519::Identity::generate().to_public()),
-            })
-            .collect();
-        let subject = CaSubject {
-            name: "Threshold CA".into(),
-            org: "nkpki tests".into(),
-            country: "FR".into(),
-        };
-        let params = CeremonyParams::new(subject, KeyAlgorithm::Rsa2048, 5, None, 2, holders)
-            .unwrap()
-            .with_mode(CaMode::Threshold)
-            .unwrap();
-        let primes = SafePrimes::from_text(PRIMES).unwrap();
-        ceremony::perform_threshold(&params, primes, time::OffsetDateTime::now_utc())
-            .unwrap()
-            .manifest
+        ceremony::test_threshold_ceremony("Threshold CA").manifest
     }
 
     #[test]
@@ -596,7 +573,7 @@ mod threshold_tests {
 
         // the dealer's own key signs a body whose n is not the certificate's: still refused
         let dealer = CaKey::from_rsa(
-            SafePrimes::from_text(PRIMES)
+            SafePrimes::from_text(ceremony::TEST_PRIMES)
                 .unwrap()
                 .to_rsa_private_key()
                 .unwrap(),

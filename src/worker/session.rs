@@ -417,44 +417,14 @@ mod manifest_tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
-    use crate::ceremony::{self, CaMode, CeremonyParams, Holder, NitrokeyId};
-    use crate::pki::{CaSubject, KeyAlgorithm};
+    use crate::ceremony;
     use crate::sss::shoup::SafePrimes;
-
-    const PRIMES: &str = include_str!("../../tests/fixtures/threshold/rsa-2048.primes");
 
     /// A 2-of-3 CA from the test primes, and the dealer's key (the CA key).
     fn ca() -> (VerifiedManifest, CaKey) {
-        let holders = (1..=3)
-            .map(|i| Holder {
-                nitrokey_id: NitrokeyId::parse(&format!("NK00{i}")).unwrap(),
-                holder_name: format!("Holder {i}"),
-                holder_email: format!("h{i}@example.org"),
-                location: "Paris".into(),
-                age_recipient: Some(age::x25519::Identity::generate().to_public()),
-            })
-            .collect();
-        let subject = CaSubject {
-            name: "Worker CA".into(),
-            org: "nkpki tests".into(),
-            country: "FR".into(),
-        };
-        let params = CeremonyParams::new(subject, KeyAlgorithm::Rsa2048, 5, None, 2, holders)
-            .unwrap()
-            .with_mode(CaMode::Threshold)
-            .unwrap();
-        let primes = SafePrimes::from_text(PRIMES).unwrap();
-        let manifest =
-            ceremony::perform_threshold(&params, primes, time::OffsetDateTime::now_utc())
-                .unwrap()
-                .manifest;
-        let key = CaKey::from_rsa(
-            SafePrimes::from_text(PRIMES)
-                .unwrap()
-                .to_rsa_private_key()
-                .unwrap(),
-        )
-        .unwrap();
+        let manifest = ceremony::test_threshold_ceremony("Worker CA").manifest;
+        let primes = SafePrimes::from_text(ceremony::TEST_PRIMES).unwrap();
+        let key = CaKey::from_rsa(primes.to_rsa_private_key().unwrap()).unwrap();
         (manifest.verify().unwrap(), key)
     }
 
