@@ -200,6 +200,22 @@ fn offered_tbs_sha256(offer: &SessionOffer) -> Option<String> {
 }
 
 /// A stored certificate view.
+/// Whether the certificate(s) stored for a session are exactly those its offer showed the
+/// holders: what the worker issues is read from the store.
+fn stored_terms_are_offered(row: &SessionRow, offer: &SessionOffer) -> bool {
+    match row.kind.as_str() {
+        "issue" => {
+            view_of(row.certificate_view.as_deref().unwrap_or_default()).ok()
+                == offer.summary.certificate
+        }
+        "issue-batch" => {
+            super::batch::stored_views(row).ok()
+                == offer.summary.batch.as_ref().map(|b| b.certificates.clone())
+        }
+        _ => true,
+    }
+}
+
 fn view_of(json: &str) -> Result<pki::CertificateView, String> {
     serde_json::from_str(json)
         .map_err(|e| format!("the stored certificate view is unreadable: {e}"))
@@ -1951,14 +1967,17 @@ impl State {
                 &policy_session::policy_changed_while_open(manifest.body.policy_revision),
             );
         }
-        if row.request != l.offer.request || row.request_sha256 != l.offer.request_sha256 {
+        if row.request != l.offer.request
+            || row.request_sha256 != l.offer.request_sha256
+            || !stored_terms_are_offered(row, &l.offer)
+        {
             // what is signed is built from the stored row: it must be what was offered
             drop(l);
             return self.end_session(
                 &row.session_id,
                 "failed",
-                "the stored request is not the one the holders approved (the database was \
-                 changed during the session); nothing signed; secrets wiped",
+                "the stored request or certificate is not the one the holders approved (the \
+                 database was changed during the session); nothing signed; secrets wiped",
             );
         }
         if l.offer.kind == SessionKind::Policy {

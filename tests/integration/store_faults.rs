@@ -426,3 +426,78 @@ fn a_request_changed_in_the_database_during_its_session_is_not_signed() {
     );
     assert!(status["crl_pem"].is_null(), "nothing signed: {status}");
 }
+
+#[test]
+fn a_certificate_changed_in_the_database_during_its_session_is_not_issued() {
+    let env = Env::new().with_softhsm(&["NK001", "NK002", "NK003"]);
+    let holders = env.packaged_ceremony(3, 2);
+    for h in &holders {
+        env.deploy(h, &format!("ca/packages/{}.nkpkg", h.id), &h.id, &[])
+            .ok();
+    }
+    let ca_id = env.register();
+    let server = env.serve(&[]);
+    let csr = env.csr(
+        "www",
+        &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"],
+        "/CN=www.example.org",
+        &["subjectAltName=DNS:www.example.org"],
+    );
+    let session: serde_json::Value = operator(&env, &server.url)
+        .post(
+            "/api/v1/sessions",
+            &serde_json::json!({
+                "ca_id": ca_id,
+                "kind": "issue",
+                "csr_pem": String::from_utf8(env.read(&csr)).unwrap(),
+                "profile": "server",
+                "days": 30,
+            }),
+        )
+        .unwrap();
+    let id = session["session_id"].as_str().unwrap().to_owned();
+    // the stored certificate view (what the worker is told to issue) gets a longer life
+    let db = rusqlite::Connection::open(env.path("data/nkpki.sqlite3")).unwrap();
+    db.busy_timeout(std::time::Duration::from_secs(10)).unwrap();
+    let view: String = db
+        .query_row(
+            "SELECT certificate_view FROM sessions WHERE session_id = ?1",
+            [&id],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let mut view: serde_json::Value = serde_json::from_str(&view).unwrap();
+    let not_after = view["not_after"].as_i64().expect("a not_after in the view");
+    view["not_after"] = serde_json::json!(not_after + 3 * 365 * 86_400);
+    db.execute(
+        "UPDATE sessions SET certificate_view = ?2 WHERE session_id = ?1",
+        rusqlite::params![id, view.to_string()],
+    )
+    .unwrap();
+    drop(db);
+    let rule = [
+        "--approve-profile",
+        "server",
+        "--approve-san-suffix",
+        "example.org",
+    ];
+    let _agents: Vec<_> = ["NK001", "NK002"]
+        .iter()
+        .map(|h| env.agent(h, &ca_id, &server.url, &rule))
+        .collect();
+    assert_eq!(settled_state(&env, &server.url, &id), "failed");
+    let status: serde_json::Value = operator(&env, &server.url)
+        .get(&format!("/api/v1/sessions/{id}"))
+        .unwrap();
+    assert!(
+        status["detail"]
+            .as_str()
+            .unwrap()
+            .contains("not the one the holders approved"),
+        "{status}"
+    );
+    assert!(
+        status["certificate_pem"].is_null(),
+        "nothing issued: {status}"
+    );
+}
