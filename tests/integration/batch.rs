@@ -225,6 +225,23 @@ fn a_batch_is_issued_in_one_session_and_every_certificate_verifies() {
     let after: SessionStatus = op.get(&format!("/api/v1/sessions/{session_id}")).unwrap();
     assert_eq!(after.certificates.len(), 5);
     assert!(after.crl_pem.is_none(), "a batch session signed no CRL");
+
+    // the CA page finds a batch certificate by a SAN and lists each with its own SANs
+    drop(_agents);
+    let web = crate::web::Web::over(env, server, ca_id.clone());
+    let cookie = web.sign_in();
+    let page = |q: &str| {
+        web.get(&format!("/ui/cas/{ca_id}{q}"), Some(&cookie))
+            .text()
+            .unwrap()
+    };
+    let found = page("?q=DNS%3Ahost4.example");
+    assert!(found.contains("1 certificate matching"), "{found}");
+    assert!(found.contains("DNS:host4.example.org"), "{found}");
+    let all = page("");
+    for i in 1..=5 {
+        assert!(all.contains(&format!("DNS:host{i}.example.org")), "{all}");
+    }
 }
 
 #[test]
