@@ -175,7 +175,8 @@ pub fn decide(
 }
 
 /// The summary, then the list a page at a time, until the holder approves or declines:
-/// `n` next page, `p` previous, `a` approve, `d` decline. `None` when the input ends.
+/// `n` next page, `p` previous, `a` approve (once the last page has been shown), `d`
+/// decline. `None` when the input ends.
 pub fn ask(
     offer: &SessionOffer,
     approving: &Approving,
@@ -189,7 +190,9 @@ pub fn ask(
     }
     let pages = approving.batch.len().div_ceil(PAGE).max(1);
     let mut page = 0;
+    let mut seen_last = false;
     loop {
+        seen_last |= page == pages - 1;
         for line in page_lines(&approving.batch, page) {
             writeln!(out, "{line}").map_err(io)?;
         }
@@ -211,7 +214,10 @@ pub fn ask(
             return Ok(None);
         }
         match answer.trim() {
-            "a" | "A" | "approve" => return Ok(Some(true)),
+            "a" | "A" | "approve" if seen_last => return Ok(Some(true)),
+            "a" | "A" | "approve" => {
+                writeln!(out, "page through to the end first (n), or decline (d)").map_err(io)?;
+            }
             "d" | "D" | "decline" => return Ok(Some(false)),
             "p" | "P" => page = page.saturating_sub(1),
             // `n`, or just Enter, pages on (and stays on the last page)
@@ -394,6 +400,19 @@ mod tests {
         assert_eq!(shown.matches("Page 2 of 3").count(), 2, "{shown}");
         assert!(shown.contains("    1. CN=host1.example.org"), "{shown}");
         assert!(shown.contains("   21. CN=host21.example.org"), "{shown}");
+
+        // approving before the last page has been shown is refused, and asked again
+        let (answer, shown) = asked(45, "a\nn\na\nn\na\n");
+        assert_eq!(answer, Some(true));
+        assert_eq!(
+            shown
+                .matches("page through to the end first (n), or decline (d)")
+                .count(),
+            2,
+            "{shown}"
+        );
+        assert_eq!(asked(45, "a\n").0, None);
+        assert_eq!(asked(3, "a\n").0, Some(true));
 
         let (answer, shown) = asked(3, "d\n");
         assert_eq!(answer, Some(false));

@@ -190,7 +190,43 @@ pub fn run(b: &Batch<'_>) -> anyhow::Result<()> {
     std::fs::create_dir_all(&out_dir)
         .with_context(|| format!("cannot create {}", out_dir.display()))?;
     let status = super::online::run_session(&client, &request, b.json)?;
-    write_certificates(b, &items, &status, &request.ca_id)
+    write_certificates(b, &client, &items, &csrs, &status, &request.ca_id)
+}
+
+/// The PEM of a batch certificate the server returned, once it is checked to be the
+/// CA's, for this CSR's key, with the serial the server announced.
+fn check_issued(
+    ca: &pki::CaCertificate,
+    csr: &Csr,
+    cert: &nkpki::proto::BatchCertificate,
+) -> anyhow::Result<String> {
+    let pem = cert
+        .pem
+        .as_deref()
+        .with_context(|| format!("the server returned no PEM for serial {}", cert.serial))?;
+    let der = pem::parse(pem)
+        .ok()
+        .filter(|b| b.tag() == "CERTIFICATE")
+        .map(|b| b.contents().to_vec())
+        .with_context(|| format!("serial {}: not a PEM certificate", cert.serial))?;
+    pki::check_signed_by(ca, &der)
+        .with_context(|| format!("serial {}: not issued by the CA", cert.serial))?;
+    let (_, x509) = x509_parser::parse_x509_certificate(&der)
+        .map_err(|e| anyhow::anyhow!("serial {}: {e}", cert.serial))?;
+    if x509.public_key().raw != csr.spki_der.as_slice() {
+        anyhow::bail!(
+            "serial {} certifies another key than its CSR's",
+            cert.serial
+        );
+    }
+    let serial = hex::encode(x509.raw_serial());
+    if serial != cert.serial.to_lowercase() {
+        anyhow::bail!(
+            "the certificate carries serial {serial}, not the announced {}",
+            cert.serial
+        );
+    }
+    Ok(pem.to_owned())
 }
 
 /// `--manifest`: the CA's own signed policy judges every certificate of the batch here,
@@ -242,7 +278,9 @@ fn check_policy_locally(
 /// Writes each certificate next to the others, and reports.
 fn write_certificates(
     b: &Batch<'_>,
+    client: &nkpki::client::Client,
     items: &[Item],
+    csrs: &[Csr],
     status: &SessionStatus,
     ca_id: &str,
 ) -> anyhow::Result<()> {
@@ -254,14 +292,37 @@ fn write_certificates(
             status.session_id
         );
     }
+    // every certificate checked against its CSR before any is written
+    let ca_der = client
+        .document(&format!("/ca/{ca_id}.der"))
+        .map_err(server_error)
+        .context("fetching the CA certificate to check the batch")?;
+    let ca = pki::CaCertificate::from_der(&ca_der).context("the CA certificate the server sent")?;
+    let count = items.len();
+    let mut pems = Vec::with_capacity(count);
+    for (i, (csr, cert)) in csrs.iter().zip(&status.certificates).enumerate() {
+        let pem = check_issued(&ca, csr, cert).with_context(|| {
+            format!(
+                "certificate {} of {count} (for {}), session {}; nothing was written",
+                i + 1,
+                items[i].csr.display(),
+                status.session_id
+            )
+        })?;
+        pems.push(pem);
+    }
     let mut report = Vec::with_capacity(items.len());
-    for (item, cert) in items.iter().zip(&status.certificates) {
-        let pem = cert
-            .pem
-            .as_deref()
-            .with_context(|| format!("the server returned no PEM for serial {}", cert.serial))?;
-        fsx::write_new(&item.out, pem.as_bytes(), 0o644, b.force)
-            .with_context(|| format!("cannot write {}", item.out.display()))?;
+    for ((item, cert), pem) in items.iter().zip(&status.certificates).zip(&pems) {
+        fsx::write_new(&item.out, pem.as_bytes(), 0o644, b.force).map_err(|e| {
+            hinted(
+                format!("cannot write {}: {e}", item.out.display()),
+                format!(
+                    "every certificate of the batch is issued; GET /api/v1/sessions/{}/certificates \
+                     gives them all again",
+                    status.session_id
+                ),
+            )
+        })?;
         report.push(IssuedReport {
             csr: item.csr.display().to_string(),
             out: item.out.display().to_string(),
@@ -352,5 +413,77 @@ fn dry_run(
             code: r.code,
             message: r.error,
         })),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use nkpki::pki::{CaCertificate, CaKey, CaSubject, KeyAlgorithm, Terms};
+    use nkpki::proto::BatchCertificate;
+    use time::OffsetDateTime;
+
+    fn ca(name: &str) -> (CaKey, CaCertificate) {
+        let key = CaKey::generate(KeyAlgorithm::EcdsaP256).unwrap();
+        let subject = CaSubject {
+            name: name.into(),
+            org: "Org".into(),
+            country: "FR".into(),
+        };
+        let der = pki::self_signed(&key, &subject, 10, None, OffsetDateTime::now_utc()).unwrap();
+        (key, CaCertificate::from_der(&der).unwrap())
+    }
+
+    fn csr(cn: &str) -> Csr {
+        let key = CaKey::generate(KeyAlgorithm::EcdsaP256).unwrap();
+        let mut params = rcgen::CertificateParams::default();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, cn);
+        Csr::parse(params.serialize_request(&key).unwrap().der()).unwrap()
+    }
+
+    fn issued(key: &CaKey, ca: &CaCertificate, csr: &Csr) -> BatchCertificate {
+        let terms = Terms::new(Profile::Client, 10, OffsetDateTime::now_utc()).unwrap();
+        let cert = pki::issue(key, ca, csr, &terms).unwrap();
+        BatchCertificate {
+            serial: cert.serial_hex.clone(),
+            subject: String::new(),
+            pem: Some(pki::pem_encode("CERTIFICATE", &cert.der)),
+        }
+    }
+
+    #[test]
+    fn a_batch_certificate_must_be_the_cas_for_its_csr_with_its_serial() {
+        let (key, ca_cert) = ca("Batch CA");
+        let (one, two) = (csr("one"), csr("two"));
+        let first = issued(&key, &ca_cert, &one);
+        assert_eq!(
+            check_issued(&ca_cert, &one, &first).unwrap(),
+            first.pem.clone().unwrap()
+        );
+        // the certificates came back in another order
+        let why = format!("{:#}", check_issued(&ca_cert, &two, &first).unwrap_err());
+        assert!(
+            why.contains("certifies another key than its CSR's"),
+            "{why}"
+        );
+        // announced under another serial
+        let renamed = BatchCertificate {
+            serial: "7f01".into(),
+            ..first.clone()
+        };
+        let why = format!("{:#}", check_issued(&ca_cert, &one, &renamed).unwrap_err());
+        assert!(why.contains("not the announced 7f01"), "{why}");
+        // issued by another CA
+        let (other_key, other_ca) = ca("Other CA");
+        let foreign = issued(&other_key, &other_ca, &one);
+        let why = format!("{:#}", check_issued(&ca_cert, &one, &foreign).unwrap_err());
+        assert!(why.contains("not issued by the CA"), "{why}");
+        // no PEM at all
+        let missing = BatchCertificate { pem: None, ..first };
+        let why = format!("{:#}", check_issued(&ca_cert, &one, &missing).unwrap_err());
+        assert!(why.contains("no PEM"), "{why}");
     }
 }

@@ -82,6 +82,14 @@ impl<'a> BatchSigner<'a> {
     pub fn new(key: &'a CaKey) -> Result<Self, PkiError> {
         let rsa = match key.algorithm().rsa_bits() {
             Some(_) => {
+                // `sign` below makes PKCS#1 v1.5 with SHA-256: what the CA key announces
+                if rcgen::PublicKeyData::algorithm(key) != &rcgen::PKCS_RSA_SHA256 {
+                    return Err(PkiError::Crypto(
+                        "the batch signer signs RSA with PKCS#1 v1.5 and SHA-256, which the CA \
+                         key does not announce"
+                            .into(),
+                    ));
+                }
                 let pkcs8 = key.to_pkcs8_der()?;
                 let pair = ring::signature::RsaKeyPair::from_pkcs8(&pkcs8)
                     .map_err(|e| PkiError::Crypto(format!("the RSA key for batch signing: {e}")))?;
@@ -158,6 +166,22 @@ mod tests {
         assert_ne!(
             batch_digest(std::slice::from_ref(&a)),
             certificates_digest(&[])
+        );
+    }
+
+    /// PKCS#1 v1.5 is deterministic: the batch signer's RSA signature must be the one
+    /// the CA key makes, whatever either is changed to.
+    #[test]
+    fn the_batch_signer_signs_as_the_ca_key_does() {
+        #![allow(clippy::unwrap_used)]
+        let primes =
+            crate::sss::shoup::SafePrimes::from_text(crate::ceremony::TEST_PRIMES).unwrap();
+        let key = CaKey::from_rsa(primes.to_rsa_private_key().unwrap()).unwrap();
+        let signer = BatchSigner::new(&key).unwrap();
+        let message = b"nkpki batch signer test";
+        assert_eq!(
+            rcgen::SigningKey::sign(&signer, message).unwrap(),
+            key.sign(message).unwrap()
         );
     }
 

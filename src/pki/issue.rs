@@ -374,6 +374,13 @@ fn plan(ca: &CaCertificate, csr: &Csr, terms: &Terms) -> Result<Plan, PkiError> 
             "the serial number must be 1 to 20 bytes and positive".into(),
         ));
     }
+    if terms.serial.len() > 1 && terms.serial[0] == 0 {
+        return Err(PkiError::Build(format!(
+            "the serial number {} starts with a zero byte: DER writes it without, so it would \
+             be recorded under another serial than the certificate carries",
+            terms.serial_hex()
+        )));
+    }
     let mut dropped = Vec::new();
 
     let mut dn = DistinguishedName::new();

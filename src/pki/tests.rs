@@ -427,3 +427,20 @@ fn a_constrained_sub_ca_shows_and_carries_its_constraints_and_the_view_gives_the
             .is_empty()
     );
 }
+
+#[test]
+fn a_serial_with_a_leading_zero_byte_is_refused() {
+    let (_key, ca) = test_ca();
+    let csr = client_csr();
+    let mut terms = Terms::new(Profile::Client, 10, OffsetDateTime::now_utc()).unwrap();
+    terms.serial = vec![0x00, 0xab];
+    let why = check_request(&ca, &csr, &terms).unwrap_err().to_string();
+    assert!(
+        why.contains("serial number 00ab starts with a zero byte"),
+        "{why}"
+    );
+    terms.serial = vec![0x00];
+    check_request(&ca, &csr, &terms).unwrap();
+    terms.serial = vec![0x01, 0x00];
+    check_request(&ca, &csr, &terms).unwrap();
+}

@@ -7,7 +7,7 @@ use crate::manifest::VerifiedManifest;
 use crate::pki::{self, CertificateView, Csr, Profile, batch::MAX_BATCH};
 use crate::policy;
 use crate::proto::{BatchCertificate, BatchSummary, CreateSession, OfferSummary, SignJob};
-use crate::store::SessionRow;
+use crate::store::{NewCertificate, SessionRow};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use std::time::Duration;
@@ -182,13 +182,13 @@ pub(super) fn sign_timeout(count: usize) -> Duration {
         .saturating_add(Duration::from_millis(200).saturating_mul(count as u32))
 }
 
-/// What the store records for each signed certificate — (serial, subject, not after,
-/// PEM) — after checking each is signed by this CA and is the one approved.
+/// What the store records for each signed certificate, after checking each is signed by
+/// this CA and is the one approved.
 pub(super) fn records(
     manifest: &VerifiedManifest,
     views: &[CertificateView],
     ders: &[Vec<u8>],
-) -> Result<Vec<(String, String, i64, String)>, String> {
+) -> Result<Vec<NewCertificate>, String> {
     if ders.len() != views.len() {
         return Err(format!(
             "the worker returned {} certificates for a batch of {}",
@@ -213,12 +213,13 @@ pub(super) fn records(
                     view.serial
                 ));
             }
-            Ok((
-                view.serial.clone(),
-                view.subject_string(),
-                view.not_after,
-                pki::pem_encode("CERTIFICATE", der),
-            ))
+            Ok(NewCertificate {
+                serial: view.serial.clone(),
+                subject: view.subject_string(),
+                sans: view.sans.clone(),
+                not_after: view.not_after,
+                pem: pki::pem_encode("CERTIFICATE", der),
+            })
         })
         .collect()
 }

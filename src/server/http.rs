@@ -715,38 +715,42 @@ async fn status(
 }
 
 /// `GET /api/v1/sessions/{id}/certificates`: a session's certificates, in order (a batch's
-/// every one; PEM once signed).
+/// every one, PEM once signed; an `issue` session's once signed; none for other kinds).
 async fn certificates(
     axum::extract::State(state): AppState,
     Extension(_): Extension<OperatorCaller>,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
     let status = blocking(move || state.status(&id)).await?;
-    let certificates = if status.certificates.is_empty() {
-        status
-            .serial
-            .iter()
-            .map(|serial| proto::BatchCertificate {
+    Ok(json(200, &session_certificates(status)))
+}
+
+/// What `GET /api/v1/sessions/{id}/certificates` answers for a session's status.
+fn session_certificates(status: proto::SessionStatus) -> proto::SessionCertificates {
+    let certificates = match status.kind {
+        proto::SessionKind::IssueBatch => status.certificates,
+        proto::SessionKind::Issue => match (&status.serial, &status.certificate_pem) {
+            (Some(serial), Some(pem)) => vec![proto::BatchCertificate {
                 serial: serial.clone(),
                 subject: status
                     .certificate
                     .as_ref()
                     .map(|v| v.subject_string())
                     .unwrap_or_default(),
-                pem: status.certificate_pem.clone(),
-            })
-            .collect()
-    } else {
-        status.certificates
-    };
-    Ok(json(
-        200,
-        &proto::SessionCertificates {
-            session_id: status.session_id,
-            state: status.state,
-            certificates,
+                pem: Some(pem.clone()),
+            }],
+            _ => Vec::new(),
         },
-    ))
+        proto::SessionKind::Revoke
+        | proto::SessionKind::Crl
+        | proto::SessionKind::Policy
+        | proto::SessionKind::Reshare => Vec::new(),
+    };
+    proto::SessionCertificates {
+        session_id: status.session_id,
+        state: status.state,
+        certificates,
+    }
 }
 
 async fn events(

@@ -13,7 +13,7 @@ use crate::proto::{
     LoginOk, OfferSummary, SessionKind, SessionOffer, SessionState, SessionStatus, SignJob,
     SigningMode,
 };
-use crate::store::{self, SessionRow, Store, now};
+use crate::store::{self, NewCertificate, SessionRow, Store, now};
 use crate::worker::{Verdict, WorkerHandle};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -686,7 +686,13 @@ impl State {
         let (worker, recipient) = match &signing {
             Some(_) => (None, String::new()),
             None => {
-                let (worker, recipient) = self.start_worker(&req.ca_id, &session_id)?;
+                // a batch's worker also has the time to sign it, should it be approved late
+                let signing_time = match req.kind {
+                    SessionKind::IssueBatch => super::batch::sign_timeout(req.csr_pems.len()),
+                    _ => std::time::Duration::ZERO,
+                };
+                let (worker, recipient) =
+                    self.start_worker(&req.ca_id, &session_id, signing_time)?;
                 (Some(worker), recipient)
             }
         };
@@ -839,6 +845,14 @@ impl State {
         let refuse = |message: String| ApiErr::new(422, "policy", message);
         // the OCSP responder's key, made here for a session asking for its certificate
         let mut responder_key = None;
+        if !req.csr_pems.is_empty() && req.kind != SessionKind::IssueBatch {
+            return Err(ApiErr::new(
+                400,
+                "bad-request",
+                "csr_pems is for issue-batch sessions only (hint: kind issue-batch, or one \
+                 csr_pem for an issue session)",
+            ));
+        }
         let (request, request_sha256, summary) = match req.kind {
             SessionKind::IssueBatch => {
                 if threshold::key(manifest).is_some() {
@@ -863,14 +877,6 @@ impl State {
                 });
             }
             SessionKind::Issue => {
-                if !req.csr_pems.is_empty() {
-                    return Err(ApiErr::new(
-                        400,
-                        "bad-request",
-                        "csr_pems is for issue-batch sessions (hint: kind issue-batch, or one \
-                         csr_pem)",
-                    ));
-                }
                 let profile: Profile = req
                     .profile
                     .as_deref()
@@ -1683,8 +1689,14 @@ impl State {
     }
 
     /// Starts a session's worker for `ca_id` and opens the session in it; returns the
-    /// handle and the session's recipient (the identity stays in the worker).
-    fn start_worker(&self, ca_id: &str, session_id: &str) -> ApiResult<(WorkerHandle, String)> {
+    /// handle and the session's recipient (the identity stays in the worker). The worker
+    /// lives the session's TTL, 30 s, and `signing_time` (what a batch may take to sign).
+    fn start_worker(
+        &self,
+        ca_id: &str,
+        session_id: &str,
+        signing_time: std::time::Duration,
+    ) -> ApiResult<(WorkerHandle, String)> {
         let manifest_json = lock(&self.store)
             .ca_manifests()?
             .into_iter()
@@ -1696,7 +1708,8 @@ impl State {
         // the worker outlives the session by a little at most, whatever happens here
         let lifetime = std::time::Duration::from_secs(
             u64::try_from(self.session_ttl.saturating_add(30)).unwrap_or(330),
-        );
+        )
+        .saturating_add(signing_time);
         let runtime = tokio::runtime::Handle::try_current().map_err(internal)?;
         runtime
             .block_on(async {
@@ -2054,9 +2067,7 @@ impl State {
         lock(&self.store)
             .record_certificates(&row.session_id, &row.ca_id, &records)
             .map_err(|e| e.to_string())?;
-        let serials = |r: Option<&(String, String, i64, String)>| {
-            r.map(|(serial, ..)| serial.clone()).unwrap_or_default()
-        };
+        let serials = |r: Option<&NewCertificate>| r.map(|c| c.serial.clone()).unwrap_or_default();
         Ok(format!(
             "{} certificates (serials {} … {})",
             records.len(),
@@ -2177,10 +2188,13 @@ impl State {
                     .record_certificate(
                         &row.session_id,
                         &row.ca_id,
-                        &view.serial,
-                        &view.subject_string(),
-                        view.not_after,
-                        &pem,
+                        &NewCertificate {
+                            serial: view.serial.clone(),
+                            subject: view.subject_string(),
+                            sans: view.sans.clone(),
+                            not_after: view.not_after,
+                            pem,
+                        },
                     )
                     .map_err(|e| e.to_string())?;
                 if view.profile == Profile::Ocsp.to_string() {

@@ -12,6 +12,7 @@ mod schema;
 pub use reshare::{ReshareHolderRow, ReshareSetRow};
 
 pub use audit::{AuditEntry, AuditProblem, verify_chain};
+pub use batch::NewCertificate;
 pub use lock::DataDirLock;
 pub use pages::{AuditFilter, IssuedRow, LastAnswer, OpenSession};
 
@@ -806,16 +807,11 @@ impl Store {
         &mut self,
         session_id: &str,
         ca_id: &str,
-        serial: &str,
-        subject: &str,
-        not_after: i64,
-        pem: &str,
+        certificate: &NewCertificate,
     ) -> Result<()> {
         let tx = self.write_tx()?;
-        tx.execute(
-            "INSERT INTO certificates (serial, ca_id, session_id, subject, not_after, pem, issued_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![serial, ca_id, session_id, subject, not_after, pem, now()],
-        )?;
+        batch::insert_certificate(&tx, session_id, ca_id, certificate, now())?;
+        let serial = &certificate.serial;
         mark_signed(&tx, session_id, &format!("certificate {serial}"))?;
         audit::append_tx(
             &tx,
@@ -823,7 +819,7 @@ impl Store {
             Some(ca_id),
             Some(session_id),
             None,
-            &format!("serial {serial}; {subject}"),
+            &format!("serial {serial}; {}", certificate.subject),
         )?;
         tx.commit()?;
         Ok(())

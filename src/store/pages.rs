@@ -29,7 +29,7 @@ pub type LastAnswer = (String, i64, String);
 pub struct IssuedRow {
     pub serial: String,
     pub subject: String,
-    /// `DNS:…`, `IP:…`, `email:…` (from the view the holders approved).
+    /// `DNS:…`, `IP:…`, `email:…` (as the holders approved them).
     pub sans: Vec<String>,
     pub not_after: i64,
     pub issued_at: i64,
@@ -114,8 +114,7 @@ impl Store {
         let anywhere = contains_pattern(q);
         let filter = "c.ca_id = ?1 AND (?2 = '' OR c.serial LIKE ?3 ESCAPE '\\'
               OR c.subject LIKE ?4 ESCAPE '\\'
-              OR EXISTS (SELECT 1 FROM sessions s, json_each(s.certificate_view, '$.sans') n
-                         WHERE s.session_id = c.session_id AND n.value LIKE ?4 ESCAPE '\\'))";
+              OR EXISTS (SELECT 1 FROM json_each(c.sans) n WHERE n.value LIKE ?4 ESCAPE '\\'))";
         let total: u64 = self.conn.query_row(
             &format!("SELECT COUNT(*) FROM certificates c WHERE {filter}"),
             params![ca_id, q, serial, anywhere],
@@ -123,23 +122,14 @@ impl Store {
         )?;
         let mut stmt = self.conn.prepare(&format!(
             "SELECT c.serial, c.subject, c.not_after, c.issued_at, c.session_id,
-                    (SELECT s.certificate_view FROM sessions s WHERE s.session_id = c.session_id),
+                    c.sans,
                     r.reason, r.revoked_at
              FROM certificates c LEFT JOIN revocations r ON r.serial = c.serial AND r.ca_id = c.ca_id
              WHERE {filter} ORDER BY c.issued_at DESC, c.rowid DESC LIMIT ?5 OFFSET ?6"
         ))?;
         let rows = stmt.query_map(params![ca_id, q, serial, anywhere, limit, offset], |r| {
-            let view: Option<String> = r.get(5)?;
-            let sans = view
-                .and_then(|v| serde_json::from_str::<serde_json::Value>(&v).ok())
-                .and_then(|v| {
-                    v.get("sans").and_then(|s| s.as_array()).map(|a| {
-                        a.iter()
-                            .filter_map(|x| x.as_str().map(str::to_owned))
-                            .collect()
-                    })
-                })
-                .unwrap_or_default();
+            let sans: String = r.get(5)?;
+            let sans = serde_json::from_str(&sans).unwrap_or_default();
             let reason: Option<String> = r.get(6)?;
             let at: Option<i64> = r.get(7)?;
             Ok(IssuedRow {
@@ -227,5 +217,56 @@ impl Store {
     /// Whether the audit chain verifies: `Ok(entries)` or the first problem.
     pub fn verify_audit(&self) -> Result<std::result::Result<usize, super::AuditProblem>> {
         super::audit::verify_chain(&self.conn)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use crate::store::{NewCertificate, Store};
+
+    /// A batch's certificates are found by a subjectAltName and listed with their own.
+    #[test]
+    fn batch_certificates_are_searched_and_listed_by_their_own_sans() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        store
+            .conn()
+            .execute_batch(
+                "INSERT INTO cas VALUES ('ca', 'CA', '{}', 1);
+                 INSERT INTO sessions (session_id, ca_id, kind, state, requester, request,
+                    request_sha256, nonce, recipient, created_at, expires_at, certificate_view)
+                 VALUES ('s', 'ca', 'issue-batch', 'waiting', 'op', '', '', '', '', 1, 2, '[]');",
+            )
+            .unwrap();
+        let certificate = |i: u32| NewCertificate {
+            serial: format!("0{i}"),
+            subject: format!("CN=host{i}"),
+            sans: vec![
+                format!("DNS:host{i}.example.org"),
+                format!("IP:192.0.2.{i}"),
+            ],
+            not_after: 9,
+            pem: String::new(),
+        };
+        store
+            .record_certificates("s", "ca", &[certificate(1), certificate(2)])
+            .unwrap();
+        let (total, rows) = store
+            .issued_certificates("ca", "HOST2.example", 0, 10)
+            .unwrap();
+        assert_eq!(total, 1);
+        assert_eq!(rows[0].serial, "02");
+        assert_eq!(rows[0].sans, ["DNS:host2.example.org", "IP:192.0.2.2"]);
+        let (total, rows) = store.issued_certificates("ca", "", 0, 10).unwrap();
+        assert_eq!(total, 2);
+        assert!(rows.iter().all(|r| r.sans.len() == 2), "{rows:?}");
+        assert_eq!(
+            store
+                .issued_certificates("ca", "192.0.2.1", 0, 10)
+                .unwrap()
+                .0,
+            1
+        );
     }
 }

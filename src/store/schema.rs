@@ -62,6 +62,17 @@ const MIGRATIONS: &[&str] = &[
      CREATE TABLE reshare_holders (session_id TEXT NOT NULL REFERENCES reshare_sets(session_id),
         holder_id TEXT NOT NULL, share_index INTEGER NOT NULL, enrollment_code_sha256 TEXT NOT NULL,
         public_key_pem TEXT, enrolled_at INTEGER, PRIMARY KEY (session_id, holder_id));",
+    // 9: each certificate keeps its own subjectAltNames (a JSON list), so the CA page
+    // searches and lists them without reading its session's views (a batch's are a list
+    // of up to 1,000); existing rows take them from that view, or from the batch's view
+    // with the same serial
+    "ALTER TABLE certificates ADD COLUMN sans TEXT NOT NULL DEFAULT '[]';
+     UPDATE certificates SET sans = COALESCE((
+        SELECT CASE json_type(s.certificate_view)
+            WHEN 'array' THEN (SELECT json_extract(v.value, '$.sans') FROM json_each(s.certificate_view) v
+                               WHERE lower(json_extract(v.value, '$.serial')) = lower(certificates.serial))
+            ELSE json_extract(s.certificate_view, '$.sans') END
+        FROM sessions s WHERE s.session_id = certificates.session_id AND json_valid(s.certificate_view)), '[]');",
 ];
 
 pub fn migrate(conn: &mut Connection) -> Result<()> {
@@ -111,5 +122,42 @@ mod tests {
         };
         assert_eq!(revoked_at("bob"), Some(300));
         assert_eq!(revoked_at("alice"), None);
+    }
+
+    /// Migration 9 gives each certificate its own SANs: from its session's view, or from
+    /// the batch view with its serial.
+    #[test]
+    fn migration_9_copies_each_certificates_sans_from_its_view() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        for sql in &super::MIGRATIONS[..8] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 8).unwrap();
+        let single = r#"{"serial":"0a","sans":["DNS:one.example.org"]}"#;
+        let batch = r#"[{"serial":"0b","sans":["DNS:b.example.org"]},{"serial":"0c","sans":["DNS:c.example.org","IP:192.0.2.1"]}]"#;
+        conn.execute_batch(&format!(
+            "INSERT INTO cas VALUES ('ca', 'CA', '{{}}', 1);
+             INSERT INTO sessions (session_id, ca_id, kind, state, requester, request, request_sha256,
+                nonce, recipient, created_at, expires_at, certificate_view) VALUES
+                ('s1', 'ca', 'issue', 'signed', 'op', '', '', '', '', 1, 2, '{single}'),
+                ('s2', 'ca', 'issue-batch', 'signed', 'op', '', '', '', '', 1, 2, '{batch}');
+             INSERT INTO certificates (serial, ca_id, session_id, subject, not_after, pem, issued_at) VALUES
+                ('0a', 'ca', 's1', 'CN=one', 9, '', 1), ('0b', 'ca', 's2', 'CN=b', 9, '', 1),
+                ('0C', 'ca', 's2', 'CN=c', 9, '', 1), ('0d', 'ca', 'gone', 'CN=d', 9, '', 1);"
+        ))
+        .unwrap();
+        super::migrate(&mut conn).unwrap();
+        let sans = |serial: &str| -> String {
+            conn.query_row(
+                "SELECT sans FROM certificates WHERE serial = ?1",
+                [serial],
+                |r| r.get(0),
+            )
+            .unwrap()
+        };
+        assert_eq!(sans("0a"), r#"["DNS:one.example.org"]"#);
+        assert_eq!(sans("0b"), r#"["DNS:b.example.org"]"#);
+        assert_eq!(sans("0C"), r#"["DNS:c.example.org","IP:192.0.2.1"]"#);
+        assert_eq!(sans("0d"), "[]");
     }
 }

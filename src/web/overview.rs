@@ -3,6 +3,8 @@
 
 use super::{SignedIn, WebResult, blocking, layout, page, shown};
 use crate::manifest::VerifiedManifest;
+use crate::pki::CertificateView;
+use crate::proto::SessionKind;
 use crate::server::{ApiResult, State};
 use crate::store::{LastAnswer, OpenSession, now};
 use axum::Router;
@@ -116,15 +118,30 @@ async fn overview(AppState(state): AppState<Arc<State>>, user: SignedIn) -> WebR
 
 /// What a session is about, in a few words.
 fn session_subject(s: &OpenSession) -> String {
-    match s.kind.as_str() {
-        "issue" => s
-            .certificate_view
-            .as_deref()
-            .and_then(|v| serde_json::from_str::<crate::pki::CertificateView>(v).ok())
+    let view = s.certificate_view.as_deref().unwrap_or_default();
+    let Ok(kind) = serde_json::from_value::<SessionKind>(serde_json::Value::String(s.kind.clone()))
+    else {
+        return String::new();
+    };
+    match kind {
+        SessionKind::Issue => serde_json::from_str::<CertificateView>(view)
             .map(|v| v.subject_string())
             .unwrap_or_default(),
-        "revoke" => format!("serial {}", s.serial.as_deref().unwrap_or("?")),
-        _ => "the next CRL".to_owned(),
+        SessionKind::IssueBatch => match serde_json::from_str::<Vec<CertificateView>>(view) {
+            Ok(views) => format!(
+                "{} certificates ({}…)",
+                views.len(),
+                views
+                    .first()
+                    .map(|v| v.subject_string())
+                    .unwrap_or_default()
+            ),
+            Err(_) => "a batch of certificates".to_owned(),
+        },
+        SessionKind::Revoke => format!("serial {}", s.serial.as_deref().unwrap_or("?")),
+        SessionKind::Crl => "the next CRL".to_owned(),
+        SessionKind::Policy => "a new CA policy".to_owned(),
+        SessionKind::Reshare => "a new holder set".to_owned(),
     }
 }
 
@@ -227,5 +244,49 @@ pub fn liveness(last_seen: Option<i64>, t: i64) -> Markup {
             span.badge.bad { "offline" } " since " (layout::when(seen)) " (" (layout::ago(t - seen)) " ago)"
         },
         None => html! { span.badge.muted { "never seen" } },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn open(kind: &str, view: Option<String>) -> OpenSession {
+        OpenSession {
+            session_id: "s".into(),
+            ca_id: "ca".into(),
+            kind: kind.into(),
+            requester: "op".into(),
+            created_at: 0,
+            expires_at: 0,
+            profile: None,
+            serial: Some("0a".into()),
+            certificate_view: view,
+            approvals: 0,
+        }
+    }
+
+    #[test]
+    fn every_kind_of_open_session_says_what_it_is_for() {
+        let view = |cn: &str| {
+            serde_json::json!({"profile": "server", "serial": "0a", "subject": [["CN", cn]],
+                "sans": [], "key": "P-256", "not_before": 0, "not_after": 1, "days": 1,
+                "is_ca": false, "path_len": null, "key_usage": [], "extended_key_usage": [],
+                "name_constraints": [], "dropped": []})
+        };
+        let batch = serde_json::json!([view("host1.example.org"), view("host2.example.org")]);
+        assert_eq!(
+            session_subject(&open("issue-batch", Some(batch.to_string()))),
+            "2 certificates (CN=host1.example.org…)"
+        );
+        assert_eq!(
+            session_subject(&open("issue", Some(view("one").to_string()))),
+            "CN=one"
+        );
+        assert_eq!(session_subject(&open("revoke", None)), "serial 0a");
+        assert_eq!(session_subject(&open("crl", None)), "the next CRL");
+        assert_eq!(session_subject(&open("policy", None)), "a new CA policy");
+        assert_eq!(session_subject(&open("reshare", None)), "a new holder set");
     }
 }

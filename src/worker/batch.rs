@@ -28,6 +28,16 @@ pub(super) fn issue_batch(
             pki::batch::MAX_BATCH
         ));
     }
+    let mut serials = std::collections::HashSet::new();
+    for (i, view) in views.iter().enumerate() {
+        if !serials.insert(view.serial.to_lowercase()) {
+            return Err(format!(
+                "certificate {} of the batch repeats serial {}; nothing is issued",
+                i + 1,
+                view.serial
+            ));
+        }
+    }
     let mut requests = Vec::with_capacity(views.len());
     for (i, (csr_der, view)) in csr_ders.iter().zip(views).enumerate() {
         let der = B64
@@ -53,4 +63,43 @@ pub(super) fn issue_batch(
         ders.push(B64.encode(cert.der));
     }
     Ok(ders)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::ceremony;
+    use crate::pki::{KeyAlgorithm, Profile, Terms};
+
+    #[test]
+    fn a_batch_job_repeating_a_serial_is_refused_whole() {
+        let manifest = ceremony::test_threshold_ceremony("Batch CA")
+            .manifest
+            .verify()
+            .unwrap();
+        let primes = crate::sss::shoup::SafePrimes::from_text(ceremony::TEST_PRIMES).unwrap();
+        let key = CaKey::from_rsa(primes.to_rsa_private_key().unwrap()).unwrap();
+        let csr_der = |cn: &str| {
+            let holder = CaKey::generate(KeyAlgorithm::EcdsaP256).unwrap();
+            let mut params = rcgen::CertificateParams::default();
+            params
+                .distinguished_name
+                .push(rcgen::DnType::CommonName, cn);
+            params.serialize_request(&holder).unwrap().der().to_vec()
+        };
+        let ders = [csr_der("one"), csr_der("two")];
+        let terms = Terms::new(Profile::Client, 10, time::OffsetDateTime::now_utc()).unwrap();
+        let views: Vec<CertificateView> = ders
+            .iter()
+            .map(|d| pki::check_request(&manifest.ca, &Csr::parse(d).unwrap(), &terms).unwrap())
+            .collect();
+        assert_eq!(views[0].serial, views[1].serial, "one terms, one serial");
+        let encoded: Vec<String> = ders.iter().map(|d| B64.encode(d)).collect();
+        let why = issue_batch(&key, &manifest, &encoded, &views).unwrap_err();
+        assert!(
+            why.contains("certificate 2 of the batch repeats serial"),
+            "{why}"
+        );
+    }
 }

@@ -182,8 +182,39 @@ fn a_batch_is_issued_in_one_session_and_every_certificate_verifies() {
     let audit = audit(&env);
     assert_eq!(audit.matches("certificate-issued").count(), 5, "{audit}");
 
-    // every certificate is recorded as issued: one of them is revoked like any other
-    env.revoke_online(&server.url, &ca_id, &serials[2], "crl.pem");
+    // every certificate is recorded as issued: one of them is revoked like any other; a
+    // revoke session lists no certificate, waiting or signed
+    let revoke: SessionStatus = op
+        .post(
+            "/api/v1/sessions",
+            &serde_json::json!({"ca_id": ca_id, "kind": "revoke", "serial": serials[2],
+                "reason": "keyCompromise"}),
+        )
+        .unwrap();
+    let revoke_certificates = |op: &Client| -> SessionCertificates {
+        op.get(&format!(
+            "/api/v1/sessions/{}/certificates",
+            revoke.session_id
+        ))
+        .unwrap()
+    };
+    assert!(revoke_certificates(&op).certificates.is_empty());
+    let mut signed = revoke.clone();
+    for _ in 0..20 {
+        if signed.state != nkpki::proto::SessionState::Waiting {
+            break;
+        }
+        signed = op
+            .get(&format!("/api/v1/sessions/{}?wait=10", revoke.session_id))
+            .unwrap();
+    }
+    assert_eq!(
+        signed.state,
+        nkpki::proto::SessionState::Signed,
+        "{signed:?}"
+    );
+    assert!(revoke_certificates(&op).certificates.is_empty());
+    env.write("crl.pem", signed.crl_pem.unwrap());
     let crl = env
         .openssl(&["crl", "-in", "crl.pem", "-noout", "-text"])
         .ok()
@@ -194,6 +225,23 @@ fn a_batch_is_issued_in_one_session_and_every_certificate_verifies() {
     let after: SessionStatus = op.get(&format!("/api/v1/sessions/{session_id}")).unwrap();
     assert_eq!(after.certificates.len(), 5);
     assert!(after.crl_pem.is_none(), "a batch session signed no CRL");
+
+    // the CA page finds a batch certificate by a SAN and lists each with its own SANs
+    drop(_agents);
+    let web = crate::web::Web::over(env, server, ca_id.clone());
+    let cookie = web.sign_in();
+    let page = |q: &str| {
+        web.get(&format!("/ui/cas/{ca_id}{q}"), Some(&cookie))
+            .text()
+            .unwrap()
+    };
+    let found = page("?q=DNS%3Ahost4.example");
+    assert!(found.contains("1 certificate matching"), "{found}");
+    assert!(found.contains("DNS:host4.example.org"), "{found}");
+    let all = page("");
+    for i in 1..=5 {
+        assert!(all.contains(&format!("DNS:host{i}.example.org")), "{all}");
+    }
 }
 
 #[test]
@@ -257,12 +305,25 @@ fn a_forged_csr_or_an_oversized_batch_is_refused_before_any_holder_is_asked() {
         op.post(
             "/api/v1/sessions",
             &serde_json::json!({"ca_id": ca_id, "kind": "issue-batch",
-                "csr_pems": vec![one; 1001], "profile": "server", "days": 30}),
+                "csr_pems": vec![one.clone(); 1001], "profile": "server", "days": 30}),
         ),
         422,
         "batch-too-large",
     );
     assert!(message.contains("limit of 1000"), "{message}");
+    // CSRs sent with another kind of session are refused, not ignored
+    for kind in ["crl", "revoke"] {
+        let message = refused(
+            op.post(
+                "/api/v1/sessions",
+                &serde_json::json!({"ca_id": ca_id, "kind": kind, "csr_pems": [one.clone()],
+                    "serial": "01"}),
+            ),
+            400,
+            "bad-request",
+        );
+        assert!(message.contains("issue-batch sessions only"), "{message}");
+    }
     // and the CLI refuses before anything is sent (no server listens on port 9)
     std::fs::create_dir_all(env.path("many")).unwrap();
     for i in 0..1001 {
