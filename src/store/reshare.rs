@@ -341,3 +341,113 @@ pub(super) fn stale_pending_sets(tx: &rusqlite::Transaction<'_>, ca_id: &str) ->
     }
     Ok(n)
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::store::SessionRow;
+
+    const REGISTERED: &str = r#"{"registered":1}"#;
+
+    /// A store with CA `ca1` (manifest [`REGISTERED`]) and a waiting `reshare` session `s1`,
+    /// and the 2-of-3 set that session would record.
+    fn store() -> (
+        tempfile::TempDir,
+        Store,
+        ReshareSetRow,
+        Vec<(String, u8, String)>,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        store
+            .add_ca(
+                "ca1",
+                "Test CA",
+                REGISTERED,
+                &[("NK001".into(), 1, Some("c1".into()))],
+                "test",
+            )
+            .unwrap();
+        store
+            .insert_session(&SessionRow {
+                session_id: "s1".into(),
+                ca_id: "ca1".into(),
+                kind: "reshare".into(),
+                state: "waiting".into(),
+                requester: "admin".into(),
+                request: "{}".into(),
+                request_sha256: "00".into(),
+                profile: Some("reshare".into()),
+                days: Some(0),
+                serial: None,
+                reason: None,
+                nonce: "00".into(),
+                recipient: String::new(),
+                created_at: 0,
+                expires_at: i64::MAX,
+                detail: None,
+                certificate_view: None,
+                tbs: None,
+            })
+            .unwrap();
+        let set = ReshareSetRow {
+            session_id: "s1".into(),
+            ca_id: "ca1".into(),
+            set_version: 2,
+            threshold: 2,
+            result: "{}".into(),
+            state: "pending".into(),
+        };
+        let holders = ["NK002", "NK003", "NK004"]
+            .iter()
+            .enumerate()
+            .map(|(i, h)| ((*h).to_owned(), i as u8 + 1, format!("code{i}")))
+            .collect();
+        (dir, store, set, holders)
+    }
+
+    #[test]
+    fn a_new_set_is_recorded_only_over_the_manifest_it_was_checked_against() {
+        let (_dir, mut store, set, holders) = store();
+        let err = store
+            .add_reshare_set(&set, &holders, r#"{"registered":0}"#)
+            .unwrap_err();
+        assert!(err.to_string().contains("manifest changed"), "{err}");
+        assert!(store.pending_reshare_set("ca1").unwrap().is_none());
+        store.add_reshare_set(&set, &holders, REGISTERED).unwrap();
+        assert!(store.pending_reshare_set("ca1").unwrap().is_some());
+    }
+
+    #[test]
+    fn a_changed_manifest_makes_the_pending_set_stale() {
+        let (_dir, mut store, set, holders) = store();
+        store.add_reshare_set(&set, &holders, REGISTERED).unwrap();
+        store
+            .replace_manifest("ca1", r#"{"registered":2}"#, "policy changed")
+            .unwrap();
+        assert!(store.pending_reshare_set("ca1").unwrap().is_none());
+        assert_eq!(store.reshare_set("s1").unwrap().unwrap().state, "stale");
+        let audit = store.audit_entries().unwrap();
+        assert!(audit.iter().any(|e| e.event == "reshare-stale"));
+        // its enrollments are refused
+        assert!(store.enroll_for_reshare(&set, "NK002", "PEM").is_err());
+    }
+
+    #[test]
+    fn one_token_key_enrolls_for_one_holder_of_a_set() {
+        let (_dir, mut store, set, holders) = store();
+        store.add_reshare_set(&set, &holders, REGISTERED).unwrap();
+        assert_eq!(store.enroll_for_reshare(&set, "NK002", "PEM A").unwrap(), 1);
+        let err = store
+            .enroll_for_reshare(&set, "NK003", "PEM A")
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("already enrolled for another holder"),
+            "{err}"
+        );
+        assert_eq!(store.enroll_for_reshare(&set, "NK003", "PEM B").unwrap(), 2);
+    }
+}
