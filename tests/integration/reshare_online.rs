@@ -11,20 +11,20 @@ use crate::harness::{Env, Holder, Proc, Server};
 /// `ca-admin` API token in `admin.token` (`op.token` is a plain operator's); the age keys
 /// of NK001–NK007.
 fn deployed_ca(env: &Env) -> (Vec<Holder>, String) {
-    deployed_ca_of(env, 5, 3)
+    deployed_ca_of(env, 5, 3, &[])
 }
 
 /// A `threshold`-of-`n` packaged CA (NK001…) deployed and registered, as [`deployed_ca`];
 /// the age keys of `n` + 2 holders.
-fn deployed_ca_of(env: &Env, n: usize, threshold: usize) -> (Vec<Holder>, String) {
+fn deployed_ca_of(env: &Env, n: usize, threshold: usize, more: &[&str]) -> (Vec<Holder>, String) {
     let holders = env.holders(n + 2);
     env.holders_json(&holders[..n], &[]);
-    env.ca_init(
-        "ecdsa-p256",
-        threshold,
-        &["--package", "--server-url", "https://pki.example.org:8443"],
-    )
-    .ok();
+    let args = [
+        &["--package", "--server-url", "https://pki.example.org:8443"][..],
+        more,
+    ]
+    .concat();
+    env.ca_init("ecdsa-p256", threshold, &args).ok();
     for h in &holders[..n] {
         env.deploy(h, &format!("ca/packages/{}.nkpkg", h.id), &h.id, &[])
             .ok();
@@ -298,7 +298,7 @@ fn an_online_reshare_switches_once_the_new_holders_enroll_and_the_new_set_signs(
 #[test]
 fn a_pending_set_answers_no_session_and_goes_stale_at_a_policy_change() {
     let env = Env::new().with_softhsm(&["NK001", "NK002", "NK003", "NK004", "NK005"]);
-    let (holders, ca_id) = deployed_ca_of(&env, 3, 2);
+    let (holders, ca_id) = deployed_ca_of(&env, 3, 2, &[]);
     let server = env.serve(&[]);
     let rule = [&RULE[..], &["--approve-policy-changes"]].concat();
     let nk001 = agent(&env, &server, &ca_id, "NK001", &rule);
@@ -379,6 +379,35 @@ fn a_pending_set_answers_no_session_and_goes_stale_at_a_policy_change() {
     );
     assert!(!audit(&env).contains("share-set-switched"));
     drop(pending);
+}
+
+#[test]
+fn a_reshare_needs_the_strictest_quorum_of_the_ca_policy() {
+    let env = Env::new().with_softhsm(&["NK001", "NK002", "NK003", "NK004", "NK005"]);
+    env.write(
+        "policy.toml",
+        "version = 1\n[server]\napprovals = 4\nmax_days = 200\n",
+    );
+    let (holders, ca_id) = deployed_ca_of(&env, 5, 3, &["--policy", "policy.toml"]);
+    let server = env.serve(&[]);
+    let _agents: Vec<Proc> = ["NK001", "NK002", "NK003", "NK004"]
+        .iter()
+        .map(|id| agent(&env, &server, &ca_id, id, &RULE))
+        .collect();
+    let new: Vec<Holder> = [0, 1, 2, 5].iter().map(|i| holders[*i].clone()).collect();
+    env.holders_json(&new, &[]);
+    let run = reshare_online(&env, &server, &ca_id, "3", "admin.token", "ca2");
+    run.ok();
+    // [server] asks 4: M shares and one approval without a share
+    assert!(run.stderr().contains("4 of 4 approved"), "{}", run.stderr());
+    assert!(
+        run.stdout().contains("NK001")
+            && run.stdout().contains("NK002")
+            && run.stdout().contains("NK003")
+            && run.stdout().contains("NK004"),
+        "{}",
+        run.stdout()
+    );
 }
 
 #[test]
