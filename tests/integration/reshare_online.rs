@@ -485,13 +485,23 @@ fn online_reshare_bad_requests_are_refused_before_any_holder_is_asked() {
     entries[3]["age_recipient"] = holders[5].recipient.clone().into();
     env.write("holders.json", serde_json::to_vec(&entries).unwrap());
     refused("2", "admin.token", &["holders[3].nitrokey_id"]);
+    // one age recipient for two holders
+    env.holders_json(&set(&[0, 1, 2, 5]), &[]);
+    let mut twins: serde_json::Value = serde_json::from_slice(&env.read("holders.json")).unwrap();
+    twins[3]["age_recipient"] = twins[2]["age_recipient"].clone();
+    env.write("holders.json", serde_json::to_vec(&twins).unwrap());
+    refused(
+        "2",
+        "admin.token",
+        &["NK003 and NK006 have the same age recipient"],
+    );
     // two holders
     env.holders_json(&set(&[0, 1]), &[]);
     refused("2", "admin.token", &["between 3 and 20"]);
     let log = audit(&env);
     assert_eq!(
         log.matches("session-refused").count(),
-        8,
+        9,
         "every refusal is audited: {log}"
     );
 
