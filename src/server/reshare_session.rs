@@ -406,6 +406,8 @@ impl State {
                     return Ok(serde_json::json!({
                         "enrolled": true,
                         "share_set_version": set.set_version,
+                        "new_set_enrolled": set.threshold,
+                        "new_set_needed": set.threshold,
                         "switched": true,
                     }));
                 }
