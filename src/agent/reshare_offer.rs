@@ -112,6 +112,15 @@ pub(super) fn check_new_agents(offer: &SessionOffer, own: &OwnServer) -> Result<
             pki::text::escape(url)
         )));
     }
+    // the checks `ca-init --package` and the server make of the URL and pin
+    if let Err(p) =
+        crate::package::check_server_info(s.server_url.clone(), s.server_cert_sha256.clone(), true)
+    {
+        return Err(AgentError::Refused(format!(
+            "where the new agents would connect: {}",
+            pki::text::escape(&p.message)
+        )));
+    }
     if normal_url(url) == normal_url(&own.url)
         && let Some(pin) = &own.pin
         && s.server_cert_sha256.as_deref().map(normal_pin) != Some(normal_pin(pin))
@@ -407,16 +416,9 @@ mod tests {
     fn new_agents_must_trust_this_server_by_the_same_pin_and_not_by_plain_http() {
         let m = manifest(None);
         let check = |s: &ReshareStatement, own: &OwnServer| check_new_agents(&offer(s), own);
-        // the same server, the same pin (written with colons and upper case): accepted
-        let colons = PIN
-            .to_uppercase()
-            .as_bytes()
-            .chunks(2)
-            .map(|c| String::from_utf8(c.to_vec()).unwrap())
-            .collect::<Vec<_>>()
-            .join(":");
+        // the same server, the same pin (in upper case): accepted
         check(
-            &statement(&m, URL, Some(&colons)),
+            &statement(&m, URL, Some(&PIN.to_uppercase())),
             &own(URL, Some(PIN), false),
         )
         .unwrap();
@@ -445,5 +447,14 @@ mod tests {
         };
         assert!(why.contains("plain http"), "{why}");
         check(&plain, &own("http://10.0.0.1:8080", None, true)).unwrap();
+        // a URL or pin the server should have refused
+        let Err(AgentError::Refused(why)) = check(
+            &statement(&m, "ftp://pki.example.org", None),
+            &own(URL, None, true),
+        ) else {
+            panic!("an ftp URL for the new agents was accepted");
+        };
+        assert!(why.contains("must start with https://"), "{why}");
+        assert!(check(&statement(&m, URL, Some("not-hex")), &own(URL, None, false)).is_err());
     }
 }
