@@ -173,6 +173,8 @@ pub struct Manifest {
 pub struct VerifiedManifest {
     pub body: ManifestBody,
     pub ca: CaCertificate,
+    /// [`Manifest::digest`] of the manifest verified: what a reshare of it supersedes.
+    pub digest: String,
 }
 
 fn canonical(body: &ManifestBody) -> Result<Vec<u8>, ManifestError> {
@@ -337,6 +339,7 @@ impl Manifest {
         Ok(VerifiedManifest {
             body: body.clone(),
             ca,
+            digest: self.digest(),
         })
     }
 }

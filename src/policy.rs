@@ -539,6 +539,19 @@ fn quorum_verdict(profile: &str, rule: Option<&QuorumRule>, threshold: u8) -> Ve
     }
 }
 
+/// Who must approve an online reshare: as for a policy change ([`change_verdict`]), the
+/// strictest quorum of the current policy (at least M) with every holder a section
+/// requires — a reshare replaces every share, the most sensitive change there is.
+pub fn reshare_verdict(current: Option<&Policy>, threshold: u8) -> Verdict {
+    let mut verdict = change_verdict(current, threshold);
+    verdict.profile = "reshare".to_owned();
+    verdict.summary = vec![
+        quorum_line("reshare", verdict.approvals, &verdict.required_holders),
+        "a reshare needs the strictest quorum of the current policy".to_owned(),
+    ];
+    verdict
+}
+
 fn quorum_line(profile: &str, approvals: u8, required: &[String]) -> String {
     if required.is_empty() {
         format!("policy [{profile}]: {approvals} approvals")

@@ -49,6 +49,12 @@ pub enum ReshareError {
          on the ceremony laptop"
     )]
     NoRecipient { index: usize, holder: String },
+    #[error(
+        "{first} and {second} have the same age recipient: one key would open both packages, \
+         and one person would hold two shares\n\
+         hint: each holder gives its own `age-keygen` public key"
+    )]
+    DuplicateRecipient { first: String, second: String },
     #[error("{0}")]
     ServerInfo(String),
     #[error(
@@ -83,6 +89,20 @@ impl ReshareRequest {
         threshold: u32,
         delivery: Delivery,
     ) -> Result<Self, ReshareError> {
+        for (i, h) in holders.iter().enumerate() {
+            let Some(recipient) = h.age_recipient.as_ref().map(ToString::to_string) else {
+                continue;
+            };
+            let twin = holders[..i].iter().find(|o| {
+                o.age_recipient.as_ref().map(ToString::to_string).as_ref() == Some(&recipient)
+            });
+            if let Some(first) = twin {
+                return Err(ReshareError::DuplicateRecipient {
+                    first: first.nitrokey_id.to_string(),
+                    second: h.nitrokey_id.to_string(),
+                });
+            }
+        }
         let ca = &current.body.ca;
         let key: KeyAlgorithm = ca
             .key
@@ -709,6 +729,20 @@ mod tests {
     }
 
     #[test]
+    fn an_offline_request_refuses_one_recipient_for_two_holders() {
+        let (first, _) = ceremony(2, &[1, 2, 3]);
+        let verified = first.manifest.verify().unwrap();
+        let mut new = holders(&[2, 3, 4]);
+        new[1].age_recipient = new[0].age_recipient.clone();
+        let err = ReshareRequest::new(&verified, new, 2, Delivery::ShareFiles).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("NK002 and NK003 have the same age recipient"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn an_online_request_needs_recipients_and_a_valid_server_url() {
         let (first, _) = ceremony(2, &[1, 2, 3]);
         let verified = first.manifest.verify().unwrap();
@@ -730,6 +764,14 @@ mod tests {
         let err = ReshareRequest::online(&verified, &bad_url).unwrap_err();
         assert!(
             err.to_string().contains("must start with https://"),
+            "{err}"
+        );
+        let mut twins = ok.clone();
+        twins.holders[2].age_recipient = twins.holders[0].age_recipient.clone();
+        let err = ReshareRequest::online(&verified, &twins).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("NK002 and NK004 have the same age recipient"),
             "{err}"
         );
         let mut too_high = ok;

@@ -376,7 +376,13 @@ fn check_crl_terms(offer: &SessionOffer, crl: &pki::CrlContents) -> Result<(), A
 
 /// Shows the holder what it is asked to approve: the certificate as this agent computed
 /// it (and the CA name from the holder's own manifest); every string escaped.
-fn show(offer: &SessionOffer, approving: &Approving, ca_name: &str, verdict: &Verdict) {
+fn show(
+    offer: &SessionOffer,
+    approving: &Approving,
+    manifest: &VerifiedManifest,
+    verdict: &Verdict,
+) {
+    let ca_name = manifest.body.ca.name.as_str();
     let esc = pki::text::escape;
     eprintln!(
         "\n──────── signing request {} ────────",
@@ -394,7 +400,7 @@ fn show(offer: &SessionOffer, approving: &Approving, ca_name: &str, verdict: &Ve
         }
         // a policy change is shown by `decide`, rule by rule, from the holder's manifest
         None if offer.kind == SessionKind::Policy => {}
-        None => match reshare_offer::lines(offer) {
+        None => match reshare_offer::lines(offer, manifest) {
             Some(lines) => lines.iter().for_each(|l| eprintln!("{l}")),
             None => eprintln!("Statement:   {}", esc(&offer.request)),
         },
@@ -644,7 +650,7 @@ impl Agent {
                 }
             },
             Approval::Interactive => {
-                show(offer, approving, &self.manifest.body.ca.name, verdict);
+                show(offer, approving, &self.manifest, verdict);
                 if offer.kind == SessionKind::Policy {
                     eprintln!("CA policy change (this holder's manifest against the new one):");
                     for line in policy_offer::describe(offer, &self.manifest) {
@@ -670,6 +676,21 @@ impl Agent {
         }
     }
 
+    /// The server this agent talks to, and how it trusts it: what a reshare's new agents
+    /// are compared with.
+    fn own_server(&self) -> reshare_offer::OwnServer {
+        let cfg = &self.opts.config;
+        let pin = match (&self.opts.trust, &cfg.server_cert_sha256) {
+            (Trust::Pinned(pin), _) | (Trust::System, Some(pin)) => Some(pin.clone()),
+            _ => None,
+        };
+        reshare_offer::OwnServer {
+            url: cfg.server_url.clone().unwrap_or_default(),
+            pin,
+            insecure_http: self.opts.insecure_http,
+        }
+    }
+
     fn answer(&mut self, offer: &SessionOffer) -> Result<(), AgentError> {
         if offer.ca_id != self.opts.config.ca_id {
             return Err(AgentError::Refused(format!(
@@ -678,6 +699,9 @@ impl Agent {
             )));
         }
         let approving = recompute(offer, &self.manifest)?;
+        if offer.kind == SessionKind::Reshare {
+            reshare_offer::check_new_agents(offer, &self.own_server())?;
+        }
         if approving.request_sha256 != offer.request_sha256 {
             return Err(AgentError::Refused(
                 "the server's digest does not match the request it shows".into(),
@@ -701,10 +725,11 @@ impl Agent {
                 batch::judge(&self.manifest, &approving.batch)?
             }
             _ if offer.kind == SessionKind::Policy => policy_offer::verdict(&self.manifest),
-            // a reshare needs M shares, whatever the policy
-            None if offer.kind == SessionKind::Reshare => {
-                Verdict::no_policy("reshare", self.manifest.threshold())
-            }
+            // a reshare needs the strictest quorum of the policy, as a policy change does
+            None if offer.kind == SessionKind::Reshare => crate::policy::reshare_verdict(
+                self.manifest.body.policy.as_ref(),
+                self.manifest.threshold(),
+            ),
             Some(view) => self.manifest.verdict(&Request::Issue(view)),
             None if offer.kind == SessionKind::Revoke => self.manifest.verdict(&Request::Revoke),
             None => self.manifest.verdict(&Request::Crl),

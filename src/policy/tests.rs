@@ -198,3 +198,20 @@ fn a_policy_change_needs_the_strictest_quorum_of_the_current_policy() {
     .unwrap();
     assert_eq!(change_verdict(Some(&many), 3).approvals, 4);
 }
+
+#[test]
+fn a_reshare_needs_the_strictest_quorum_of_the_current_policy() {
+    let none = reshare_verdict(None, 3);
+    assert_eq!((none.profile.as_str(), none.approvals), ("reshare", 3));
+    let current = Policy::from_toml(
+        "version = 1\n[server]\napprovals = 4\nrequired_holders = [\"NK002\"]\n\
+         [crl]\napprovals = 3\nrequired_holders = [\"NK001\"]\n",
+    )
+    .unwrap();
+    let v = reshare_verdict(Some(&current), 3);
+    assert_eq!(v.profile, "reshare");
+    assert_eq!(v.approvals, 4);
+    assert_eq!(v.required_holders, ["NK002", "NK001"]);
+    assert!(v.allowed());
+    assert!(v.summary[1].contains("a reshare needs the strictest quorum"));
+}

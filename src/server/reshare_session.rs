@@ -166,7 +166,8 @@ impl State {
             &manifest.body.certificate_sha256,
         )
         .map_err(|e| format!("the new manifest: {e}"))?;
-        let registered = lock(&self.store)
+        let mut store = lock(&self.store);
+        let registered = store
             .ca_manifest(&row.ca_id)
             .map_err(|e| e.to_string())?
             .ok_or("the CA is no longer registered")?;
@@ -215,9 +216,11 @@ impl State {
             result: String::from_utf8_lossy(bytes).into_owned(),
             state: "pending".into(),
         };
-        lock(&self.store)
-            .add_reshare_set(&set, &holders)
+        // written only over the manifest checked above (the store's transaction compares)
+        store
+            .add_reshare_set(&set, &holders, &registered)
             .map_err(|e| e.to_string())?;
+        drop(store);
         Ok(format!(
             "new share set version {} ({} of {}: {}), pending until {} of its holders enroll; \
              packages sealed to their recipients",
@@ -298,9 +301,9 @@ impl State {
         }
     }
 
-    /// The token key a holder of the CA's pending set enrolled for it: such a holder logs
-    /// in and polls before the switch, and its contributions are refused clearly
-    /// (`pending-share-set`) until then.
+    /// The token key a holder of the CA's pending set enrolled for it: such a holder may
+    /// log in and poll before the switch (so that its agent runs), but it is offered no
+    /// session and can neither approve nor decline one until then.
     pub(super) fn pending_holder_key(
         &self,
         ca_id: &str,
@@ -321,28 +324,32 @@ impl State {
     }
 
     /// `POST /api/v1/enroll`: an enrollment for the CA's pending share set when the code is
-    /// one of its codes (switching the CA to it at the M′-th), else an ordinary one.
+    /// one of its codes (switching the CA to it at the M′-th), else an ordinary one. A
+    /// code of a set that went stale (the registered manifest changed under it) is refused
+    /// `409 stale-share-set`.
     pub fn enroll_any(&self, req: Enroll, ip: IpAddr) -> ApiResult<serde_json::Value> {
-        let pending = {
-            let store = lock(&self.store);
-            match store.pending_reshare_set(&req.ca_id)? {
-                Some(set) => {
-                    let holder = store
-                        .reshare_holders(&set.session_id)?
-                        .into_iter()
-                        .find(|h| {
-                            h.holder_id == req.holder_id
-                                && h.enrollment_code_sha256 == token_hash(&req.enrollment_code)
-                        });
-                    holder.map(|h| (set, h))
-                }
-                None => None,
+        let code = token_hash(&req.enrollment_code);
+        let found = lock(&self.store).reshare_set_for_code(&req.ca_id, &req.holder_id, &code)?;
+        let (set, holder) = match found {
+            Some((set, holder)) if set.state == "pending" || set.state == "stale" => (set, holder),
+            _ => {
+                self.enroll(req, ip)?;
+                return Ok(serde_json::json!({"enrolled": true}));
             }
         };
-        let Some((set, holder)) = pending else {
-            self.enroll(req, ip)?;
-            return Ok(serde_json::json!({"enrolled": true}));
-        };
+        if set.state == "stale" || !self.pending_set_follows_registered(&set)? {
+            return Err(ApiErr::new(
+                409,
+                "stale-share-set",
+                format!(
+                    "share set version {} is stale: the CA's registered manifest changed (a \
+                     policy change or a registration) after the reshare made it, so it can \
+                     never be switched to (hint: a ca-admin reshares again; this package's \
+                     share is of no use)",
+                    set.set_version
+                ),
+            ));
+        }
         if holder.public_key_pem.is_some() {
             return Err(ApiErr::new(
                 409,
@@ -368,8 +375,43 @@ impl State {
             );
             return Err(ApiErr::new(400, "bad-signature", why));
         }
+        let taken = lock(&self.store)
+            .reshare_holders(&set.session_id)?
+            .into_iter()
+            .any(|h| {
+                h.holder_id != req.holder_id
+                    && h.public_key_pem.as_deref() == Some(req.public_key_pem.as_str())
+            });
+        if taken {
+            return Err(ApiErr::new(
+                409,
+                "key-in-use",
+                "this token key is already enrolled for another holder of the new share set \
+                 (hint: each holder enrolls its own token)",
+            ));
+        }
         let enrolled =
-            lock(&self.store).enroll_for_reshare(&set, &req.holder_id, &req.public_key_pem)?;
+            match lock(&self.store).enroll_for_reshare(&set, &req.holder_id, &req.public_key_pem) {
+                Ok(n) => n,
+                Err(e) => {
+                    // a concurrent enrollment switched the CA meanwhile: this one is an
+                    // ordinary enrollment now
+                    let now_switched = lock(&self.store)
+                        .reshare_set(&set.session_id)?
+                        .is_some_and(|s| s.state == "switched");
+                    if !now_switched {
+                        return Err(e.into());
+                    }
+                    self.enroll(req, ip)?;
+                    return Ok(serde_json::json!({
+                        "enrolled": true,
+                        "share_set_version": set.set_version,
+                        "new_set_enrolled": set.threshold,
+                        "new_set_needed": set.threshold,
+                        "switched": true,
+                    }));
+                }
+            };
         tracing::info!(
             "{} enrolled for share set version {} of CA {}: {enrolled} of {}",
             req.holder_id,
@@ -390,6 +432,18 @@ impl State {
         }))
     }
 
+    /// Whether the pending set's manifest supersedes the CA's registered manifest (else it
+    /// is stale: it can never switch).
+    fn pending_set_follows_registered(&self, set: &ReshareSetRow) -> ApiResult<bool> {
+        let result: ReshareResult = serde_json::from_str(&set.result).map_err(super::internal)?;
+        let pending = Manifest::from_json(&result.manifest_json).map_err(super::internal)?;
+        let registered = lock(&self.store)
+            .ca_manifest(&set.ca_id)?
+            .ok_or_else(|| ApiErr::new(404, "unknown-ca", "the CA is not registered"))?;
+        let registered = Manifest::from_json(&registered).map_err(super::internal)?;
+        Ok(pending.signed.supersedes.as_deref() == Some(registered.digest().as_str()))
+    }
+
     /// Switches the CA to its pending set, with the checks a registration makes: the new
     /// manifest and enrollment records verify, and it supersedes the registered manifest
     /// exactly. A session open at the switch fares as at a registration's switch: its
@@ -403,8 +457,18 @@ impl State {
             &current.body.certificate_sha256,
         )
         .map_err(super::internal)?;
+        let mut purged = result.clone();
+        purged.packages.clear();
+        let purged = serde_json::to_string(&purged).map_err(super::internal)?;
         {
             let mut store = lock(&self.store);
+            // two M′-th enrollments at once: the later finds the set switched, and is done
+            if store
+                .reshare_set(&set.session_id)?
+                .is_some_and(|s| s.state == "switched")
+            {
+                return Ok(());
+            }
             let registered = store
                 .ca_manifest(&set.ca_id)?
                 .ok_or_else(|| ApiErr::new(404, "unknown-ca", "the CA is not registered"))?;
@@ -414,6 +478,7 @@ impl State {
                 set,
                 &result.manifest_json,
                 &registration.holders,
+                &purged,
                 &format!(
                     "share set version {from} -> {} (online reshare, session {}); switched \
                      when {} new holders had enrolled",

@@ -181,9 +181,9 @@ fn session_verdict(
         (SessionKind::Policy, _) => return policy_session::change_verdict(manifest),
         (SessionKind::Issue | SessionKind::IssueBatch, Some(view)) => policy::Request::Issue(view),
         (SessionKind::Revoke, _) => policy::Request::Revoke,
-        // a reshare needs M shares: the cryptographic minimum, whatever the policy
+        // a reshare needs the strictest quorum of the policy, as a policy change does
         (SessionKind::Reshare, _) => {
-            return policy::Verdict::no_policy("reshare", manifest.threshold());
+            return policy::reshare_verdict(manifest.body.policy.as_ref(), manifest.threshold());
         }
         _ => policy::Request::Crl,
     };
@@ -535,7 +535,7 @@ impl State {
         if lock(&self.used_challenges).contains_key(&req.challenge) {
             return Err(failed("the challenge was already used", false));
         }
-        let Some(key) = self.holder_key(&req.ca_id, &req.holder_id)? else {
+        let Some(key) = self.login_key(&req.ca_id, &req.holder_id)? else {
             return Err(failed("not an enrolled holder", false));
         };
         let sig = B64.decode(&req.signature).unwrap_or_default();
@@ -589,14 +589,33 @@ impl State {
         Ok(LoginOk { bearer, expires_at })
     }
 
-    /// The enrolled token key of a holder (SubjectPublicKeyInfo DER), if any.
+    /// The enrolled token key of a holder of the CA's current set (SubjectPublicKeyInfo
+    /// DER), if any: the only key an envelope, a contribution or a decline is taken from.
     fn holder_key(&self, ca_id: &str, holder_id: &str) -> ApiResult<Option<Vec<u8>>> {
         let holder = lock(&self.store).holder(ca_id, holder_id)?;
-        match holder.and_then(|h| h.public_key_pem) {
-            Some(pem) => Ok(Some(spki_from_pem(&pem)?)),
-            // a holder only of a pending reshared set, enrolled for it
+        holder
+            .and_then(|h| h.public_key_pem)
+            .map(|pem| spki_from_pem(&pem))
+            .transpose()
+    }
+
+    /// The key an agent logs in with: its current-set key, else (a holder only of a
+    /// pending reshared set, enrolled for it) its pending-set key. A login by the latter
+    /// only polls: [`State::is_current_holder`] keeps every session from it.
+    fn login_key(&self, ca_id: &str, holder_id: &str) -> ApiResult<Option<Vec<u8>>> {
+        match self.holder_key(ca_id, holder_id)? {
+            Some(key) => Ok(Some(key)),
             None => self.pending_holder_key(ca_id, holder_id),
         }
+    }
+
+    /// Whether `holder_id` holds an enrolled token key of the CA's current set: only such
+    /// a holder is offered sessions and may answer them.
+    fn is_current_holder(&self, ca_id: &str, holder_id: &str) -> bool {
+        matches!(
+            lock(&self.store).holder(ca_id, holder_id),
+            Ok(Some(h)) if h.public_key_pem.is_some()
+        )
     }
 
     /// Registers a holder's token key with its one-time code. A wrong code, an unknown
@@ -1305,6 +1324,10 @@ impl State {
     /// Sessions the agent of (CA, holder) has not answered yet, less those it said it
     /// skips (offers it saw and cannot answer: it waits for news instead of re-polling).
     pub fn offers(&self, ca_id: &str, holder_id: &str, skip: &[String]) -> Vec<SessionOffer> {
+        // a holder only of a pending reshared set polls, and is offered nothing
+        if !self.is_current_holder(ca_id, holder_id) {
+            return Vec::new();
+        }
         let t = now();
         let live = lock(&self.live);
         let mut out: Vec<SessionOffer> = live
@@ -1460,6 +1483,16 @@ impl State {
                 "an agent can only decline for its own holder",
             ));
         }
+        if !self.is_current_holder(ca_id, holder_id) {
+            return Err(ApiErr::new(
+                403,
+                "unknown-holder",
+                format!(
+                    "{holder_id} is not an enrolled holder of CA {ca_id}'s current share set: \
+                     a holder only of a pending set answers no session before the switch"
+                ),
+            ));
+        }
         {
             let mut live = lock(&self.live);
             let l = live
@@ -1542,6 +1575,18 @@ impl State {
         session_id: &str,
         c: Contribution,
     ) -> ApiResult<SessionStatus> {
+        // a holder only of a pending reshared set answers nothing: neither its approval nor
+        // its refusal counts toward the current set's session
+        if !self.is_current_holder(ca_id, holder_id) {
+            return Err(ApiErr::new(
+                403,
+                "unknown-holder",
+                format!(
+                    "{holder_id} is not an enrolled holder of CA {ca_id}'s current share set: \
+                     a holder only of a pending set answers no session before the switch"
+                ),
+            ));
+        }
         let (worker, offer, signing, shares_in) = {
             let mut live = lock(&self.live);
             match live.get_mut(session_id).filter(|l| l.ca_id == ca_id) {

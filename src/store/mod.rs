@@ -342,6 +342,7 @@ impl Store {
         if changed == 0 {
             return Err(StoreError::NotFound(format!("CA {ca_id}")));
         }
+        reshare::stale_pending_sets(&tx, ca_id)?;
         audit::append_tx(&tx, "ca-policy-changed", Some(ca_id), None, None, note)?;
         tx.commit()?;
         Ok(())
@@ -369,6 +370,7 @@ impl Store {
                 "CA {ca_id} with the manifest the change was checked against"
             )));
         }
+        reshare::stale_pending_sets(&tx, ca_id)?;
         mark_signed(&tx, session_id, detail)?;
         audit::append_tx(
             &tx,
@@ -1144,6 +1146,8 @@ fn replace_share_set_in(
             "CA {ca_id} is not registered"
         )));
     }
+    // a set a reshare left pending no longer follows the registered manifest
+    reshare::stale_pending_sets(tx, ca_id)?;
     let kept: Vec<&str> = holders.iter().map(|(h, _, _)| h.as_str()).collect();
     let mut removed = Vec::new();
     for (holder,) in holder_ids_in(tx, ca_id)? {

@@ -11,15 +11,21 @@ use crate::harness::{Env, Holder, Proc, Server};
 /// `ca-admin` API token in `admin.token` (`op.token` is a plain operator's); the age keys
 /// of NK001–NK007.
 fn deployed_ca(env: &Env) -> (Vec<Holder>, String) {
-    let holders = env.holders(7);
-    env.holders_json(&holders[..5], &[]);
-    env.ca_init(
-        "ecdsa-p256",
-        3,
-        &["--package", "--server-url", "https://pki.example.org:8443"],
-    )
-    .ok();
-    for h in &holders[..5] {
+    deployed_ca_of(env, 5, 3, &[])
+}
+
+/// A `threshold`-of-`n` packaged CA (NK001…) deployed and registered, as [`deployed_ca`];
+/// the age keys of `n` + 2 holders.
+fn deployed_ca_of(env: &Env, n: usize, threshold: usize, more: &[&str]) -> (Vec<Holder>, String) {
+    let holders = env.holders(n + 2);
+    env.holders_json(&holders[..n], &[]);
+    let args = [
+        &["--package", "--server-url", "https://pki.example.org:8443"][..],
+        more,
+    ]
+    .concat();
+    env.ca_init("ecdsa-p256", threshold, &args).ok();
+    for h in &holders[..n] {
         env.deploy(h, &format!("ca/packages/{}.nkpkg", h.id), &h.id, &[])
             .ok();
     }
@@ -121,7 +127,7 @@ fn an_online_reshare_switches_once_the_new_holders_enroll_and_the_new_set_signs(
     ]);
     let (holders, ca_id) = deployed_ca(&env);
     let server = env.serve(&[]);
-    let mut old: Vec<Proc> = ["NK001", "NK002", "NK003"]
+    let old: Vec<Proc> = ["NK001", "NK002", "NK003"]
         .iter()
         .map(|id| agent(&env, &server, &ca_id, id, &RULE))
         .collect();
@@ -180,26 +186,17 @@ fn an_online_reshare_switches_once_the_new_holders_enroll_and_the_new_set_signs(
     let log = audit(&env);
     assert!(log.contains("reshare-pending"), "{log}");
 
-    // NK006 deploys and enrolls: 1 of 2, no switch; its new share is refused clearly, and
-    // the old set still signs
+    // NK006 deploys and enrolls: 1 of 2, no switch; its agent runs, is offered no session
+    // of the current set, and the old set still signs
     env.deploy(&holders[5], "ca2/packages/NK006.nkpkg", "NK006", &[])
         .ok();
     let nk006 = agent(&env, &server, &ca_id, "NK006", &RULE);
     let log = env.wait_for("agent-NK006.log", 5, |t| t.contains("share set version 2"));
     assert!(log.contains("1 of the 2 enrollments"), "{log}");
-    let nk003 = old.pop().unwrap();
-    drop(nk003);
     let csr = leaf_csr(&env, "before");
-    std::thread::scope(|s| {
-        let signing = s.spawn(|| sign(&env, &server, &ca_id, &csr, "before.crt"));
-        let log = env.wait_for("agent-NK006.log", 30, |t| t.contains("pending-share-set"));
-        assert!(
-            log.contains("pending-share-set") && log.contains("not switched to yet"),
-            "{log}"
-        );
-        old.push(agent(&env, &server, &ca_id, "NK003", &RULE));
-        signing.join().unwrap().ok();
-    });
+    let before = sign(&env, &server, &ca_id, &csr, "before.crt");
+    before.ok();
+    assert!(!before.stdout().contains("NK006"), "{}", before.stdout());
     env.openssl_verify("ca/ca.crt", "before.crt");
     assert!(!audit(&env).contains("share-set-switched"));
 
@@ -247,6 +244,21 @@ fn an_online_reshare_switches_once_the_new_holders_enroll_and_the_new_set_signs(
     let download: serde_json::Value = serde_json::from_slice(&env.read("packages.json")).unwrap();
     assert_eq!(download["state"], "switched");
     assert_eq!(download["enrolled"], serde_json::json!(["NK006", "NK007"]));
+    // the set is the one requested; its sealed packages are gone since the switch
+    let manifest: serde_json::Value =
+        serde_json::from_str(download["result"]["manifest_json"].as_str().unwrap()).unwrap();
+    let ids: Vec<&str> = manifest["signed"]["holders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["nitrokey_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["NK003", "NK004", "NK006", "NK007"]);
+    assert_eq!(
+        manifest["signed"]["share_set"]["threshold"], 2,
+        "{manifest}"
+    );
+    assert_eq!(download["result"]["packages"], serde_json::json!([]));
 
     // after the switch: NK003's old share is refused as superseded; NK006 and NK007 sign
     let csr = leaf_csr(&env, "after");
@@ -268,6 +280,134 @@ fn an_online_reshare_switches_once_the_new_holders_enroll_and_the_new_set_signs(
     env.openssl_verify("ca/ca.crt", "after.crt");
     drop(nk006);
     drop(old);
+
+    // NK003 stays, had enrolled its token for the old set and not for the new one: its new
+    // package's code is spent at the switch (`code-used`), not a wrong code
+    env.deploy(&holders[2], "ca2/packages/NK003.nkpkg", "NK003", &["--yes"])
+        .ok();
+    let _ = std::fs::remove_dir_all(env.path("machine-NK003"));
+    drop(agent(&env, &server, &ca_id, "NK003", &RULE));
+    let log = audit(&env);
+    assert!(
+        log.contains("the enrollment code was already used")
+            && !log.contains("wrong enrollment code"),
+        "{log}"
+    );
+}
+
+#[test]
+fn a_pending_set_answers_no_session_and_goes_stale_at_a_policy_change() {
+    let env = Env::new().with_softhsm(&["NK001", "NK002", "NK003", "NK004", "NK005"]);
+    let (holders, ca_id) = deployed_ca_of(&env, 3, 2, &[]);
+    let server = env.serve(&[]);
+    let rule = [&RULE[..], &["--approve-policy-changes"]].concat();
+    let nk001 = agent(&env, &server, &ca_id, "NK001", &rule);
+    let nk002 = agent(&env, &server, &ca_id, "NK002", &rule);
+    // 2-of-3 → 3-of-4: NK001 and NK002 stay, NK004 and NK005 come
+    let new: Vec<Holder> = [0, 1, 3, 4].iter().map(|i| holders[*i].clone()).collect();
+    env.holders_json(&new, &[]);
+    reshare_online(&env, &server, &ca_id, "3", "admin.token", "ca2").ok();
+    // NK004 and NK005 enroll for the pending set: 2 of the 3 the switch needs
+    for (i, id) in [(3, "NK004"), (4, "NK005")] {
+        env.deploy(&holders[i], &format!("ca2/packages/{id}.nkpkg"), id, &[])
+            .ok();
+    }
+    let pending: Vec<Proc> = ["NK004", "NK005"]
+        .iter()
+        .map(|id| agent(&env, &server, &ca_id, id, &RULE))
+        .collect();
+    let log = env.wait_for("agent-NK005.log", 5, |t| t.contains("share set version 2"));
+    assert!(log.contains("2 of the 3 enrollments"), "{log}");
+
+    // with one current holder's agent up, the pending holders see the session and their
+    // refused answers would end it (3 holders, 2 refusals); they are offered nothing, and
+    // the second current holder completes it
+    drop(nk002);
+    let csr = leaf_csr(&env, "pending");
+    let run = std::thread::scope(|s| {
+        let signing = s.spawn(|| sign(&env, &server, &ca_id, &csr, "pending.crt"));
+        let log = env.wait_for("agent-NK001.log", 30, |t| t.contains("share sent"));
+        assert!(log.contains("share sent"), "{log}");
+        let log = env.wait_for("agent-NK004.log", 3, |t| t.contains("pending-share-set"));
+        assert!(!log.contains("pending-share-set"), "{log}");
+        let nk002 = agent(&env, &server, &ca_id, "NK002", &rule);
+        let run = signing.join().unwrap();
+        (run, nk002)
+    });
+    let (run, nk002) = run;
+    run.ok();
+    assert!(
+        run.stdout().contains("NK001")
+            && run.stdout().contains("NK002")
+            && !run.stdout().contains("NK004")
+            && !run.stdout().contains("NK005"),
+        "{}",
+        run.stdout()
+    );
+    env.openssl_verify("ca/ca.crt", "pending.crt");
+
+    // a policy change replaces the manifest the pending set supersedes: the set is stale,
+    // and the enrollment that would have switched to it is refused clearly
+    env.write(
+        "policy.toml",
+        "version = 1\n[server]\napprovals = 2\nmax_days = 200\n",
+    );
+    env.nkpki(&[
+        "policy",
+        "propose",
+        "--server",
+        &server.url,
+        "--ca",
+        &ca_id,
+        "--api-token-file",
+        "admin.token",
+        "--policy",
+        "policy.toml",
+    ])
+    .ok();
+    assert!(audit(&env).contains("reshare-stale"));
+    drop(nk001);
+    drop(nk002);
+    env.deploy(&holders[0], "ca2/packages/NK001.nkpkg", "NK001", &["--yes"])
+        .ok();
+    let _ = std::fs::remove_dir_all(env.path("machine-NK001"));
+    let _nk001 = env.agent("NK001", &ca_id, &server.url, &RULE);
+    let log = env.wait_for("agent-NK001.log", 30, |t| t.contains("stale-share-set"));
+    assert!(
+        log.contains("stale-share-set") && log.contains("reshares again"),
+        "{log}"
+    );
+    assert!(!audit(&env).contains("share-set-switched"));
+    drop(pending);
+}
+
+#[test]
+fn a_reshare_needs_the_strictest_quorum_of_the_ca_policy() {
+    let env = Env::new().with_softhsm(&["NK001", "NK002", "NK003", "NK004", "NK005"]);
+    env.write(
+        "policy.toml",
+        "version = 1\n[server]\napprovals = 4\nmax_days = 200\n",
+    );
+    let (holders, ca_id) = deployed_ca_of(&env, 5, 3, &["--policy", "policy.toml"]);
+    let server = env.serve(&[]);
+    let _agents: Vec<Proc> = ["NK001", "NK002", "NK003", "NK004"]
+        .iter()
+        .map(|id| agent(&env, &server, &ca_id, id, &RULE))
+        .collect();
+    let new: Vec<Holder> = [0, 1, 2, 5].iter().map(|i| holders[*i].clone()).collect();
+    env.holders_json(&new, &[]);
+    let run = reshare_online(&env, &server, &ca_id, "3", "admin.token", "ca2");
+    run.ok();
+    // [server] asks 4: M shares and one approval without a share
+    assert!(run.stderr().contains("4 of 4 approved"), "{}", run.stderr());
+    assert!(
+        run.stdout().contains("NK001")
+            && run.stdout().contains("NK002")
+            && run.stdout().contains("NK003")
+            && run.stdout().contains("NK004"),
+        "{}",
+        run.stdout()
+    );
 }
 
 #[test]
@@ -345,13 +485,23 @@ fn online_reshare_bad_requests_are_refused_before_any_holder_is_asked() {
     entries[3]["age_recipient"] = holders[5].recipient.clone().into();
     env.write("holders.json", serde_json::to_vec(&entries).unwrap());
     refused("2", "admin.token", &["holders[3].nitrokey_id"]);
+    // one age recipient for two holders
+    env.holders_json(&set(&[0, 1, 2, 5]), &[]);
+    let mut twins: serde_json::Value = serde_json::from_slice(&env.read("holders.json")).unwrap();
+    twins[3]["age_recipient"] = twins[2]["age_recipient"].clone();
+    env.write("holders.json", serde_json::to_vec(&twins).unwrap());
+    refused(
+        "2",
+        "admin.token",
+        &["NK003 and NK006 have the same age recipient"],
+    );
     // two holders
     env.holders_json(&set(&[0, 1]), &[]);
     refused("2", "admin.token", &["between 3 and 20"]);
     let log = audit(&env);
     assert_eq!(
         log.matches("session-refused").count(),
-        8,
+        9,
         "every refusal is audited: {log}"
     );
 
