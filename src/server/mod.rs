@@ -15,7 +15,7 @@ mod state;
 mod threshold;
 
 pub use guard::Refusal;
-pub use http::{Peer, api_router, open_metrics_router, router};
+pub use http::{MAX_BODY, Peer, api_router, open_metrics_router, router};
 pub use listing::{CaListing, list_api_tokens, list_cas};
 pub use metrics::Metrics;
 pub use ocsp::ocsp_answer;

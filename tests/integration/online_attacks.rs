@@ -198,7 +198,7 @@ fn http_operators_and_contributions_are_checked() {
         "health with silent clients around"
     );
     assert!(raw_http(&url, b"GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n").contains("404"));
-    let body = "x".repeat(2 << 20);
+    let body = "x".repeat(nkpki::server::MAX_BODY + 1);
     let big = format!(
         "POST /api/v1/sessions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Length: {}\r\n\r\n{body}",
         token.trim(),
