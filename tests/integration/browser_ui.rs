@@ -292,25 +292,6 @@ impl Drop for Attacker {
     }
 }
 
-/// An operator API token with role `ca-admin` (the generator's), from the CLI.
-fn admin_token(env: &Env) -> String {
-    env.nkpki(&[
-        "serve",
-        "token",
-        "create",
-        "--data-dir",
-        "data",
-        "--name",
-        "root-admin",
-        "--role",
-        "ca-admin",
-    ])
-    .ok()
-    .stdout()
-    .trim()
-    .to_owned()
-}
-
 /// Keyboard only through the generator: Tab from the top of the page reaches the form,
 /// each Tab moves to the next field in reading order (CA, server, then each holder's row),
 /// typing fills them (a letter picks the key), and Enter on "Generate the CA" runs the
@@ -318,7 +299,7 @@ fn admin_token(env: &Env) -> String {
 #[test]
 fn browser_keyboard_alone_fills_and_submits_the_generator() {
     let site = Site::new();
-    let admin = admin_token(&site.env);
+    let admin = site.env.admin_token();
     // the age keys Site::new made for the CA it registered
     let holders: Vec<Holder> = (1..=3)
         .map(|i| {
@@ -434,7 +415,7 @@ fn browser_generate_request_live_approvals_download_revoke_crl() {
     let env = Env::new().with_softhsm(&FIVE);
     let holders = env.holders(5);
     let server = env.serve(&[]);
-    let admin = admin_token(&env);
+    let admin = env.admin_token();
     env.write("op.token", &admin);
     let b = Browser::start(&server.url);
     b.goto("/ui/sign-in?next=/ui/generator");

@@ -698,6 +698,29 @@ impl Env {
             .to_owned()
     }
 
+    /// Makes an operator API token with role `ca-admin` in `data/`, writes it to
+    /// `admin.token` and returns it.
+    pub fn admin_token(&self) -> String {
+        let token = self
+            .nkpki(&[
+                "serve",
+                "token",
+                "create",
+                "--data-dir",
+                "data",
+                "--name",
+                "admin",
+                "--role",
+                "ca-admin",
+            ])
+            .ok()
+            .stdout()
+            .trim()
+            .to_owned();
+        self.write("admin.token", &token);
+        token
+    }
+
     /// Registers `ca/` with the server data directory and makes an operator token file.
     pub fn register(&self) -> String {
         let fingerprint = self.ca_fingerprint("ca");

@@ -18,25 +18,6 @@ dns_domains = ["example.org"]
 approvals = 4
 "#;
 
-/// An API token with role ca-admin, in `admin.token`.
-fn admin_token(env: &Env) {
-    let token = env
-        .nkpki(&[
-            "serve",
-            "token",
-            "create",
-            "--data-dir",
-            "data",
-            "--name",
-            "admin",
-            "--role",
-            "ca-admin",
-        ])
-        .ok()
-        .stdout();
-    env.write("admin.token", token.trim());
-}
-
 fn propose(
     env: &Env,
     server: &Server,
@@ -130,7 +111,7 @@ fn manifest_on_disk(env: &Env, path: &str) -> (u64, String) {
 
 fn policy_changes_online(key: &str, more: &[&str], env: Env) {
     let ca_id = deployed_with_policy_as(&env, LOOSE, key, more);
-    admin_token(&env);
+    env.admin_token();
     let server = env.serve(&[]);
     let rule = [&RULE[..], &["--approve-policy-changes"]].concat();
     let _agents: Vec<_> = ["NK001", "NK002", "NK003", "NK004"]
@@ -251,7 +232,7 @@ fn a_threshold_ca_changes_its_policy_online_from_signature_shares() {
 fn bad_policy_proposals_are_refused_before_any_holder_is_asked() {
     let env = Env::new().with_softhsm(&["NK001", "NK002", "NK003", "NK004", "NK005"]);
     let ca_id = deployed_with_policy(&env, LOOSE);
-    admin_token(&env);
+    env.admin_token();
     let server = env.serve(&[]);
     let cases = [
         (
@@ -327,7 +308,7 @@ fn bad_policy_proposals_are_refused_before_any_holder_is_asked() {
 fn a_declined_or_expired_policy_session_changes_nothing() {
     let env = Env::new().with_softhsm(&["NK001", "NK002", "NK003", "NK004", "NK005"]);
     let ca_id = deployed_with_policy(&env, LOOSE);
-    admin_token(&env);
+    env.admin_token();
     env.write(
         "strict.toml",
         LOOSE.replace("max_days = 200", "max_days = 60"),

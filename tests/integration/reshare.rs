@@ -569,21 +569,7 @@ fn server_switch(env: &Env, key: &str, mode: &[&str]) {
             .ok();
     }
     let ca_id = env.register();
-    let admin = env
-        .nkpki(&[
-            "serve",
-            "token",
-            "create",
-            "--data-dir",
-            "data",
-            "--name",
-            "admin",
-            "--role",
-            "ca-admin",
-        ])
-        .ok()
-        .stdout();
-    env.write("admin.token", admin.trim());
+    env.admin_token();
     env.holders_json(&holders[1..], &[]);
     reshare(
         env,

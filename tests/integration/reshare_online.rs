@@ -30,21 +30,7 @@ fn deployed_ca_of(env: &Env, n: usize, threshold: usize, more: &[&str]) -> (Vec<
             .ok();
     }
     let ca_id = env.register();
-    let admin = env
-        .nkpki(&[
-            "serve",
-            "token",
-            "create",
-            "--data-dir",
-            "data",
-            "--name",
-            "admin",
-            "--role",
-            "ca-admin",
-        ])
-        .ok()
-        .stdout();
-    env.write("admin.token", admin.trim());
+    env.admin_token();
     (holders, ca_id)
 }
 
@@ -558,21 +544,7 @@ fn a_threshold_mode_ca_is_not_reshared_online() {
     )
     .ok();
     let ca_id = env.register();
-    let admin = env
-        .nkpki(&[
-            "serve",
-            "token",
-            "create",
-            "--data-dir",
-            "data",
-            "--name",
-            "admin",
-            "--role",
-            "ca-admin",
-        ])
-        .ok()
-        .stdout();
-    env.write("admin.token", admin.trim());
+    env.admin_token();
     let server = env.serve(&[]);
     let run = reshare_online(&env, &server, &ca_id, "2", "admin.token", "out");
     assert!(!run.output.status.success());

@@ -9,6 +9,16 @@ fn registered(env: &Env) -> String {
     env.register()
 }
 
+/// A 2-of-3 CA deployed on the tokens NK001..NK003 and registered, as [`registered`].
+fn deployed(env: &Env) -> String {
+    let holders = env.packaged_ceremony(3, 2);
+    for h in &holders {
+        env.deploy(h, &format!("ca/packages/{}.nkpkg", h.id), &h.id, &[])
+            .ok();
+    }
+    env.register()
+}
+
 /// A client with the operator token of [`registered`].
 fn operator(env: &Env, url: &str) -> nkpki::client::Client {
     let token = String::from_utf8(env.read("op.token")).unwrap();
@@ -150,12 +160,7 @@ fn a_damaged_database_is_refused_with_a_pointer_to_the_backups() {
 #[test]
 fn a_session_whose_worker_dies_fails_cleanly_and_the_next_one_signs() {
     let env = Env::new().with_softhsm(&["NK001", "NK002", "NK003"]);
-    let holders = env.packaged_ceremony(3, 2);
-    for h in &holders {
-        env.deploy(h, &format!("ca/packages/{}.nkpkg", h.id), &h.id, &[])
-            .ok();
-    }
-    let ca_id = env.register();
+    let ca_id = deployed(&env);
     let server = env.serve(&[]);
     let session = open_session(&env, &server.url, &ca_id);
     let id = session["session_id"].as_str().unwrap().to_owned();
@@ -388,12 +393,7 @@ fn concurrent_administration_beside_a_busy_server_loses_nothing() {
 #[test]
 fn a_request_changed_in_the_database_during_its_session_is_not_signed() {
     let env = Env::new().with_softhsm(&["NK001", "NK002", "NK003"]);
-    let holders = env.packaged_ceremony(3, 2);
-    for h in &holders {
-        env.deploy(h, &format!("ca/packages/{}.nkpkg", h.id), &h.id, &[])
-            .ok();
-    }
-    let ca_id = env.register();
+    let ca_id = deployed(&env);
     let server = env.serve(&[]);
     let session = open_session(&env, &server.url, &ca_id);
     let id = session["session_id"].as_str().unwrap().to_owned();
@@ -430,12 +430,7 @@ fn a_request_changed_in_the_database_during_its_session_is_not_signed() {
 #[test]
 fn a_certificate_changed_in_the_database_during_its_session_is_not_issued() {
     let env = Env::new().with_softhsm(&["NK001", "NK002", "NK003"]);
-    let holders = env.packaged_ceremony(3, 2);
-    for h in &holders {
-        env.deploy(h, &format!("ca/packages/{}.nkpkg", h.id), &h.id, &[])
-            .ok();
-    }
-    let ca_id = env.register();
+    let ca_id = deployed(&env);
     let server = env.serve(&[]);
     let csr = env.csr(
         "www",
