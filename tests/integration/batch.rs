@@ -77,6 +77,19 @@ fn batch_args<'a>(url: &'a str, ca: &'a str, extra: &[&'a str]) -> Vec<&'a str> 
     args
 }
 
+/// The PEM text of each CSR file.
+fn pems<S: AsRef<str>>(env: &Env, csrs: &[S]) -> Vec<String> {
+    csrs.iter()
+        .map(|c| String::from_utf8(env.read(c.as_ref())).unwrap())
+        .collect()
+}
+
+/// A session request for a batch of `pems` with the server profile, 30 days.
+fn batch_body(ca_id: &str, pems: &[String]) -> serde_json::Value {
+    serde_json::json!({"ca_id": ca_id, "kind": "issue-batch", "csr_pems": pems,
+        "profile": "server", "days": 30})
+}
+
 fn refused(result: Result<SessionStatus, ClientError>, status: u16, code: &str) -> String {
     match result {
         Err(ClientError::Api {
@@ -265,16 +278,9 @@ fn a_forged_csr_or_an_oversized_batch_is_refused_before_any_holder_is_asked() {
     assert!(!env.path("certs/host1.crt").exists());
 
     // the server does the same for a body sent to it directly, naming the CSR
-    let pems: Vec<String> = csrs
-        .iter()
-        .map(|c| String::from_utf8(env.read(c)).unwrap())
-        .collect();
+    let pems = pems(&env, &csrs);
     let message = refused(
-        op.post(
-            "/api/v1/sessions",
-            &serde_json::json!({"ca_id": ca_id, "kind": "issue-batch", "csr_pems": pems,
-                "profile": "server", "days": 30}),
-        ),
+        op.post("/api/v1/sessions", &batch_body(&ca_id, &pems)),
         422,
         "policy",
     );
@@ -284,11 +290,7 @@ fn a_forged_csr_or_an_oversized_batch_is_refused_before_any_holder_is_asked() {
     );
     // the same batch in a dry run is refused the same way
     let preview: nkpki::proto::SessionPreview = op
-        .post(
-            "/api/v1/sessions/preview",
-            &serde_json::json!({"ca_id": ca_id, "kind": "issue-batch", "csr_pems": pems,
-                "profile": "server", "days": 30}),
-        )
+        .post("/api/v1/sessions/preview", &batch_body(&ca_id, &pems))
         .unwrap();
     assert!(!preview.accepted);
     assert!(
@@ -439,16 +441,9 @@ fn one_csr_the_ca_policy_forbids_refuses_the_whole_batch() {
         "the local refusal never reached the server"
     );
     // a batch the policy allows whole opens
-    let pems: Vec<String> = [&csrs[0], &csrs[2]]
-        .iter()
-        .map(|c| String::from_utf8(env.read(c)).unwrap())
-        .collect();
+    let pems = pems(&env, &[&csrs[0], &csrs[2]]);
     let status: SessionStatus = op
-        .post(
-            "/api/v1/sessions",
-            &serde_json::json!({"ca_id": ca_id, "kind": "issue-batch", "csr_pems": pems,
-                "profile": "server", "days": 30}),
-        )
+        .post("/api/v1/sessions", &batch_body(&ca_id, &pems))
         .unwrap();
     assert_eq!(status.certificates.len(), 2);
     assert!(status.certificates.iter().all(|c| c.pem.is_none()));
@@ -456,39 +451,15 @@ fn one_csr_the_ca_policy_forbids_refuses_the_whole_batch() {
 
 #[test]
 fn a_threshold_ca_refuses_a_batch_with_a_hint() {
-    let primes = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/threshold/rsa-2048.primes"
-    );
-    let env = Env::new().with_env("NKPKI_TEST_SAFE_PRIMES", primes);
-    let holders = env.holders(5);
-    env.holders_json(&holders, &[]);
-    env.ca_init(
-        "rsa-2048",
-        3,
-        &[
-            "--mode",
-            "threshold",
-            "--package",
-            "--server-url",
-            "https://pki.example.org:8443",
-        ],
-    )
-    .ok();
+    let env = crate::threshold_online::threshold_env(&[]);
+    crate::threshold_online::threshold_ceremony(&env);
     let ca_id = env.register();
     let server = env.serve(&[]);
     let op = operator(&env, &server.url);
     let csrs = csr_dir(&env, "csrs", 2);
-    let pems: Vec<String> = csrs
-        .iter()
-        .map(|c| String::from_utf8(env.read(c)).unwrap())
-        .collect();
+    let pems = pems(&env, &csrs);
     let message = refused(
-        op.post(
-            "/api/v1/sessions",
-            &serde_json::json!({"ca_id": ca_id, "kind": "issue-batch", "csr_pems": pems,
-                "profile": "server", "days": 30}),
-        ),
+        op.post("/api/v1/sessions", &batch_body(&ca_id, &pems)),
         409,
         "batch-threshold",
     );
@@ -627,16 +598,9 @@ fn an_envelope_approves_exactly_the_batch_it_names() {
         a.login();
     }
     let csrs = csr_dir(&env, "csrs", 3);
-    let pems: Vec<String> = csrs
-        .iter()
-        .map(|c| String::from_utf8(env.read(c)).unwrap())
-        .collect();
+    let pems = pems(&env, &csrs);
     let opened: SessionStatus = op
-        .post(
-            "/api/v1/sessions",
-            &serde_json::json!({"ca_id": ca_id, "kind": "issue-batch", "csr_pems": pems,
-                "profile": "server", "days": 30}),
-        )
+        .post("/api/v1/sessions", &batch_body(&ca_id, &pems))
         .unwrap();
     let offer = agents[0]
         .offers()

@@ -31,14 +31,14 @@ const PRIMES: &str = concat!(
     "/tests/fixtures/threshold/rsa-2048.primes"
 );
 
-fn threshold_env(tokens: &[&str]) -> Env {
+pub(crate) fn threshold_env(tokens: &[&str]) -> Env {
     Env::new()
         .with_softhsm(tokens)
         .with_env("NKPKI_TEST_SAFE_PRIMES", PRIMES)
 }
 
 /// A packaged 3-of-5 threshold-mode rsa-2048 ceremony into `ca/`.
-fn threshold_ceremony(env: &Env) -> Vec<Holder> {
+pub(crate) fn threshold_ceremony(env: &Env) -> Vec<Holder> {
     let holders = env.holders(5);
     env.holders_json(&holders, &[]);
     env.ca_init(
