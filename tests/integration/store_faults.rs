@@ -52,6 +52,23 @@ fn settled_state(env: &Env, url: &str, id: &str) -> String {
     }
 }
 
+/// The status of a session that must have failed because its stored request or
+/// certificate was changed.
+fn failed_as_unapproved(env: &Env, url: &str, id: &str) -> serde_json::Value {
+    assert_eq!(settled_state(env, url, id), "failed");
+    let status: serde_json::Value = operator(env, url)
+        .get(&format!("/api/v1/sessions/{id}"))
+        .unwrap();
+    assert!(
+        status["detail"]
+            .as_str()
+            .unwrap()
+            .contains("not the one the holders approved"),
+        "{status}"
+    );
+    status
+}
+
 fn session_state(env: &Env, url: &str, id: &str) -> String {
     let status: serde_json::Value = operator(env, url)
         .get(&format!("/api/v1/sessions/{id}"))
@@ -413,17 +430,7 @@ fn a_request_changed_in_the_database_during_its_session_is_not_signed() {
         .iter()
         .map(|h| env.agent(h, &ca_id, &server.url, &rule))
         .collect();
-    assert_eq!(settled_state(&env, &server.url, &id), "failed");
-    let status: serde_json::Value = operator(&env, &server.url)
-        .get(&format!("/api/v1/sessions/{id}"))
-        .unwrap();
-    assert!(
-        status["detail"]
-            .as_str()
-            .unwrap()
-            .contains("not the one the holders approved"),
-        "{status}"
-    );
+    let status = failed_as_unapproved(&env, &server.url, &id);
     assert!(status["crl_pem"].is_null(), "nothing signed: {status}");
 }
 
@@ -480,17 +487,7 @@ fn a_certificate_changed_in_the_database_during_its_session_is_not_issued() {
         .iter()
         .map(|h| env.agent(h, &ca_id, &server.url, &rule))
         .collect();
-    assert_eq!(settled_state(&env, &server.url, &id), "failed");
-    let status: serde_json::Value = operator(&env, &server.url)
-        .get(&format!("/api/v1/sessions/{id}"))
-        .unwrap();
-    assert!(
-        status["detail"]
-            .as_str()
-            .unwrap()
-            .contains("not the one the holders approved"),
-        "{status}"
-    );
+    let status = failed_as_unapproved(&env, &server.url, &id);
     assert!(
         status["certificate_pem"].is_null(),
         "nothing issued: {status}"
