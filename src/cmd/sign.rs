@@ -467,6 +467,17 @@ fn dry_run(args: &Args) -> anyhow::Result<()> {
                 }
             }
         }
+    }
+    dry_run_verdict(preview, !args.output.json)
+}
+
+/// Ends a dry run: prints its verdict (unless `--json` printed the whole preview) and
+/// turns a refusal into the error the session request would have got.
+pub(super) fn dry_run_verdict(
+    preview: nkpki::proto::SessionPreview,
+    print: bool,
+) -> anyhow::Result<()> {
+    if print {
         match &preview.refusal {
             None => println!("Verdict:     accepted (dry run: no session opened)"),
             Some(r) => println!(

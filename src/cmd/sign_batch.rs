@@ -4,11 +4,11 @@
 use super::hinted;
 use super::online::{EXIT_POLICY, Exit, server_error};
 use anyhow::Context;
+use nkpki::fsx;
 use nkpki::manifest::Manifest;
 use nkpki::pki::{self, Csr, Profile, batch::MAX_BATCH};
 use nkpki::policy::Request;
 use nkpki::proto::{API, CreateSession, SessionKind, SessionPreview, SessionStatus};
-use nkpki::{client::ClientError, fsx};
 use std::path::{Path, PathBuf};
 
 /// What `sign` was asked, for a batch.
@@ -396,24 +396,8 @@ fn dry_run(
                 );
             }
         }
-        match &preview.refusal {
-            None => println!("Verdict:     accepted (dry run: no session opened)"),
-            Some(r) => println!(
-                "Verdict:     refused ({} {}): {}",
-                r.status,
-                r.code,
-                pki::text::escape(&r.error)
-            ),
-        }
     }
-    match preview.refusal {
-        None => Ok(()),
-        Some(r) => Err(server_error(ClientError::Api {
-            status: r.status,
-            code: r.code,
-            message: r.error,
-        })),
-    }
+    super::sign::dry_run_verdict(preview, !b.json)
 }
 
 #[cfg(test)]
